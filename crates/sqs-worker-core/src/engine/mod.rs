@@ -1,0 +1,453 @@
+//! The engine: runs a batch through a handler and reports every message.
+//!
+//! Runners hand it messages and settle what it reports; they never decide
+//! what success means. It owns the processing rules:
+//! - bounded concurrency, each message its own future (or task), so one slow
+//!   message never holds back the others;
+//! - FIFO: messages with a group id run strictly in order within their group,
+//!   groups in parallel; after a failure the rest of the group in the batch is
+//!   reported [`FailureKind::GroupBlocked`] without running;
+//! - a panic fails that message only ([`FailureKind::Panicked`], with the
+//!   panic text);
+//! - an optional per-message time limit ([`FailureKind::TimedOut`]);
+//! - an optional batch deadline: messages not started when its safety margin
+//!   is reached are [`FailureKind::Unstarted`], messages still running at the
+//!   deadline [`FailureKind::DeadlineExceeded`];
+//! - the retry delay of each failure, from the [`RetryPolicy`].
+
+mod lanes;
+mod outcome;
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tracing::Instrument;
+
+pub use self::outcome::{BatchReport, Failure, FailureKind, Outcome, Settled};
+use self::lanes::Lanes;
+pub(crate) use self::outcome::kind_of as outcome_kind;
+use self::outcome::kind_of;
+use crate::error::Error;
+use crate::handler::{Handler, IntoHandler};
+use crate::message::Message;
+use crate::observe;
+use crate::retry::{ExponentialBackoff, RetryPolicy};
+
+/// How handler futures are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Execution {
+    /// Each message is polled inside the batch's own task. Cheapest; handlers
+    /// that block a thread hold back the rest of the batch. The Lambda
+    /// adapter's default (one event at a time, often one vCPU).
+    #[default]
+    Inline,
+    /// Each message is its own `tokio` task, so CPU-heavy handlers use every
+    /// worker thread. The poller's default.
+    Spawn,
+}
+
+/// Engine settings. Build with [`EngineConfig::default`] and the setters.
+#[derive(Clone)]
+pub struct EngineConfig {
+    concurrency: usize,
+    execution: Execution,
+    handler_timeout: Option<Duration>,
+    pub(crate) start_margin: Duration,
+    retry: Arc<dyn RetryPolicy>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("concurrency", &self.concurrency)
+            .field("execution", &self.execution)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("start_margin", &self.start_margin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            execution: Execution::Inline,
+            handler_timeout: None,
+            start_margin: Duration::ZERO,
+            retry: Arc::new(ExponentialBackoff::default()),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// At most `n` handlers run at once within a batch (at least 1).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How handler futures are driven.
+    #[must_use]
+    pub fn execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// Stop a handler after `limit` and fail its message ([`FailureKind::TimedOut`]).
+    #[must_use]
+    pub fn handler_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.handler_timeout = limit;
+        self
+    }
+
+    /// With a batch deadline, start no message when less than `margin` is left.
+    #[must_use]
+    pub fn start_margin(mut self, margin: Duration) -> Self {
+        self.start_margin = margin;
+        self
+    }
+
+    /// The retry policy that sets each failure's retry delay.
+    #[must_use]
+    pub fn retry_policy(mut self, policy: impl RetryPolicy) -> Self {
+        self.retry = Arc::new(policy);
+        self
+    }
+
+    /// The retry policy, shared.
+    #[must_use]
+    pub fn retry_policy_arc(mut self, policy: Arc<dyn RetryPolicy>) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The configured concurrency.
+    pub fn get_concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The configured per-message time limit.
+    pub fn get_handler_timeout(&self) -> Option<Duration> {
+        self.handler_timeout
+    }
+
+    /// The retry policy.
+    pub fn get_retry_policy(&self) -> &Arc<dyn RetryPolicy> {
+        &self.retry
+    }
+
+    pub(crate) fn failure(&self, msg: &Message, kind: FailureKind, error: Error) -> Failure {
+        let retry_delay = match kind {
+            FailureKind::Unstarted | FailureKind::GroupBlocked | FailureKind::Permanent => {
+                Duration::ZERO
+            }
+            _ => self.retry.delay(msg.receive_count(), &error),
+        };
+        Failure {
+            kind,
+            error,
+            retry_delay,
+        }
+    }
+}
+
+/// What runners drive: a batch in, every message settled exactly once out.
+///
+/// [`Engine`] (one message at a time) and [`BatchEngine`](crate::BatchEngine)
+/// (the whole batch at once) implement it.
+pub trait Processor: Clone + Send + Sync + 'static {
+    /// Processes `batch`, calling `settle` once per message as each finishes.
+    /// With a `deadline`, returns by then.
+    fn process<S>(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+        settle: S,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: FnMut(Settled) + Send;
+
+    /// The engine settings.
+    fn config(&self) -> &EngineConfig;
+
+    /// Processes `batch` and collects the report.
+    fn run(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = BatchReport> + Send {
+        async move {
+            let mut settled = Vec::with_capacity(batch.len());
+            self.process(batch, deadline, |s| settled.push(s)).await;
+            BatchReport { settled }
+        }
+    }
+}
+
+/// Runs a [`Handler`] over batches.
+pub struct Engine<H> {
+    handler: Arc<H>,
+    config: Arc<EngineConfig>,
+}
+
+impl<H> Clone for Engine<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for Engine<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    /// An engine with default settings.
+    pub fn new<A, F: IntoHandler<A, Handler = H>>(handler: F) -> Self {
+        Self::with_config(handler, EngineConfig::default())
+    }
+
+    /// An engine with `config`.
+    pub fn with_config<A, F: IntoHandler<A, Handler = H>>(handler: F, config: EngineConfig) -> Self {
+        Self {
+            handler: Arc::new(handler.into_handler()),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+}
+
+/// One attempt's result, before the retry policy.
+enum Attempt {
+    Ok,
+    Err(Error),
+    Panicked(String),
+    TimedOut(Duration),
+}
+
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+async fn attempt<H: Handler>(handler: &H, msg: Message, limit: Option<Duration>) -> Attempt {
+    let fut = AssertUnwindSafe(handler.handle(msg)).catch_unwind();
+    let res = match limit {
+        None => fut.await,
+        Some(limit) => match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => return Attempt::TimedOut(limit),
+        },
+    };
+    match res {
+        Ok(Ok(())) => Attempt::Ok,
+        Ok(Err(e)) => Attempt::Err(e),
+        Err(payload) => Attempt::Panicked(panic_text(&*payload)),
+    }
+}
+
+/// A running message: either polled in place or a spawned task (aborted on drop).
+enum Running<F> {
+    Inline(F),
+    Task(tokio::task::JoinHandle<Attempt>),
+}
+
+struct Tagged<F> {
+    index: u32,
+    started: Instant,
+    running: Running<F>,
+}
+
+impl<F: Future<Output = Attempt> + Unpin> Future for Tagged<F> {
+    type Output = (u32, Instant, Attempt);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let res = match &mut this.running {
+            Running::Inline(f) => Pin::new(f).poll(cx),
+            Running::Task(h) => Pin::new(h).poll(cx).map(|r| match r {
+                Ok(a) => a,
+                Err(e) if e.is_panic() => Attempt::Panicked(panic_text(&*e.into_panic())),
+                Err(_) => Attempt::Panicked("handler task was cancelled".to_owned()),
+            }),
+        };
+        res.map(|a| (this.index, this.started, a))
+    }
+}
+
+impl<F> Drop for Tagged<F> {
+    fn drop(&mut self) {
+        if let Running::Task(h) = &self.running {
+            h.abort();
+        }
+    }
+}
+
+impl<H: Handler> Processor for Engine<H> {
+    fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn process<S>(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+        settle: S,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: FnMut(Settled) + Send,
+    {
+        drive(self, batch, deadline, settle)
+    }
+}
+
+async fn drive<H: Handler, S: FnMut(Settled) + Send>(
+    engine: &Engine<H>,
+    batch: Vec<Message>,
+    deadline: Option<Instant>,
+    mut settle: S,
+) {
+    let cfg = &*engine.config;
+    let mut lanes = Lanes::plan(&batch);
+    let mut slots: Vec<Option<Message>> = batch.into_iter().map(Some).collect();
+    let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
+    let limit = cfg.handler_timeout;
+    let mut running = FuturesUnordered::new();
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+
+    loop {
+        while running.len() < cfg.concurrency {
+            let Some(i) = lanes.ready.pop_front() else { break };
+            if start_by.is_some_and(|s| Instant::now() >= s) {
+                lanes.ready.push_front(i);
+                return finish_unstarted(cfg, &mut slots, &[], &mut settle);
+            }
+            let Some(msg) = slots[i as usize].clone() else { continue };
+            let span = observe::message_span(&msg);
+            let run = match cfg.execution {
+                Execution::Inline => {
+                    let h = engine.handler.clone();
+                    Running::Inline(Box::pin(
+                        async move { attempt(&*h, msg, limit).await }.instrument(span),
+                    ))
+                }
+                Execution::Spawn => {
+                    let h = engine.handler.clone();
+                    Running::Task(tokio::spawn(
+                        async move { attempt(&*h, msg, limit).await }.instrument(span),
+                    ))
+                }
+            };
+            running.push(Tagged {
+                index: i,
+                started: Instant::now(),
+                running: run,
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        let next = match &mut sleep {
+            None => running.next().await,
+            Some(sleep) => tokio::select! {
+                biased;
+                r = running.next() => r,
+                () = sleep.as_mut() => {
+                    let in_flight: Vec<u32> = running.iter().map(|t| t.index).collect();
+                    drop(running);
+                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle);
+                }
+            },
+        };
+        let Some((i, started, result)) = next else { break };
+        let Some(msg) = slots[i as usize].take() else { continue };
+        let outcome = match result {
+            Attempt::Ok => Outcome::Succeeded,
+            Attempt::Err(e) => {
+                let kind = kind_of(&e);
+                Outcome::Failed(cfg.failure(&msg, kind, e))
+            }
+            Attempt::Panicked(text) => Outcome::Failed(cfg.failure(
+                &msg,
+                FailureKind::Panicked,
+                Error::msg(format_args!("handler panicked: {text}")),
+            )),
+            Attempt::TimedOut(limit) => Outcome::Failed(cfg.failure(
+                &msg,
+                FailureKind::TimedOut,
+                Error::msg(format_args!("handler ran past its {limit:?} limit and was stopped")),
+            )),
+        };
+        let failed = matches!(outcome, Outcome::Failed(_));
+        observe::settled(&msg, &outcome, Some(started.elapsed()));
+        if failed && msg.group_id().is_some() {
+            let blocked: Vec<u32> = lanes.rest_of_lane(i).collect();
+            settle(Settled { message: msg, outcome });
+            for j in blocked {
+                if let Some(m) = slots[j as usize].take() {
+                    let e = Error::msg("an earlier message of its FIFO group failed in this batch");
+                    let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::GroupBlocked, e));
+                    observe::settled(&m, &outcome, None);
+                    settle(Settled { message: m, outcome });
+                }
+            }
+        } else {
+            let next = lanes.next[i as usize];
+            settle(Settled { message: msg, outcome });
+            if !failed && next != lanes::NONE {
+                lanes.ready.push_back(next);
+            }
+        }
+    }
+}
+
+/// Settles every message still in `slots`: those in `in_flight` as
+/// [`FailureKind::DeadlineExceeded`], the rest as [`FailureKind::Unstarted`].
+fn finish_unstarted<S: FnMut(Settled)>(
+    cfg: &EngineConfig,
+    slots: &mut [Option<Message>],
+    in_flight: &[u32],
+    settle: &mut S,
+) {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let Some(m) = slot.take() else { continue };
+        let (kind, e) = if in_flight.contains(&(i as u32)) {
+            (
+                FailureKind::DeadlineExceeded,
+                Error::msg("still running at the batch deadline; stopped"),
+            )
+        } else {
+            (
+                FailureKind::Unstarted,
+                Error::msg("not started: too close to the batch deadline"),
+            )
+        };
+        let outcome = Outcome::Failed(cfg.failure(&m, kind, e));
+        observe::settled(&m, &outcome, None);
+        settle(Settled { message: m, outcome });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! The runner-neutral core of [sqs-worker]: [`Message`], [`Handler`],
+//! [`Error`], the batch [`Engine`], the [`RetryPolicy`] and idempotency.
+//!
+//! Runners (the long-poll consumer, the Lambda adapter) only translate: SQS
+//! messages or a Lambda event in, the engine's [`Settled`] outcomes out, as
+//! deletes, visibility changes or `batchItemFailures`. Everything that decides
+//! what success means lives here, with no AWS SDK.
+//!
+//! ```
+//! use sqs_worker_core::{Engine, Error, Json, Message, Processor};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { order_id: u64 }
+//!
+//! async fn handle(Json(order): Json<Order>) -> Result<(), Error> {
+//!     if order.order_id == 0 { return Err(Error::msg("no such order")); }
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let engine = Engine::new(handle);
+//! let batch = vec![
+//!     Message::builder("a", r#"{"order_id": 1}"#).build(),
+//!     Message::builder("b", r#"{"order_id": 0}"#).build(),
+//!     Message::builder("c", "not json").build(),
+//! ];
+//! let report = engine.run(batch, None).await;
+//! assert_eq!(report.failed_ids(), ["b", "c"]);
+//! # }
+//! ```
+//!
+//! [sqs-worker]: https://docs.rs/sqs-worker
+
+mod batch;
+mod engine;
+mod error;
+mod handler;
+mod json;
+mod message;
+pub mod observe;
+mod retry;
+mod visibility;
+
+pub use self::batch::{BatchEngine, BatchHandler, BatchResults};
+pub use self::engine::{
+    BatchReport, Engine, EngineConfig, Execution, Failure, FailureKind, Outcome, Processor,
+    Settled,
+};
+pub use self::error::{Action, BoxError, Error, ResultExt};
+pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
+pub use self::json::{DecodeError, Json};
+pub use self::message::{AttributeValue, Message, MessageAttribute, MessageBuilder, SystemAttributes};
+pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
+pub use self::visibility::{
+    BoxFuture, Lease, MAX_VISIBILITY_TIMEOUT, VisibilityControl, VisibilityError,
+};
+
+/// The SQS limit on a message body: 1 MiB (since 2025).
+pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;

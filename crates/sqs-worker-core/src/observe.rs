@@ -1,0 +1,104 @@
+//! Spans, logs and metrics shared by both runners: the same names whichever
+//! way the handler is deployed.
+//!
+//! Metrics go through the [`metrics`] facade: install any recorder
+//! (Prometheus, CloudWatch EMF, …) to export them; without one they cost an
+//! atomic load. Names:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `sqs_worker_messages_received_total` | counter | |
+//! | `sqs_worker_messages_succeeded_total` | counter | |
+//! | `sqs_worker_messages_failed_total` | counter | `kind` ([`FailureKind::as_str`](crate::FailureKind::as_str)) |
+//! | `sqs_worker_messages_retried_total` | counter | |
+//! | `sqs_worker_messages_dead_lettered_total` | counter | |
+//! | `sqs_worker_visibility_extensions_total` | counter | |
+//! | `sqs_worker_settlement_failures_total` | counter | `action` |
+//! | `sqs_worker_handler_duration_seconds` | histogram | |
+//! | `sqs_worker_message_age_seconds` | histogram | |
+//! | `sqs_worker_receive_count` | histogram | |
+//!
+//! Message bodies and receipt handles never go into spans, fields or logs.
+
+use std::time::Duration;
+
+use tracing::{Span, field};
+
+use crate::engine::Outcome;
+use crate::message::Message;
+
+/// Metric names, for exporters and dashboards.
+pub mod names {
+    /// Messages handed to the engine.
+    pub const RECEIVED: &str = "sqs_worker_messages_received_total";
+    /// Messages whose handler succeeded.
+    pub const SUCCEEDED: &str = "sqs_worker_messages_succeeded_total";
+    /// Messages that failed, by `kind`.
+    pub const FAILED: &str = "sqs_worker_messages_failed_total";
+    /// Failed messages made visible again for a retry.
+    pub const RETRIED: &str = "sqs_worker_messages_retried_total";
+    /// Messages sent to the dead-letter queue by the runner.
+    pub const DEAD_LETTERED: &str = "sqs_worker_messages_dead_lettered_total";
+    /// Visibility extensions (heartbeat or handler-requested).
+    pub const EXTENSIONS: &str = "sqs_worker_visibility_extensions_total";
+    /// Delete / visibility / dead-letter calls that failed for good, by `action`.
+    pub const SETTLEMENT_FAILURES: &str = "sqs_worker_settlement_failures_total";
+    /// Handler wall time.
+    pub const HANDLER_DURATION: &str = "sqs_worker_handler_duration_seconds";
+    /// Now − `SentTimestamp` when the message is handed to the engine.
+    pub const MESSAGE_AGE: &str = "sqs_worker_message_age_seconds";
+    /// `ApproximateReceiveCount` at receive.
+    pub const RECEIVE_COUNT: &str = "sqs_worker_receive_count";
+}
+
+/// The span a message's handler runs in.
+pub fn message_span(msg: &Message) -> Span {
+    tracing::info_span!(
+        "sqs.message",
+        messaging.system = "aws_sqs",
+        messaging.message.id = msg.id(),
+        messaging.sqs.receive_count = msg.receive_count(),
+        messaging.sqs.message_group_id = msg.group_id(),
+        aws.trace_header = msg.trace_header(),
+        outcome = field::Empty,
+    )
+}
+
+/// Records messages handed to the engine (runners call this once per batch).
+pub fn received(batch: &[Message]) {
+    metrics::counter!(names::RECEIVED).increment(batch.len() as u64);
+    let age = metrics::histogram!(names::MESSAGE_AGE);
+    let count = metrics::histogram!(names::RECEIVE_COUNT);
+    for m in batch {
+        if let Some(a) = m.age() {
+            age.record(a.as_secs_f64());
+        }
+        count.record(f64::from(m.receive_count()));
+    }
+}
+
+/// Records a settled message: metrics, and a log line for each failure
+/// (message id, kind, cause; never the body).
+pub fn settled(msg: &Message, outcome: &Outcome, handler_time: Option<Duration>) {
+    if let Some(t) = handler_time {
+        metrics::histogram!(names::HANDLER_DURATION).record(t.as_secs_f64());
+    }
+    match outcome {
+        Outcome::Succeeded => {
+            metrics::counter!(names::SUCCEEDED).increment(1);
+            tracing::debug!(messaging.message.id = msg.id(), "message succeeded");
+        }
+        Outcome::Failed(f) => {
+            metrics::counter!(names::FAILED, "kind" => f.kind.as_str()).increment(1);
+            tracing::warn!(
+                messaging.message.id = msg.id(),
+                messaging.sqs.receive_count = msg.receive_count(),
+                messaging.sqs.message_group_id = msg.group_id(),
+                kind = f.kind.as_str(),
+                retry_delay_ms = f.retry_delay.as_millis() as u64,
+                error = %f.error,
+                "message failed"
+            );
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Time left and visibility extension, from inside a handler.
+//!
+//! Each [`Message`] carries a [`Lease`]: the instant its delivery runs out (the
+//! visibility deadline in the poller, the invocation deadline in Lambda) and,
+//! when the runner can, a [`VisibilityControl`] that changes the message's
+//! visibility timeout. With no control, [`Lease::extend`] fails with
+//! [`VisibilityError::Unsupported`] rather than pretending.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::error::BoxError;
+use crate::message::Message;
+
+/// SQS's upper bound on a visibility timeout: 12 hours.
+pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// A boxed, sendable future (for object-safe traits).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A runner's way to change a message's visibility timeout.
+///
+/// The poller backs it with `ChangeMessageVisibility` (and keeps its heartbeat
+/// in step); Lambda with an SQS client, when one is configured.
+pub trait VisibilityControl: Send + Sync + 'static {
+    /// Makes `message` invisible for `timeout` from now.
+    fn change_visibility<'a>(
+        &'a self,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), VisibilityError>>;
+}
+
+/// Why a visibility change failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VisibilityError {
+    /// The runner cannot change visibility.
+    #[error("this runner cannot change message visibility ({0})")]
+    Unsupported(&'static str),
+    /// The timeout is beyond SQS's 12-hour limit.
+    #[error("visibility timeout {0:?} is beyond SQS's 12-hour limit")]
+    TooLong(Duration),
+    /// The message is already settled (deleted or released); it can no longer be extended.
+    #[error("message {0} is already settled")]
+    Settled(String),
+    /// The SQS call failed.
+    #[error("changing the visibility of message {message_id} failed")]
+    Failed {
+        /// The message.
+        message_id: String,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// The visibility lease of one delivery.
+pub struct Lease {
+    /// Deadline in nanoseconds since [`epoch`], 0 for unknown.
+    deadline: AtomicU64,
+    control: Option<Arc<dyn VisibilityControl>>,
+    unsupported_reason: &'static str,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("deadline", &self.deadline())
+            .field("extendable", &self.control.is_some())
+            .finish()
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(|| Instant::now() - Duration::from_secs(1))
+}
+
+fn to_nanos(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Lease {
+    /// A lease with no deadline and no way to extend it.
+    pub fn unbacked() -> Self {
+        Self {
+            deadline: AtomicU64::new(0),
+            control: None,
+            unsupported_reason: "no visibility control configured",
+        }
+    }
+
+    /// A lease with a deadline the runner cannot extend; `reason` says why in
+    /// the error a handler gets when it asks.
+    pub fn fixed(deadline: Instant, reason: &'static str) -> Self {
+        Self {
+            deadline: AtomicU64::new(to_nanos(deadline)),
+            control: None,
+            unsupported_reason: reason,
+        }
+    }
+
+    /// A lease the runner can extend through `control`.
+    pub fn extendable(deadline: Option<Instant>, control: Arc<dyn VisibilityControl>) -> Self {
+        Self {
+            deadline: AtomicU64::new(deadline.map_or(0, to_nanos)),
+            control: Some(control),
+            unsupported_reason: "",
+        }
+    }
+
+    /// The deadline, if known.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.deadline.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n)),
+        }
+    }
+
+    /// Moves the deadline (runners call this after an extension).
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.deadline.store(to_nanos(deadline), Ordering::Release);
+    }
+
+    /// Whether [`extend`](Self::extend) can work.
+    pub fn is_extendable(&self) -> bool {
+        self.control.is_some()
+    }
+
+    /// Makes `message` invisible for `timeout` from now; on success the
+    /// deadline moves.
+    pub async fn extend(&self, message: &Message, timeout: Duration) -> Result<(), VisibilityError> {
+        if timeout > MAX_VISIBILITY_TIMEOUT {
+            return Err(VisibilityError::TooLong(timeout));
+        }
+        let Some(control) = &self.control else {
+            return Err(VisibilityError::Unsupported(self.unsupported_reason));
+        };
+        let asked = Instant::now();
+        control.change_visibility(message, timeout).await?;
+        self.set_deadline(asked + timeout);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Recorder(Mutex<Vec<(String, Duration)>>);
+    impl VisibilityControl for Recorder {
+        fn change_visibility<'a>(
+            &'a self,
+            message: &'a Message,
+            timeout: Duration,
+        ) -> BoxFuture<'a, Result<(), VisibilityError>> {
+            Box::pin(async move {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((message.id().to_owned(), timeout));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn unbacked_lease_says_so() {
+        let m = Message::builder("m", "").build();
+        let e = m.extend_visibility(Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, VisibilityError::Unsupported(_)), "{e}");
+        assert!(m.deadline().is_none());
+    }
+
+    #[tokio::test]
+    async fn extension_moves_the_deadline() {
+        let rec = Arc::new(Recorder(Mutex::new(vec![])));
+        let start = Instant::now();
+        let m = Message::builder("m", "")
+            .lease(Lease::extendable(Some(start + Duration::from_secs(1)), rec.clone()))
+            .build();
+        assert!(m.time_left().unwrap() <= Duration::from_secs(1));
+        m.extend_visibility(Duration::from_secs(60)).await.unwrap();
+        assert!(m.deadline().unwrap() >= start + Duration::from_secs(60));
+        assert_eq!(rec.0.lock().unwrap().as_slice(), &[("m".into(), Duration::from_secs(60))]);
+        let e = m.extend_visibility(Duration::from_secs(13 * 3600)).await.unwrap_err();
+        assert!(matches!(e, VisibilityError::TooLong(_)));
+    }
+}

@@ -1,0 +1,1 @@
+//! DynamoDB idempotency store for sqs-worker (work in progress).

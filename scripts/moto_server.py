@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Launch moto's standalone server (SQS, DynamoDB, ... on one port) for tests and demos.
+
+Prints exactly one line, ``http://HOST:PORT``, to stdout once the server answers
+requests, then serves until SIGTERM/SIGINT (or stdin EOF with --exit-on-stdin-eof).
+
+Differences from ``moto_server`` (moto.server.main):
+  * port 0 by default: the OS picks a free port, so parallel test runs never collide;
+  * TCP_NODELAY on every accepted socket: werkzeug writes the headers and the body
+    of a response in separate send() calls, and with Nagle's algorithm on the body
+    waits for the client's delayed ACK (~40 ms per keep-alive request on Linux);
+  * no per-request access log; errors still go to stderr;
+  * the SQS and DynamoDB backends are loaded before the URL is printed, so the first
+    request of a test does not pay moto's lazy import (about a second);
+  * --exit-on-stdin-eof: a parent that holds our stdin as a pipe takes us with it
+    when it dies, even by SIGKILL.
+
+Requires ``pip install 'moto[server]'`` (moto 5.x), see scripts/setup.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free port)")
+    p.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin reaches EOF (run as a child with stdin=PIPE)",
+    )
+    p.add_argument(
+        "--no-tcp-nodelay",
+        action="store_true",
+        help="leave Nagle's algorithm on (only to measure the difference)",
+    )
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="print the URL without first loading the SQS and DynamoDB backends",
+    )
+    return p.parse_args(argv)
+
+
+def probe(host: str, port: int, warmup: bool, deadline: float) -> None:
+    """Return once the server answers HTTP; with warmup, touch SQS and DynamoDB."""
+    auth = (
+        "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/{svc}/aws4_request, "
+        "SignedHeaders=host;x-amz-date, Signature=0"
+    )
+    requests = [("GET", "/moto-api/", None, {})]
+    if warmup:
+        requests += [
+            (
+                "POST",
+                "/",
+                "Action=ListQueues&Version=2012-11-05",
+                {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": auth.format(svc="sqs"),
+                },
+            ),
+            (
+                "POST",
+                "/",
+                "{}",
+                {
+                    "Content-Type": "application/x-amz-json-1.0",
+                    "X-Amz-Target": "DynamoDB_20120810.ListTables",
+                    "Authorization": auth.format(svc="dynamodb"),
+                },
+            ),
+        ]
+    last_err: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            for method, path, body, headers in requests:
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+                try:
+                    conn.request(method, path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status >= 500:
+                        raise RuntimeError(f"{method} {path}: HTTP {resp.status}")
+                finally:
+                    conn.close()
+            return
+        except (OSError, RuntimeError, http.client.HTTPException) as e:
+            last_err = e
+            time.sleep(0.05)
+    raise SystemExit(f"moto_server: server did not answer in time: {last_err}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    # Anything a library prints must not corrupt the one-line stdout protocol.
+    url_out = sys.stdout
+    sys.stdout = sys.stderr
+
+    try:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            create_backend_app,
+        )
+        from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+    except ImportError as e:
+        print(f"moto_server: {e}; install with: pip install 'moto[server]'", file=sys.stderr)
+        return 2
+
+    nodelay = not args.no_tcp_nodelay
+
+    class QuietHandler(WSGIRequestHandler):
+        # socketserver.StreamRequestHandler.setup() sets TCP_NODELAY on the
+        # accepted socket when this is true.
+        disable_nagle_algorithm = nodelay
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass  # no access log; log_error (stderr) is kept
+
+    class Server(ThreadedWSGIServer):
+        daemon_threads = True  # a pending 20 s long poll must not hold up exit
+        request_queue_size = 1024
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = Server(args.host, args.port, app, handler=QuietHandler)
+    port = server.socket.getsockname()[1]
+    # moto builds some URLs (e.g. SNS -> SQS) from MOTO_PORT.
+    os.environ.setdefault("MOTO_PORT", str(port))
+
+    stop = threading.Event()
+    serve = threading.Thread(target=server.serve_forever, name="moto-serve", daemon=True)
+    serve.start()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_signal)
+
+    if args.exit_on_stdin_eof:
+
+        def watch_stdin() -> None:
+            try:
+                while sys.stdin.buffer.read1(65536):
+                    pass
+            except (OSError, ValueError):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch_stdin, name="stdin-eof", daemon=True).start()
+
+    probe("127.0.0.1" if args.host in ("0.0.0.0", "") else args.host, port,
+          not args.no_warmup, time.monotonic() + 60)
+
+    shown_host = args.host if args.host not in ("0.0.0.0", "") else "127.0.0.1"
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    try:
+        url_out.write(f"http://{shown_host}:{port}\n")
+        url_out.flush()
+    except BrokenPipeError:
+        pass  # the reader went away; keep serving until told otherwise
+
+    while not stop.wait(1.0):
+        pass
+
+    # shutdown() waits for serve_forever() to return; don't let it hang the exit.
+    t = threading.Thread(target=server.shutdown, daemon=True)
+    t.start()
+    t.join(2.0)
+    try:
+        server.server_close()
+    except OSError:
+        pass
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
