@@ -59,8 +59,10 @@ pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
     #[cfg(not(feature = "poller"))]
     {
         let _ = handler;
-        Err("AWS_LAMBDA_RUNTIME_API is not set and the `poller` feature is off: \
+        Err(
+            "AWS_LAMBDA_RUNTIME_API is not set and the `poller` feature is off: \
              this binary can only run inside AWS Lambda"
-            .into())
+                .into(),
+        )
     }
 }

@@ -28,7 +28,10 @@ pub fn server() -> &'static LocalServer {
     static SERVER: OnceLock<LocalServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         if let Ok(endpoint) = std::env::var("SQS_WORKER_TEST_ENDPOINT") {
-            return LocalServer { endpoint, _child: None };
+            return LocalServer {
+                endpoint,
+                _child: None,
+            };
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_server.py");
         let mut child = Command::new("python3")
@@ -45,9 +48,14 @@ pub fn server() -> &'static LocalServer {
         let endpoint = line.trim().to_owned();
         if read.is_err() || !endpoint.starts_with("http://") {
             let status = child.try_wait().ok().flatten();
-            panic!("moto's server did not start (exit {status:?}, said {endpoint:?}); {HOW_TO_INSTALL}");
+            panic!(
+                "moto's server did not start (exit {status:?}, said {endpoint:?}); {HOW_TO_INSTALL}"
+            );
         }
-        LocalServer { endpoint, _child: Some(child) }
+        LocalServer {
+            endpoint,
+            _child: Some(child),
+        }
     })
 }
 
@@ -100,9 +108,10 @@ pub async fn create_queue(
     for (k, v) in attrs {
         req = req.attributes(QueueAttributeName::from(*k), *v);
     }
-    let out = req.send().await.unwrap_or_else(|e| {
-        panic!("create_queue {name} on {}: {e:?}", server().endpoint)
-    });
+    let out = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create_queue {name} on {}: {e:?}", server().endpoint));
     out.queue_url().expect("queue url").to_owned()
 }
 
@@ -119,5 +128,8 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         .expect("get_queue_attributes");
     let attrs = out.attributes().cloned().unwrap_or_default();
     let get = |k: A| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
+    (
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    )
 }

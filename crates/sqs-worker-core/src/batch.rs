@@ -120,30 +120,31 @@ impl<B: BatchHandler> Processor for BatchEngine<B> {
         &self.config
     }
 
-    fn process<S>(
-        &self,
-        batch: Vec<Message>,
-        deadline: Option<Instant>,
-        mut settle: S,
-    ) -> impl Future<Output = ()> + Send
+    async fn process<S>(&self, batch: Vec<Message>, deadline: Option<Instant>, mut settle: S)
     where
         S: FnMut(Settled) + Send,
     {
-        async move {
+        {
             let cfg = &*self.config;
-            let fail_all = |kind: FailureKind, text: String, batch: Vec<Message>, settle: &mut S| {
-                for m in batch {
-                    let outcome = Outcome::Failed(cfg.failure(&m, kind, Error::msg(&text)));
-                    observe::settled(&m, &outcome, None);
-                    settle(Settled { message: m, outcome });
-                }
-            };
+            let mut tally = observe::Tally::default();
+            let mut fail_all =
+                |kind: FailureKind, text: String, batch: Vec<Message>, settle: &mut S| {
+                    for m in batch {
+                        let outcome = Outcome::Failed(cfg.failure(&m, kind, Error::msg(&text)));
+                        tally.record(&m, &outcome, None);
+                        settle(Settled {
+                            message: m,
+                            outcome,
+                        });
+                    }
+                };
+            let deadline = deadline.map(tokio::time::Instant::from_std);
             let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
-            if start_by.is_some_and(|s| Instant::now() >= s) {
+            if start_by.is_some_and(|s| tokio::time::Instant::now() >= s) {
                 let text = "not started: too close to the batch deadline".to_owned();
                 return fail_all(FailureKind::Unstarted, text, batch, &mut settle);
             }
-            let started = Instant::now();
+            let started = tokio::time::Instant::now();
             let run = AssertUnwindSafe(self.handler.handle_batch(batch.clone())).catch_unwind();
             let limit = match (deadline, cfg.get_handler_timeout()) {
                 (Some(d), Some(t)) => Some(d.min(started + t)),
@@ -151,7 +152,7 @@ impl<B: BatchHandler> Processor for BatchEngine<B> {
             };
             let result = match limit {
                 None => run.await,
-                Some(at) => match tokio::time::timeout_at(at.into(), run).await {
+                Some(at) => match tokio::time::timeout_at(at, run).await {
                     Ok(r) => r,
                     Err(_) => {
                         let kind = if deadline.is_some_and(|d| at >= d) {
@@ -185,8 +186,11 @@ impl<B: BatchHandler> Processor for BatchEngine<B> {
                         Error::msg("the batch handler returned no result for this message"),
                     )),
                 };
-                observe::settled(&m, &outcome, Some(elapsed));
-                settle(Settled { message: m, outcome });
+                tally.record(&m, &outcome, Some(elapsed));
+                settle(Settled {
+                    message: m,
+                    outcome,
+                });
             }
         }
     }

@@ -233,21 +233,36 @@ mod tests {
     async fn plain_async_fns_are_handlers() {
         let h = assert_handler(by_message);
         assert!(h.handle(Message::builder("id", "ok").build()).await.is_ok());
-        assert!(h.handle(Message::builder("id", "fail").build()).await.is_err());
+        assert!(
+            h.handle(Message::builder("id", "fail").build())
+                .await
+                .is_err()
+        );
 
         let h = assert_handler(by_json);
-        assert!(h.handle(Message::builder("id", r#"{"order_id":1}"#).build()).await.is_ok());
+        assert!(
+            h.handle(Message::builder("id", r#"{"order_id":1}"#).build())
+                .await
+                .is_ok()
+        );
         let e = h
             .handle(Message::builder("id", r#"{"order_id":0}"#).build())
             .await
             .unwrap_err();
         assert!(!e.is_permanent(), "a handler's io error is retried");
-        let e = h.handle(Message::builder("id", "{").build()).await.unwrap_err();
+        let e = h
+            .handle(Message::builder("id", "{").build())
+            .await
+            .unwrap_err();
         assert!(e.is_permanent(), "a bad body is permanent");
         assert!(e.to_string().contains("message id"), "{e}");
 
         let h = assert_handler(by_json_and_message);
-        assert!(h.handle(Message::builder("id", r#"{"order_id":5}"#).build()).await.is_ok());
+        assert!(
+            h.handle(Message::builder("id", r#"{"order_id":5}"#).build())
+                .await
+                .is_ok()
+        );
 
         let h = assert_handler(|m: Message| async move {
             let _ = m;

@@ -107,10 +107,11 @@ fn redact(msg: &str) -> String {
             if let Some(open) = out[after..].find('`').map(|i| after + i) {
                 // Only when the backquote starts the value (e.g. "integer `5`", "`foo`").
                 let gap = &out[after..open];
-                if gap.len() <= 20 && !gap.contains(',') {
-                    if let Some(close) = out[open + 1..].find('`').map(|i| open + 1 + i) {
-                        out.replace_range(open + 1..close, "…");
-                    }
+                if gap.len() <= 20
+                    && !gap.contains(',')
+                    && let Some(close) = out[open + 1..].find('`').map(|i| open + 1 + i)
+                {
+                    out.replace_range(open + 1..close, "…");
                 }
             }
         }
@@ -144,10 +145,22 @@ mod tests {
     #[test]
     fn errors_name_the_message_and_never_the_body() {
         let cases = [
-            (r#"{"order_id": "SECRET-1", "customer": "c", "kind": "A"}"#, "SECRET-1"),
-            (r#"{"order_id": 1, "customer": 99887766, "kind": "A"}"#, "99887766"),
-            (r#"{"order_id": 1, "customer": "c", "kind": "SECRET-V"}"#, "SECRET-V"),
-            (r#"{"order_id": -424242, "customer": "c", "kind": "A"}"#, "424242"),
+            (
+                r#"{"order_id": "SECRET-1", "customer": "c", "kind": "A"}"#,
+                "SECRET-1",
+            ),
+            (
+                r#"{"order_id": 1, "customer": 99887766, "kind": "A"}"#,
+                "99887766",
+            ),
+            (
+                r#"{"order_id": 1, "customer": "c", "kind": "SECRET-V"}"#,
+                "SECRET-V",
+            ),
+            (
+                r#"{"order_id": -424242, "customer": "c", "kind": "A"}"#,
+                "424242",
+            ),
             (r#"not json SECRET"#, "SECRET"),
         ];
         for (body, secret) in cases {

@@ -43,13 +43,14 @@ mod visibility;
 
 pub use self::batch::{BatchEngine, BatchHandler, BatchResults};
 pub use self::engine::{
-    BatchReport, Engine, EngineConfig, Execution, Failure, FailureKind, Outcome, Processor,
-    Settled,
+    BatchReport, Engine, EngineConfig, Execution, Failure, FailureKind, Outcome, Processor, Settled,
 };
 pub use self::error::{Action, BoxError, Error, ResultExt};
 pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
 pub use self::json::{DecodeError, Json};
-pub use self::message::{AttributeValue, Message, MessageAttribute, MessageBuilder, SystemAttributes};
+pub use self::message::{
+    AttributeValue, Message, MessageAttribute, MessageBuilder, SystemAttributes,
+};
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
 pub use self::visibility::{
     BoxFuture, Lease, MAX_VISIBILITY_TIMEOUT, VisibilityControl, VisibilityError,

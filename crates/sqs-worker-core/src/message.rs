@@ -425,7 +425,10 @@ mod tests {
         );
         assert_eq!(m.message_attribute("n").and_then(|a| a.as_str()), Some("5"));
         let dbg = format!("{m:?}");
-        assert!(!dbg.contains("\"a\""), "Debug must not print the body: {dbg}");
+        assert!(
+            !dbg.contains("\"a\""),
+            "Debug must not print the body: {dbg}"
+        );
     }
 
     #[test]

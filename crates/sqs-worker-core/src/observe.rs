@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing::{Span, field};
 
-use crate::engine::Outcome;
+use crate::engine::{Failure, FailureKind, Outcome};
 use crate::message::Message;
 
 /// Metric names, for exporters and dashboards.
@@ -77,28 +77,62 @@ pub fn received(batch: &[Message]) {
     }
 }
 
-/// Records a settled message: metrics, and a log line for each failure
-/// (message id, kind, cause; never the body).
-pub fn settled(msg: &Message, outcome: &Outcome, handler_time: Option<Duration>) {
-    if let Some(t) = handler_time {
-        metrics::histogram!(names::HANDLER_DURATION).record(t.as_secs_f64());
-    }
-    match outcome {
-        Outcome::Succeeded => {
-            metrics::counter!(names::SUCCEEDED).increment(1);
-            tracing::debug!(messaging.message.id = msg.id(), "message succeeded");
+/// Per-batch metric tally: counters are emitted once per batch (on drop), not
+/// once per message, so the hot path builds no metric keys per message.
+#[derive(Default)]
+pub(crate) struct Tally {
+    succeeded: u64,
+    failed: [u64; FailureKind::ALL.len()],
+    durations: Option<metrics::Histogram>,
+}
+
+impl Tally {
+    /// Records a settled message, and logs a failure (message id, kind,
+    /// cause; never the body).
+    pub(crate) fn record(
+        &mut self,
+        msg: &Message,
+        outcome: &Outcome,
+        handler_time: Option<Duration>,
+    ) {
+        if let Some(t) = handler_time {
+            self.durations
+                .get_or_insert_with(|| metrics::histogram!(names::HANDLER_DURATION))
+                .record(t.as_secs_f64());
         }
-        Outcome::Failed(f) => {
-            metrics::counter!(names::FAILED, "kind" => f.kind.as_str()).increment(1);
-            tracing::warn!(
-                messaging.message.id = msg.id(),
-                messaging.sqs.receive_count = msg.receive_count(),
-                messaging.sqs.message_group_id = msg.group_id(),
-                kind = f.kind.as_str(),
-                retry_delay_ms = f.retry_delay.as_millis() as u64,
-                error = %f.error,
-                "message failed"
-            );
+        match outcome {
+            Outcome::Succeeded => self.succeeded += 1,
+            Outcome::Failed(f) => {
+                self.failed[f.kind as usize] += 1;
+                log_failure(msg, f);
+            }
         }
     }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if self.succeeded > 0 {
+            metrics::counter!(names::SUCCEEDED).increment(self.succeeded);
+        }
+        for (kind, n) in FailureKind::ALL.iter().zip(self.failed) {
+            if n > 0 {
+                metrics::counter!(names::FAILED, "kind" => kind.as_str()).increment(n);
+            }
+        }
+    }
+}
+
+/// Logs a failed message at WARN (message id, receive count, group, kind,
+/// retry delay and the error chain; never the body or receipt handle).
+pub fn log_failure(msg: &Message, f: &Failure) {
+    tracing::warn!(
+        messaging.message.id = msg.id(),
+        messaging.sqs.receive_count = msg.receive_count(),
+        messaging.sqs.message_group_id = msg.group_id(),
+        kind = f.kind.as_str(),
+        retry_delay_ms = f.retry_delay.as_millis() as u64,
+        error = %f.error,
+        "message failed"
+    );
 }

@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(p.delay(30, &Error::msg("x")), MAX_VISIBILITY_TIMEOUT);
         let huge = Error::retry_after(Duration::from_secs(48 * 3600), "later");
         assert_eq!(p.delay(1, &huge), MAX_VISIBILITY_TIMEOUT);
-        assert_eq!(FixedDelay(Duration::from_secs(5)).delay(9, &Error::msg("x")), Duration::from_secs(5));
+        assert_eq!(
+            FixedDelay(Duration::from_secs(5)).delay(9, &Error::msg("x")),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

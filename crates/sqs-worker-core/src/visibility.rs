@@ -135,7 +135,11 @@ impl Lease {
 
     /// Makes `message` invisible for `timeout` from now; on success the
     /// deadline moves.
-    pub async fn extend(&self, message: &Message, timeout: Duration) -> Result<(), VisibilityError> {
+    pub async fn extend(
+        &self,
+        message: &Message,
+        timeout: Duration,
+    ) -> Result<(), VisibilityError> {
         if timeout > MAX_VISIBILITY_TIMEOUT {
             return Err(VisibilityError::TooLong(timeout));
         }
@@ -174,7 +178,10 @@ mod tests {
     #[tokio::test]
     async fn unbacked_lease_says_so() {
         let m = Message::builder("m", "").build();
-        let e = m.extend_visibility(Duration::from_secs(5)).await.unwrap_err();
+        let e = m
+            .extend_visibility(Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(e, VisibilityError::Unsupported(_)), "{e}");
         assert!(m.deadline().is_none());
     }
@@ -184,13 +191,22 @@ mod tests {
         let rec = Arc::new(Recorder(Mutex::new(vec![])));
         let start = Instant::now();
         let m = Message::builder("m", "")
-            .lease(Lease::extendable(Some(start + Duration::from_secs(1)), rec.clone()))
+            .lease(Lease::extendable(
+                Some(start + Duration::from_secs(1)),
+                rec.clone(),
+            ))
             .build();
         assert!(m.time_left().unwrap() <= Duration::from_secs(1));
         m.extend_visibility(Duration::from_secs(60)).await.unwrap();
         assert!(m.deadline().unwrap() >= start + Duration::from_secs(60));
-        assert_eq!(rec.0.lock().unwrap().as_slice(), &[("m".into(), Duration::from_secs(60))]);
-        let e = m.extend_visibility(Duration::from_secs(13 * 3600)).await.unwrap_err();
+        assert_eq!(
+            rec.0.lock().unwrap().as_slice(),
+            &[("m".into(), Duration::from_secs(60))]
+        );
+        let e = m
+            .extend_visibility(Duration::from_secs(13 * 3600))
+            .await
+            .unwrap_err();
         assert!(matches!(e, VisibilityError::TooLong(_)));
     }
 }

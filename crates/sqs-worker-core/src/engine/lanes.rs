@@ -62,7 +62,11 @@ mod tests {
             .enumerate()
             .map(|(i, g)| {
                 let m = Message::builder(i.to_string(), "");
-                if g.is_empty() { m.build() } else { m.group_id(*g).build() }
+                if g.is_empty() {
+                    m.build()
+                } else {
+                    m.group_id(*g).build()
+                }
             })
             .collect();
         let l = Lanes::plan(&b);

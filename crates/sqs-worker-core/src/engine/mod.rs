@@ -30,10 +30,10 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
-pub use self::outcome::{BatchReport, Failure, FailureKind, Outcome, Settled};
 use self::lanes::Lanes;
 pub(crate) use self::outcome::kind_of as outcome_kind;
 use self::outcome::kind_of;
+pub use self::outcome::{BatchReport, Failure, FailureKind, Outcome, Settled};
 use crate::error::Error;
 use crate::handler::{Handler, IntoHandler};
 use crate::message::Message;
@@ -210,7 +210,9 @@ impl<H> Clone for Engine<H> {
 
 impl<H> std::fmt::Debug for Engine<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,7 +223,10 @@ impl<H: Handler> Engine<H> {
     }
 
     /// An engine with `config`.
-    pub fn with_config<A, F: IntoHandler<A, Handler = H>>(handler: F, config: EngineConfig) -> Self {
+    pub fn with_config<A, F: IntoHandler<A, Handler = H>>(
+        handler: F,
+        config: EngineConfig,
+    ) -> Self {
         Self {
             handler: Arc::new(handler.into_handler()),
             config: Arc::new(config),
@@ -268,39 +273,46 @@ async fn attempt<H: Handler>(handler: &H, msg: Message, limit: Option<Duration>)
     }
 }
 
-/// A running message: either polled in place or a spawned task (aborted on drop).
-enum Running<F> {
-    Inline(F),
-    Task(tokio::task::JoinHandle<Attempt>),
+pin_project_lite::pin_project! {
+    /// A running message: either polled in place or a spawned task.
+    #[project = RunningProj]
+    enum Running<F> {
+        Inline { #[pin] fut: F },
+        Task { handle: AbortOnDrop },
+    }
 }
 
-struct Tagged<F> {
-    index: u32,
-    started: Instant,
-    running: Running<F>,
+/// A spawned handler task, aborted when dropped (batch deadline reached).
+struct AbortOnDrop(tokio::task::JoinHandle<Attempt>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
-impl<F: Future<Output = Attempt> + Unpin> Future for Tagged<F> {
-    type Output = (u32, Instant, Attempt);
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let res = match &mut this.running {
-            Running::Inline(f) => Pin::new(f).poll(cx),
-            Running::Task(h) => Pin::new(h).poll(cx).map(|r| match r {
+pin_project_lite::pin_project! {
+    struct Tagged<F> {
+        index: u32,
+        started: tokio::time::Instant,
+        #[pin]
+        running: Running<F>,
+    }
+}
+
+impl<F: Future<Output = Attempt>> Future for Tagged<F> {
+    type Output = (u32, tokio::time::Instant, Attempt);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match this.running.project() {
+            RunningProj::Inline { fut } => fut.poll(cx),
+            RunningProj::Task { handle } => Pin::new(&mut handle.0).poll(cx).map(|r| match r {
                 Ok(a) => a,
                 Err(e) if e.is_panic() => Attempt::Panicked(panic_text(&*e.into_panic())),
                 Err(_) => Attempt::Panicked("handler task was cancelled".to_owned()),
             }),
         };
-        res.map(|a| (this.index, this.started, a))
-    }
-}
-
-impl<F> Drop for Tagged<F> {
-    fn drop(&mut self) {
-        if let Running::Task(h) = &self.running {
-            h.abort();
-        }
+        res.map(|a| (*this.index, *this.started, a))
     }
 }
 
@@ -331,39 +343,56 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     let cfg = &*engine.config;
     let mut lanes = Lanes::plan(&batch);
     let mut slots: Vec<Option<Message>> = batch.into_iter().map(Some).collect();
+    let mut in_flight = vec![false; slots.len()];
+    // tokio's clock (equal to std's, except under a paused test clock).
+    let deadline = deadline.map(tokio::time::Instant::from_std);
     let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
     let limit = cfg.handler_timeout;
     let mut running = FuturesUnordered::new();
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
 
+    let mut tally = observe::Tally::default();
     loop {
-        while running.len() < cfg.concurrency {
-            let Some(i) = lanes.ready.pop_front() else { break };
-            if start_by.is_some_and(|s| Instant::now() >= s) {
-                lanes.ready.push_front(i);
-                return finish_unstarted(cfg, &mut slots, &[], &mut settle);
+        if running.len() < cfg.concurrency && !lanes.ready.is_empty() {
+            // One clock read for every message started in this round.
+            let now = tokio::time::Instant::now();
+            if start_by.is_some_and(|s| now >= s) {
+                if running.is_empty() {
+                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle, &mut tally);
+                }
+                // Let the running ones finish (until the deadline); start nothing more.
+                lanes.ready.clear();
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    if !in_flight[i]
+                        && let Some(m) = slot.take()
+                    {
+                        unstarted(cfg, m, &mut settle, &mut tally);
+                    }
+                }
             }
-            let Some(msg) = slots[i as usize].clone() else { continue };
-            let span = observe::message_span(&msg);
-            let run = match cfg.execution {
-                Execution::Inline => {
-                    let h = engine.handler.clone();
-                    Running::Inline(Box::pin(
-                        async move { attempt(&*h, msg, limit).await }.instrument(span),
-                    ))
-                }
-                Execution::Spawn => {
-                    let h = engine.handler.clone();
-                    Running::Task(tokio::spawn(
-                        async move { attempt(&*h, msg, limit).await }.instrument(span),
-                    ))
-                }
-            };
-            running.push(Tagged {
-                index: i,
-                started: Instant::now(),
-                running: run,
-            });
+            while running.len() < cfg.concurrency {
+                let Some(i) = lanes.ready.pop_front() else {
+                    break;
+                };
+                let Some(msg) = slots[i as usize].clone() else {
+                    continue;
+                };
+                let span = observe::message_span(&msg);
+                let h = engine.handler.clone();
+                let fut = async move { attempt(&*h, msg, limit).await }.instrument(span);
+                let run = match cfg.execution {
+                    Execution::Inline => Running::Inline { fut },
+                    Execution::Spawn => Running::Task {
+                        handle: AbortOnDrop(tokio::spawn(fut)),
+                    },
+                };
+                in_flight[i as usize] = true;
+                running.push(Tagged {
+                    index: i,
+                    started: now,
+                    running: run,
+                });
+            }
         }
         if running.is_empty() {
             break;
@@ -374,14 +403,18 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 biased;
                 r = running.next() => r,
                 () = sleep.as_mut() => {
-                    let in_flight: Vec<u32> = running.iter().map(|t| t.index).collect();
                     drop(running);
-                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle);
+                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle, &mut tally);
                 }
             },
         };
-        let Some((i, started, result)) = next else { break };
-        let Some(msg) = slots[i as usize].take() else { continue };
+        let Some((i, started, result)) = next else {
+            break;
+        };
+        in_flight[i as usize] = false;
+        let Some(msg) = slots[i as usize].take() else {
+            continue;
+        };
         let outcome = match result {
             Attempt::Ok => Outcome::Succeeded,
             Attempt::Err(e) => {
@@ -396,25 +429,36 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
             Attempt::TimedOut(limit) => Outcome::Failed(cfg.failure(
                 &msg,
                 FailureKind::TimedOut,
-                Error::msg(format_args!("handler ran past its {limit:?} limit and was stopped")),
+                Error::msg(format_args!(
+                    "handler ran past its {limit:?} limit and was stopped"
+                )),
             )),
         };
         let failed = matches!(outcome, Outcome::Failed(_));
-        observe::settled(&msg, &outcome, Some(started.elapsed()));
+        tally.record(&msg, &outcome, Some(started.elapsed()));
         if failed && msg.group_id().is_some() {
             let blocked: Vec<u32> = lanes.rest_of_lane(i).collect();
-            settle(Settled { message: msg, outcome });
+            settle(Settled {
+                message: msg,
+                outcome,
+            });
             for j in blocked {
                 if let Some(m) = slots[j as usize].take() {
                     let e = Error::msg("an earlier message of its FIFO group failed in this batch");
                     let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::GroupBlocked, e));
-                    observe::settled(&m, &outcome, None);
-                    settle(Settled { message: m, outcome });
+                    tally.record(&m, &outcome, None);
+                    settle(Settled {
+                        message: m,
+                        outcome,
+                    });
                 }
             }
         } else {
             let next = lanes.next[i as usize];
-            settle(Settled { message: msg, outcome });
+            settle(Settled {
+                message: msg,
+                outcome,
+            });
             if !failed && next != lanes::NONE {
                 lanes.ready.push_back(next);
             }
@@ -427,26 +471,39 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
 fn finish_unstarted<S: FnMut(Settled)>(
     cfg: &EngineConfig,
     slots: &mut [Option<Message>],
-    in_flight: &[u32],
+    in_flight: &[bool],
     settle: &mut S,
+    tally: &mut observe::Tally,
 ) {
     for (i, slot) in slots.iter_mut().enumerate() {
         let Some(m) = slot.take() else { continue };
-        let (kind, e) = if in_flight.contains(&(i as u32)) {
-            (
-                FailureKind::DeadlineExceeded,
-                Error::msg("still running at the batch deadline; stopped"),
-            )
+        if in_flight[i] {
+            let e = Error::msg("still running at the batch deadline; stopped");
+            let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::DeadlineExceeded, e));
+            tally.record(&m, &outcome, None);
+            settle(Settled {
+                message: m,
+                outcome,
+            });
         } else {
-            (
-                FailureKind::Unstarted,
-                Error::msg("not started: too close to the batch deadline"),
-            )
-        };
-        let outcome = Outcome::Failed(cfg.failure(&m, kind, e));
-        observe::settled(&m, &outcome, None);
-        settle(Settled { message: m, outcome });
+            unstarted(cfg, m, settle, tally);
+        }
     }
+}
+
+fn unstarted<S: FnMut(Settled)>(
+    cfg: &EngineConfig,
+    m: Message,
+    settle: &mut S,
+    tally: &mut observe::Tally,
+) {
+    let e = Error::msg("not started: too close to the batch deadline");
+    let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::Unstarted, e));
+    tally.record(&m, &outcome, None);
+    settle(Settled {
+        message: m,
+        outcome,
+    });
 }
 
 #[cfg(test)]

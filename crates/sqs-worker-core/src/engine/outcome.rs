@@ -30,6 +30,18 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [FailureKind; 8] = [
+        Self::Retry,
+        Self::Permanent,
+        Self::Panicked,
+        Self::TimedOut,
+        Self::DeadlineExceeded,
+        Self::Unstarted,
+        Self::GroupBlocked,
+        Self::Missing,
+    ];
+
     /// A short, stable name (for logs and metric labels).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -23,7 +23,11 @@ async fn ten_messages_where_the_third_fails_report_exactly_the_third() {
     for execution in [Execution::Inline, Execution::Spawn] {
         let engine = Engine::with_config(
             |m: Message| async move {
-                if m.id() == "m2" { Err(Error::msg("boom")) } else { Ok(()) }
+                if m.id() == "m2" {
+                    Err(Error::msg("boom"))
+                } else {
+                    Ok(())
+                }
             },
             EngineConfig::default().execution(execution),
         );
@@ -47,12 +51,22 @@ async fn fifo_group_failure_stops_its_group_only() {
             // Yield so groups interleave.
             tokio::task::yield_now().await;
             r.lock().unwrap().push(m.id().to_owned());
-            if m.id() == "a2" { Err(Error::msg("a2 fails")) } else { Ok(()) }
+            if m.id() == "a2" {
+                Err(Error::msg("a2 fails"))
+            } else {
+                Ok(())
+            }
         }
     });
     let msgs = fifo(&[
-        ("a1", "A"), ("b1", "B"), ("a2", "A"), ("b2", "B"),
-        ("a3", "A"), ("b3", "B"), ("a4", "A"), ("b4", "B"),
+        ("a1", "A"),
+        ("b1", "B"),
+        ("a2", "A"),
+        ("b2", "B"),
+        ("a3", "A"),
+        ("b3", "B"),
+        ("a4", "A"),
+        ("b4", "B"),
     ]);
     let report = engine.run(msgs, None).await;
     let ran = ran.lock().unwrap().clone();
@@ -64,10 +78,18 @@ async fn fifo_group_failure_stops_its_group_only() {
     failed.sort();
     assert_eq!(failed, ["a2", "a3", "a4"]);
     for (m, f) in report.failed() {
-        let expect = if m.id() == "a2" { FailureKind::Retry } else { FailureKind::GroupBlocked };
+        let expect = if m.id() == "a2" {
+            FailureKind::Retry
+        } else {
+            FailureKind::GroupBlocked
+        };
         assert_eq!(f.kind, expect, "{}", m.id());
         if f.kind == FailureKind::GroupBlocked {
-            assert_eq!(f.retry_delay, Duration::ZERO, "blocked messages come back at once");
+            assert_eq!(
+                f.retry_delay,
+                Duration::ZERO,
+                "blocked messages come back at once"
+            );
         }
     }
 }
@@ -88,7 +110,11 @@ async fn a_panic_fails_only_its_message_with_the_panic_text() {
         assert_eq!(report.failed_ids(), ["m4"]);
         let (_, f) = report.failed().next().unwrap();
         assert_eq!(f.kind, FailureKind::Panicked);
-        assert!(f.error.to_string().contains("handler exploded on purpose"), "{}", f.error);
+        assert!(
+            f.error.to_string().contains("handler exploded on purpose"),
+            "{}",
+            f.error
+        );
     }
 }
 
@@ -118,11 +144,22 @@ async fn a_deadline_leaves_messages_unstarted_and_stops_the_running() {
     let report = engine.run(batch(6), Some(deadline)).await;
     assert_eq!(report.settled.len(), 6);
     assert_eq!(started.load(Ordering::SeqCst), 3);
-    let kinds: std::collections::HashMap<_, _> =
-        report.failed().map(|(m, f)| (m.id().to_owned(), (f.kind, f.retry_delay))).collect();
-    assert_eq!(report.succeeded().map(Message::id).collect::<Vec<_>>(), ["m0"]);
-    assert_eq!(kinds["m1"], (FailureKind::DeadlineExceeded, Duration::from_secs(7)));
-    assert_eq!(kinds["m2"], (FailureKind::DeadlineExceeded, Duration::from_secs(7)));
+    let kinds: std::collections::HashMap<_, _> = report
+        .failed()
+        .map(|(m, f)| (m.id().to_owned(), (f.kind, f.retry_delay)))
+        .collect();
+    assert_eq!(
+        report.succeeded().map(Message::id).collect::<Vec<_>>(),
+        ["m0"]
+    );
+    assert_eq!(
+        kinds["m1"],
+        (FailureKind::DeadlineExceeded, Duration::from_secs(7))
+    );
+    assert_eq!(
+        kinds["m2"],
+        (FailureKind::DeadlineExceeded, Duration::from_secs(7))
+    );
     for id in ["m3", "m4", "m5"] {
         assert_eq!(kinds[id], (FailureKind::Unstarted, Duration::ZERO), "{id}");
     }
@@ -134,9 +171,15 @@ async fn a_deadline_already_inside_the_margin_starts_nothing() {
         |_m: Message| async { panic!("must not start") as Result<(), Error> },
         EngineConfig::default().start_margin(Duration::from_secs(1)),
     );
-    let report = engine.run(batch(3), Some(Instant::now() + Duration::from_millis(900))).await;
+    let report = engine
+        .run(batch(3), Some(Instant::now() + Duration::from_millis(900)))
+        .await;
     assert_eq!(report.failed_ids().len(), 3);
-    assert!(report.failed().all(|(_, f)| f.kind == FailureKind::Unstarted));
+    assert!(
+        report
+            .failed()
+            .all(|(_, f)| f.kind == FailureKind::Unstarted)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,7 +197,10 @@ async fn handler_timeout_stops_a_hanging_handler_and_others_flow() {
     );
     let report = engine.run(batch(4), None).await;
     assert_eq!(report.failed_ids(), ["m1"]);
-    assert_eq!(report.failed().next().unwrap().1.kind, FailureKind::TimedOut);
+    assert_eq!(
+        report.failed().next().unwrap().1.kind,
+        FailureKind::TimedOut
+    );
     assert_eq!(report.succeeded().count(), 3);
 }
 
@@ -175,7 +221,9 @@ async fn the_concurrency_limit_holds() {
                     Ok::<(), Error>(())
                 }
             },
-            EngineConfig::default().concurrency(limit).execution(execution),
+            EngineConfig::default()
+                .concurrency(limit)
+                .execution(execution),
         );
         let report = engine.run(batch(20), None).await;
         assert!(report.all_succeeded());
@@ -195,7 +243,9 @@ async fn a_slow_message_does_not_hold_back_the_others() {
         EngineConfig::default().concurrency(2),
     );
     let mut order = vec![];
-    engine.process(batch(10), None, |s| order.push(s.message.id().to_owned())).await;
+    engine
+        .process(batch(10), None, |s| order.push(s.message.id().to_owned()))
+        .await;
     assert_eq!(order.last().map(String::as_str), Some("m0"), "{order:?}");
     assert_eq!(order.len(), 10);
 }
@@ -234,8 +284,10 @@ async fn retry_delay_comes_from_the_policy_and_the_receive_count() {
         Message::builder("c", "").receive_count(30).build(),
     ];
     let report = engine.run(msgs, None).await;
-    let delays: std::collections::HashMap<_, _> =
-        report.failed().map(|(m, f)| (m.id().to_owned(), f.retry_delay)).collect();
+    let delays: std::collections::HashMap<_, _> = report
+        .failed()
+        .map(|(m, f)| (m.id().to_owned(), f.retry_delay))
+        .collect();
     assert_eq!(delays["a"], Duration::from_secs(2));
     assert_eq!(delays["b"], Duration::from_secs(16));
     assert_eq!(delays["c"], Duration::from_secs(100));
@@ -261,8 +313,10 @@ async fn batch_handler_omitting_an_id_fails_it() {
     });
     let report = engine.run(batch(4), None).await;
     assert_eq!(report.settled.len(), 4, "only batch messages are reported");
-    let kinds: std::collections::HashMap<_, _> =
-        report.failed().map(|(m, f)| (m.id().to_owned(), f.kind)).collect();
+    let kinds: std::collections::HashMap<_, _> = report
+        .failed()
+        .map(|(m, f)| (m.id().to_owned(), f.kind))
+        .collect();
     assert_eq!(kinds.len(), 2);
     assert_eq!(kinds["m1"], FailureKind::Missing);
     assert_eq!(kinds["m2"], FailureKind::Permanent);
@@ -294,4 +348,39 @@ fn engine_futures_are_send() {
     let engine = Engine::new(|_m: Message| async { Ok::<(), Error>(()) });
     let fut = engine.run(vec![], None);
     assert_send(&fut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_margin_running_messages_may_still_finish_before_the_deadline() {
+    let engine = Engine::with_config(
+        |m: Message| async move {
+            let ms: u64 = m.body().parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<(), Error>(())
+        },
+        EngineConfig::default()
+            .concurrency(2)
+            .start_margin(Duration::from_millis(500)),
+    );
+    // Deadline 1 s, margin 0.5 s. "a" (700 ms) and "b" (100 ms) start at 0;
+    // "c" (300 ms) starts at 0.1 s and ends at 0.4 s; "d" starts at 0.4 s
+    // (still before 0.5 s) and takes 800 ms, past the deadline; "e" would
+    // start at 0.7 s, past the margin, so it never starts. "a" ends at 0.7 s
+    // inside the deadline and succeeds.
+    let msgs = [("a", 700), ("b", 100), ("c", 300), ("d", 800), ("e", 1)]
+        .iter()
+        .map(|(id, ms)| Message::builder(*id, ms.to_string()).build())
+        .collect();
+    let report = engine
+        .run(msgs, Some(Instant::now() + Duration::from_secs(1)))
+        .await;
+    let mut ok: Vec<_> = report.succeeded().map(Message::id).collect();
+    ok.sort();
+    assert_eq!(ok, ["a", "b", "c"]);
+    let kinds: std::collections::HashMap<_, _> = report
+        .failed()
+        .map(|(m, f)| (m.id().to_owned(), f.kind))
+        .collect();
+    assert_eq!(kinds["d"], FailureKind::DeadlineExceeded);
+    assert_eq!(kinds["e"], FailureKind::Unstarted);
 }
