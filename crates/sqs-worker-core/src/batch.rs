@@ -66,6 +66,11 @@ impl BatchResults {
         self
     }
 
+    /// The result set for a message id, if any.
+    pub fn get(&self, id: &str) -> Option<&Result<(), Error>> {
+        self.results.get(id)
+    }
+
     /// Every message of `batch` succeeded.
     pub fn all_succeeded(batch: &[Message]) -> Self {
         let mut r = Self::new();

@@ -35,6 +35,7 @@ mod batch;
 mod engine;
 mod error;
 mod handler;
+pub mod idempotency;
 mod json;
 mod message;
 pub mod observe;
@@ -47,6 +48,7 @@ pub use self::engine::{
 };
 pub use self::error::{Action, BoxError, Error, ResultExt};
 pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
+pub use self::idempotency::{IdempotencyLayer, IdempotencyStore, Idempotent, MemoryStore};
 pub use self::json::{DecodeError, Json};
 pub use self::message::{
     AttributeValue, Message, MessageAttribute, MessageBuilder, SystemAttributes,

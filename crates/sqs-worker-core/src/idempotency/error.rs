@@ -9,7 +9,9 @@ use std::time::Duration;
 pub enum IdempotencyError {
     /// Another worker holds the key's in-progress lease: the message is
     /// retried after about `remaining`, never run twice at once.
-    #[error("message {message_id}: idempotency key {key:?} is in progress elsewhere (lease expires in {remaining:?}); retrying later")]
+    #[error(
+        "message {message_id}: idempotency key {key:?} is in progress elsewhere (lease expires in {remaining:?}); retrying later"
+    )]
     InProgress {
         /// The message.
         message_id: String,
@@ -20,7 +22,9 @@ pub enum IdempotencyError {
     },
     /// The key was seen before with a different payload. Permanent: the
     /// producer reused a key for different content.
-    #[error("message {message_id}: idempotency key {key:?} was already used with a different payload (stored hash {stored}, this message {actual})")]
+    #[error(
+        "message {message_id}: idempotency key {key:?} was already used with a different payload (stored hash {stored}, this message {actual})"
+    )]
     PayloadMismatch {
         /// The message.
         message_id: String,

@@ -42,9 +42,7 @@ impl KeyFn {
     /// lapse, a crashed worker), not a producer sending the same thing twice:
     /// for that, key on a business id with [`KeyFn::json`] or [`KeyFn::message`].
     pub fn deduplication_id_or_message_id() -> Self {
-        Self::new(|m: &Message| {
-            Ok(Some(m.deduplication_id().unwrap_or(m.id()).to_owned()))
-        })
+        Self::new(|m: &Message| Ok(Some(m.deduplication_id().unwrap_or(m.id()).to_owned())))
     }
 
     /// Always the SQS message id.

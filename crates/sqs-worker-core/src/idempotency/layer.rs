@@ -23,9 +23,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// ```
 /// use std::time::Duration;
-/// use sqs_worker_core::idempotency::{IdempotencyLayer, KeyFn, MemoryStore};
+/// use sqs_worker_core::idempotency::{IdempotencyLayer, KeyFn, Layer, MemoryStore};
 /// use sqs_worker_core::{Engine, Error, Json, handler_fn};
-/// use tower_layer::Layer;
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Order { order_id: u64 }

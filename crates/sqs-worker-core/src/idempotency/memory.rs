@@ -36,8 +36,14 @@ struct Record {
 }
 
 enum State {
-    InProgress { token: LeaseToken, until: Instant },
-    Completed { result: Option<Vec<u8>>, until: Instant },
+    InProgress {
+        token: LeaseToken,
+        until: Instant,
+    },
+    Completed {
+        result: Option<Vec<u8>>,
+        until: Instant,
+    },
 }
 
 impl Record {
@@ -92,7 +98,7 @@ impl MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.begins += 1;
-        if inner.begins % 1024 == 0 {
+        if inner.begins.is_multiple_of(1024) {
             inner.records.retain(|_, r| !r.expired(now));
         }
         if let Some(r) = inner.records.get(key).filter(|r| !r.expired(now)) {
@@ -128,8 +134,14 @@ impl MemoryStore {
     ) -> Result<T, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        if !inner.records.get(key).is_some_and(|r| r.held_by(token, now)) {
-            return Err(StoreError::LeaseLost { key: key.to_owned() });
+        if !inner
+            .records
+            .get(key)
+            .is_some_and(|r| r.held_by(token, now))
+        {
+            return Err(StoreError::LeaseLost {
+                key: key.to_owned(),
+            });
         }
         Ok(f(&mut inner.records, now))
     }
@@ -231,20 +243,36 @@ mod tests {
         tokio::time::advance(Duration::from_secs(8)).await;
         s.renew("k", &t, LEASE).await.unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
-        assert!(matches!(s.begin("k", LEASE, None).await.unwrap(), Begun::InProgress { .. }));
-        s.complete("k", &t, Duration::from_secs(60), Some(b"r")).await.unwrap();
-        let done = Completed { result: Some(b"r".to_vec()), payload_hash: None };
-        assert_eq!(s.begin("k", LEASE, None).await.unwrap(), Begun::Completed(done.clone()));
+        assert!(matches!(
+            s.begin("k", LEASE, None).await.unwrap(),
+            Begun::InProgress { .. }
+        ));
+        s.complete("k", &t, Duration::from_secs(60), Some(b"r"))
+            .await
+            .unwrap();
+        let done = Completed {
+            result: Some(b"r".to_vec()),
+            payload_hash: None,
+        };
+        assert_eq!(
+            s.begin("k", LEASE, None).await.unwrap(),
+            Begun::Completed(done.clone())
+        );
         assert_eq!(s.get("k").await.unwrap(), Some(done));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(s.get("k").await.unwrap(), None, "retention over");
-        assert!(matches!(s.begin("k", LEASE, None).await.unwrap(), Begun::Acquired(_)));
+        assert!(matches!(
+            s.begin("k", LEASE, None).await.unwrap(),
+            Begun::Acquired(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_lease_is_taken_over_and_the_old_token_is_lost() {
         let s = MemoryStore::new();
-        let Begun::Acquired(old) = s.begin("k", LEASE, None).await.unwrap() else { panic!() };
+        let Begun::Acquired(old) = s.begin("k", LEASE, None).await.unwrap() else {
+            panic!()
+        };
         tokio::time::advance(LEASE).await;
         let Begun::Acquired(new) = s.begin("k", LEASE, None).await.unwrap() else {
             panic!("an expired lease is free")

@@ -178,8 +178,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Removes the in-progress record held with `token`, so that a retry can
     /// run at once. [`StoreError::LeaseLost`] if the token no longer holds it.
-    fn release<'a>(&'a self, key: &'a str, token: &'a LeaseToken)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a LeaseToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The completion record of `key`, if the key completed and is retained.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Completed>, StoreError>>;

@@ -1,0 +1,406 @@
+//! Run a side effect once per key, although SQS delivers at least once.
+//!
+//! Duplicates are normal on SQS: a redelivery after a visibility lapse or a
+//! crashed worker, a producer's retry, a standard queue's rare double
+//! delivery. [`IdempotencyLayer`] wraps any [`Handler`] (or [`BatchHandler`])
+//! in [`Idempotent`], which per message:
+//!
+//! 1. computes the key ([`KeyFn`]: by default the FIFO deduplication id, else
+//!    the message id; or a function of the message or of its typed payload).
+//!    No key: fail permanently or run without idempotency ([`MissingKey`]);
+//! 2. `begin`s it in the [`IdempotencyStore`]:
+//!    - **completed** → first, with payload validation on, the stored payload
+//!      hash must match this message's ([`IdempotencyError::PayloadMismatch`],
+//!      permanent, if not); then the message is acknowledged **without
+//!      running the handler**;
+//!    - **in progress elsewhere** → the message fails with
+//!      [`Error::retry_after`] about the time left on that lease
+//!      ([`IdempotencyError::InProgress`]): retried later, never run twice at once;
+//!    - **acquired** → the handler runs under an in-progress lease;
+//! 3. while the handler runs, **renews the lease itself** every third of the
+//!    lease ([`IdempotencyLayer::renew_every`]). The lease is therefore
+//!    independent of the Lambda function timeout and of the message's
+//!    visibility timeout, works the same in both runners, and needs nothing
+//!    from the poller's visibility heartbeat. A crashed (or frozen) worker
+//!    stops renewing and its lease expires after at most
+//!    [`IdempotencyLayer::lease`]; the next delivery then runs;
+//! 4. on success, records the completion for
+//!    [`retention`](IdempotencyLayer::retention), with the small result the
+//!    handler gave to [`set_result`], if any; on **any failure** — retryable,
+//!    permanent, panic, or the engine stopping the handler at a time limit —
+//!    releases the key so that the next delivery runs. Permanent failures are
+//!    released rather than recorded because they go to the dead-letter queue,
+//!    and a redrive after a fix must be able to run.
+//!
+//! If recording the completion fails (after three tries), the message is
+//! still acknowledged: the side effect happened, and retrying the message
+//! would run it again once the lease expires. The error is logged.
+//!
+//! Stores: [`MemoryStore`] (tests, one process) and `DynamoDbStore` in
+//! `sqs-worker-dynamodb`; any type implementing [`IdempotencyStore`].
+//!
+//! Metrics: `sqs_worker_idempotency_duplicates_total` (completed keys
+//! acknowledged without running) and `sqs_worker_idempotency_in_progress_total`
+//! (messages retried because their key was in progress).
+
+mod batch;
+mod error;
+mod key;
+mod layer;
+mod memory;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+pub use self::error::{IdempotencyError, SetResultError};
+pub use self::key::{KeyFn, MissingKey, PayloadFn};
+use self::layer::Config;
+pub use self::layer::{DEFAULT_LEASE, DEFAULT_RETENTION, IdempotencyLayer};
+pub use self::memory::MemoryStore;
+pub use self::store::{
+    Begun, Completed, IdempotencyStore, LeaseToken, MAX_RESULT_SIZE, PayloadHash, StoreError,
+};
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::message::Message;
+/// The `tower_layer` trait [`IdempotencyLayer`] implements, re-exported so that
+/// `layer.layer(handler)` needs no extra dependency.
+pub use tower_layer::Layer;
+
+#[allow(unused_imports)] // for doc links
+use crate::batch::BatchHandler;
+
+/// Metric names.
+pub mod names {
+    /// Completed keys acknowledged without running the handler.
+    pub const DUPLICATES: &str = "sqs_worker_idempotency_duplicates_total";
+    /// Messages retried because their key was in progress elsewhere.
+    pub const IN_PROGRESS: &str = "sqs_worker_idempotency_in_progress_total";
+}
+
+tokio::task_local! {
+    static RESULT: Arc<Mutex<Option<Vec<u8>>>>;
+}
+
+/// Records a small result (at most [`MAX_RESULT_SIZE`] bytes) with the
+/// completion of the key being handled; read it back with
+/// [`Idempotent::completion`] or [`IdempotencyStore::get`].
+///
+/// Call it from the handler's own task, inside a single-message handler
+/// wrapped by [`Idempotent`]; batch handlers cannot record results.
+pub fn set_result(result: impl Into<Vec<u8>>) -> Result<(), SetResultError> {
+    let result = result.into();
+    if result.len() > MAX_RESULT_SIZE {
+        return Err(SetResultError::TooLarge(result.len()));
+    }
+    RESULT
+        .try_with(|slot| {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        })
+        .map_err(|_| SetResultError::NotInIdempotentHandler)
+}
+
+/// A handler that runs at most once per idempotency key; made by
+/// [`IdempotencyLayer`]. A [`Handler`] when `H` is one, a [`BatchHandler`]
+/// when `H` is one. See the [module docs](self) for the rules.
+pub struct Idempotent<H> {
+    inner: H,
+    config: Arc<Config>,
+}
+
+impl<H: Clone> Clone for Idempotent<H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for Idempotent<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotent")
+            .field("lease", &self.config.lease)
+            .field("retention", &self.config.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> Idempotent<H> {
+    /// The wrapped handler.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    /// The store key of `msg` (with the layer's prefix), or `None` when the
+    /// key function gives none.
+    pub fn key_of(&self, msg: &Message) -> Result<Option<String>, Error> {
+        self.config.full_key(msg)
+    }
+
+    /// The completion record of `msg`'s key, with the result the handler
+    /// gave to [`set_result`], if the key completed and is still retained.
+    pub async fn completion(&self, msg: &Message) -> Result<Option<Completed>, Error> {
+        let Some(key) = self.key_of(msg)? else {
+            return Ok(None);
+        };
+        self.config
+            .store
+            .get(&key)
+            .await
+            .map_err(|source| store_error(msg, source))
+    }
+}
+
+impl<H: Handler> Handler for Idempotent<H> {
+    async fn handle(&self, msg: Message) -> Result<(), Error> {
+        let cfg = &*self.config;
+        let mut held = match cfg.plan(&msg).await {
+            Plan::Done(r) => return r,
+            Plan::Without => return self.inner.handle(msg).await,
+            Plan::Run(held) => held,
+        };
+        let slot = Arc::new(Mutex::new(None));
+        let run = RESULT.scope(
+            slot.clone(),
+            AssertUnwindSafe(self.inner.handle(msg.clone())).catch_unwind(),
+        );
+        let leases = [(held.key.clone(), held.token.clone())];
+        let out = tokio::select! {
+            biased;
+            out = run => out,
+            never = cfg.keep_renewed(&leases) => match never {},
+        };
+        match out {
+            Ok(result) => {
+                let stored = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                cfg.settle(msg.id(), &mut held, result.is_ok(), stored)
+                    .await;
+                result
+            }
+            Err(panic) => {
+                cfg.settle(msg.id(), &mut held, false, None).await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+/// What to do with a message after `begin`.
+enum Plan {
+    /// Run the handler under this lease.
+    Run(Held),
+    /// Run the handler without idempotency (no key, [`MissingKey::RunWithout`]).
+    Without,
+    /// Don't run it: this is the message's result.
+    Done(Result<(), Error>),
+}
+
+/// A lease this worker holds. Dropped while armed (the engine stopped the
+/// handler at a time limit, or the runner dropped the batch), it releases
+/// the key in the background, best effort; otherwise the lease just expires.
+struct Held {
+    store: Arc<dyn IdempotencyStore>,
+    key: String,
+    token: LeaseToken,
+    armed: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, key, token) = (self.store.clone(), self.key.clone(), self.token.clone());
+            rt.spawn(async move {
+                if let Err(e) = store.release(&key, &token).await {
+                    tracing::debug!(error = %e, "releasing an abandoned idempotency lease failed");
+                }
+            });
+        }
+    }
+}
+
+fn store_error(msg: &Message, source: StoreError) -> Error {
+    Error::retry(IdempotencyError::Store {
+        message_id: msg.id().to_owned(),
+        source,
+    })
+}
+
+impl Config {
+    fn full_key(&self, msg: &Message) -> Result<Option<String>, Error> {
+        Ok(self.key.key(msg)?.map(|k| match &self.prefix {
+            Some(p) => format!("{p}:{k}"),
+            None => k,
+        }))
+    }
+
+    /// Key, hash, `begin`: what to do with `msg`.
+    async fn plan(&self, msg: &Message) -> Plan {
+        let key = match self.full_key(msg) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                return match self.missing_key {
+                    MissingKey::RunWithout => {
+                        tracing::warn!(
+                            messaging.message.id = msg.id(),
+                            "no idempotency key for this message; running it without idempotency"
+                        );
+                        Plan::Without
+                    }
+                    MissingKey::Fail => {
+                        Plan::Done(Err(Error::permanent(IdempotencyError::MissingKey {
+                            message_id: msg.id().to_owned(),
+                        })))
+                    }
+                };
+            }
+            Err(e) => return Plan::Done(Err(e)),
+        };
+        let hash = match &self.payload {
+            None => None,
+            Some(p) => match p.payload(msg) {
+                Ok(bytes) => Some(PayloadHash::of(bytes)),
+                Err(e) => return Plan::Done(Err(e)),
+            },
+        };
+        let begun = match self.store.begin(&key, self.lease, hash.as_ref()).await {
+            Ok(b) => b,
+            Err(e) => return Plan::Done(Err(store_error(msg, e))),
+        };
+        match begun {
+            Begun::Acquired(token) => {
+                tracing::debug!(
+                    messaging.message.id = msg.id(),
+                    key,
+                    "idempotency lease acquired"
+                );
+                Plan::Run(Held {
+                    store: self.store.clone(),
+                    key,
+                    token,
+                    armed: true,
+                })
+            }
+            Begun::InProgress { remaining } => {
+                metrics::counter!(names::IN_PROGRESS).increment(1);
+                let delay = remaining.max(Duration::from_secs(1));
+                Plan::Done(Err(Error::retry_after(
+                    delay,
+                    IdempotencyError::InProgress {
+                        message_id: msg.id().to_owned(),
+                        key,
+                        remaining,
+                    },
+                )))
+            }
+            Begun::Completed(done) => {
+                // Validate before trusting the completion.
+                if let (Some(actual), Some(stored)) = (&hash, &done.payload_hash)
+                    && actual != stored
+                {
+                    return Plan::Done(Err(Error::permanent(IdempotencyError::PayloadMismatch {
+                        message_id: msg.id().to_owned(),
+                        key,
+                        stored: stored.to_string(),
+                        actual: actual.to_string(),
+                    })));
+                }
+                metrics::counter!(names::DUPLICATES).increment(1);
+                tracing::info!(
+                    messaging.message.id = msg.id(),
+                    key,
+                    "idempotency key already completed; acknowledged without running the handler"
+                );
+                Plan::Done(Ok(()))
+            }
+        }
+    }
+
+    /// Renews `leases` every renewal period, forever (the caller drops it
+    /// when the handler finishes). A lost lease is logged and no longer renewed.
+    async fn keep_renewed(&self, leases: &[(String, LeaseToken)]) -> Infallible {
+        let every = self.renew_interval();
+        let mut live = vec![true; leases.len()];
+        loop {
+            tokio::time::sleep(every).await;
+            let renewals =
+                leases.iter().zip(&live).filter(|(_, live)| **live).map(
+                    |((key, token), _)| async move {
+                        (key, self.store.renew(key, token, self.lease).await)
+                    },
+                );
+            let results = futures_util::future::join_all(renewals).await;
+            for (key, result) in results {
+                match result {
+                    Ok(()) => {}
+                    Err(e @ StoreError::LeaseLost { .. }) => {
+                        tracing::error!(
+                            key, error = %e,
+                            "idempotency lease lost while the handler runs; another delivery may run concurrently"
+                        );
+                        if let Some(i) = leases.iter().position(|(k, _)| k == key) {
+                            live[i] = false;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "renewing the idempotency lease failed; will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the handler: complete the key (success) or release it (failure).
+    async fn settle(
+        &self,
+        message_id: &str,
+        held: &mut Held,
+        success: bool,
+        result: Option<Vec<u8>>,
+    ) {
+        held.armed = false;
+        let (key, token) = (&held.key, &held.token);
+        if !success {
+            if let Err(e) = self.store.release(key, token).await {
+                tracing::warn!(
+                    messaging.message.id = message_id, key, error = %e,
+                    "releasing the idempotency key failed; the retry runs once the lease expires"
+                );
+            }
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=3 {
+            match self
+                .store
+                .complete(key, token, self.retention, result.as_deref())
+                .await
+            {
+                Ok(()) => return,
+                Err(e) if attempt == 3 || matches!(e, StoreError::LeaseLost { .. }) => {
+                    tracing::error!(
+                        messaging.message.id = message_id, key, error = %e,
+                        "the handler succeeded but its idempotency completion was not recorded; \
+                         acknowledging the message anyway"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "recording the idempotency completion failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}
