@@ -42,18 +42,26 @@ pub use sqs_worker_lambda as lambda;
 #[doc(inline)]
 pub use sqs_worker_dynamodb as dynamodb;
 
+pub mod telemetry;
+
 /// Runs `handler` with the runner the environment asks for: the Lambda
 /// adapter when `AWS_LAMBDA_RUNTIME_API` is set (feature `lambda`), otherwise
 /// the long-poll consumer configured from `SQS_QUEUE_URL` and friends
 /// (feature `poller`).
+///
+/// It first sets up logs and metrics with [`telemetry::init`] (leaving any
+/// subscriber or recorder you installed alone); the poller also serves
+/// `/metrics` and `/healthz` when `SQS_WORKER_METRICS_ADDR` is set.
 #[cfg(any(feature = "poller", feature = "lambda"))]
 pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
+    telemetry::init()?;
     #[cfg(feature = "lambda")]
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    if telemetry::in_lambda() {
         return sqs_worker_lambda::run(handler).await;
     }
     #[cfg(feature = "poller")]
     {
+        let _metrics = telemetry::serve_metrics_from_env().await?;
         sqs_worker_poller::run_from_env(handler).await
     }
     #[cfg(not(feature = "poller"))]

@@ -20,6 +20,9 @@
 //!
 //! Message bodies and receipt handles never go into spans, fields or logs.
 
+pub mod emf;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tracing::{Span, field};
@@ -51,17 +54,99 @@ pub mod names {
     pub const RECEIVE_COUNT: &str = "sqs_worker_receive_count";
 }
 
-/// The span a message's handler runs in.
+/// The span a message's handler runs in. It carries the producer's trace
+/// context, so traces connect across the queue: the `AWSTraceHeader` system
+/// attribute (X-Ray) and a W3C `traceparent` message attribute, when present.
 pub fn message_span(msg: &Message) -> Span {
+    let traceparent = msg
+        .message_attribute("traceparent")
+        .and_then(|a| a.as_str());
     tracing::info_span!(
         "sqs.message",
         messaging.system = "aws_sqs",
         messaging.message.id = msg.id(),
         messaging.sqs.receive_count = msg.receive_count(),
         messaging.sqs.message_group_id = msg.group_id(),
-        aws.trace_header = msg.trace_header(),
+        aws.xray.trace_header = msg.trace_header(),
+        traceparent = traceparent,
         outcome = field::Empty,
     )
+}
+
+/// The health of a runner's receive path, for health checks (`/healthz`).
+///
+/// Runners call [`receive_succeeded`](Health::receive_succeeded) and
+/// [`receive_failed`](Health::receive_failed); a health endpoint asks
+/// [`check`](Health::check).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Milliseconds since the Unix epoch when receives started failing; 0 when they are not.
+    failing_since_ms: AtomicU64,
+    last_ok_ms: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// What [`Health::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Receiving works (or has not failed for long).
+    Healthy,
+    /// Every receive has failed for this long.
+    Unhealthy {
+        /// For how long.
+        failing_for: Duration,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Health {
+    /// A receive call succeeded.
+    pub fn receive_succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A receive call failed.
+    pub fn receive_failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Unhealthy when every receive has failed for at least `threshold`.
+    pub fn check(&self, threshold: Duration) -> HealthStatus {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => HealthStatus::Healthy,
+            since => {
+                let failing_for = Duration::from_millis(now_ms().saturating_sub(since));
+                if failing_for >= threshold {
+                    HealthStatus::Unhealthy { failing_for }
+                } else {
+                    HealthStatus::Healthy
+                }
+            }
+        }
+    }
+
+    /// Receive failures so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// The process-wide receive health.
+pub fn health() -> &'static Health {
+    static HEALTH: std::sync::OnceLock<Health> = std::sync::OnceLock::new();
+    HEALTH.get_or_init(Health::default)
 }
 
 /// Records messages handed to the engine (runners call this once per batch).
@@ -135,4 +220,24 @@ pub fn log_failure(msg: &Message, f: &Failure) {
         error = %f.error,
         "message failed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_turns_unhealthy_only_after_the_threshold() {
+        let h = Health::default();
+        assert_eq!(h.check(Duration::ZERO), HealthStatus::Healthy);
+        h.receive_failed();
+        assert!(matches!(
+            h.check(Duration::ZERO),
+            HealthStatus::Unhealthy { .. }
+        ));
+        assert_eq!(h.check(Duration::from_secs(60)), HealthStatus::Healthy);
+        h.receive_succeeded();
+        assert_eq!(h.check(Duration::ZERO), HealthStatus::Healthy);
+        assert_eq!(h.failures(), 1);
+    }
 }

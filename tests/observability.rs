@@ -1,0 +1,204 @@
+//! Observability: what operators see. Logs at the default level carry message
+//! ids and causes but never bodies, receipt handles or credentials; metrics
+//! come out of the Prometheus endpoint with the documented names; `/healthz`
+//! turns unhealthy when receiving keeps failing.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqs_worker::telemetry::{LogFormat, log_subscriber};
+use sqs_worker::{Engine, Error, Json, Message, Processor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    order_id: u64,
+    #[allow(dead_code)]
+    customer: String,
+}
+
+async fn handle(Json(order): Json<Order>, msg: Message) -> Result<(), Error> {
+    match order.order_id {
+        1 => Err(Error::msg("payment service unavailable")),
+        2 => panic!("order 2 handler bug"),
+        _ => {
+            let _ = msg;
+            Ok(())
+        }
+    }
+}
+
+const BODY_SECRET: &str = "4111-1111-1111-1111";
+const RECEIPT_SECRET: &str = "RH-AQEBsecretreceipthandle";
+const CREDENTIAL: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+
+fn failing_batch() -> Vec<Message> {
+    [
+        (
+            "ok-0",
+            format!(r#"{{"order_id": 0, "customer": "{BODY_SECRET}"}}"#),
+        ),
+        (
+            "retry-1",
+            format!(r#"{{"order_id": 1, "customer": "{BODY_SECRET}"}}"#),
+        ),
+        (
+            "panic-2",
+            format!(r#"{{"order_id": 2, "customer": "{BODY_SECRET}"}}"#),
+        ),
+        (
+            "badtype-3",
+            format!(r#"{{"order_id": "{BODY_SECRET}", "customer": "x"}}"#),
+        ),
+        ("notjson-4", format!("card={BODY_SECRET}")),
+    ]
+    .into_iter()
+    .map(|(id, body)| {
+        Message::builder(id, body)
+            .receipt_handle(RECEIPT_SECRET)
+            .build()
+    })
+    .collect()
+}
+
+/// The tests of this file share the process-wide metrics recorder: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn assert_clean(logs: &str) {
+    for secret in [BODY_SECRET, RECEIPT_SECRET, CREDENTIAL] {
+        assert!(!logs.contains(secret), "logs leak {secret:?}:\n{logs}");
+    }
+}
+
+#[test]
+fn default_level_logs_name_failures_but_never_bodies_receipts_or_credentials() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let capture = Capture::default();
+    for format in [LogFormat::Json, LogFormat::Text] {
+        capture.0.lock().unwrap().clear();
+        let subscriber = log_subscriber(format, capture.clone(), false);
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(Engine::new(handle).run(failing_batch(), None));
+        assert_eq!(
+            report.failed_ids(),
+            ["retry-1", "panic-2", "badtype-3", "notjson-4"]
+        );
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        // The logs are useful: every failing message id, its kind and cause.
+        for needle in [
+            "retry-1",
+            "panic-2",
+            "badtype-3",
+            "notjson-4",
+            "payment service unavailable",
+            "order 2 handler bug",
+            "permanent",
+        ] {
+            assert!(
+                logs.contains(needle),
+                "{format:?} logs lack {needle:?}:\n{logs}"
+            );
+        }
+        assert_clean(&logs);
+        if format == LogFormat::Json {
+            for line in logs.lines() {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            }
+        }
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[tokio::test]
+async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
+    let server = sqs_worker::telemetry::serve_metrics(
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_millis(0),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, before) = http_get(addr, "/metrics").await;
+    let report = Engine::new(handle).run(failing_batch(), None).await;
+    assert_eq!(report.succeeded().count(), 1);
+
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    for (series, delta) in [
+        ("sqs_worker_messages_succeeded_total", 1.0),
+        (r#"sqs_worker_messages_failed_total{kind="retry"}"#, 1.0),
+        (r#"sqs_worker_messages_failed_total{kind="panicked"}"#, 1.0),
+        (r#"sqs_worker_messages_failed_total{kind="permanent"}"#, 2.0),
+        ("sqs_worker_handler_duration_seconds_count", 5.0),
+    ] {
+        assert_eq!(
+            metric(&body, series) - metric(&before, series),
+            delta,
+            "{series}:\n{body}"
+        );
+    }
+    assert_clean(&body);
+
+    let (status, _) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200);
+    sqs_worker::observe::health().receive_failed();
+    let (status, body) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("every SQS receive has failed"), "{body}");
+    sqs_worker::observe::health().receive_succeeded();
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+}
