@@ -1,10 +1,70 @@
-//! Long-poll SQS runner for sqs-worker (work in progress).
+//! The long-poll runner of [sqs-worker]: a consumer for ECS, EC2 or
+//! anywhere, on `aws-sdk-sqs`. It drives the core engine and adds no
+//! processing rules of its own; it receives, and it settles.
+//!
+//! ```no_run
+//! use sqs_worker_core::{Error, Json};
+//! use sqs_worker_poller::Poller;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { order_id: u64 }
+//!
+//! async fn handle(Json(order): Json<Order>) -> Result<(), Error> {
+//!     let _ = order.order_id;
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Settings from SQS_QUEUE_URL, SQS_WORKER_*; runs until SIGTERM/SIGINT.
+//! let summary = Poller::from_env(handle)?.build()?.run().await?;
+//! println!("{summary}");
+//! # Ok(()) }
+//! ```
+//!
+//! The data path, one module per stage:
+//! - `receive`: receive loops take free capacity first (one permit per
+//!   message), then long-poll for at most that many messages and hand each
+//!   batch to the engine as its own task;
+//! - `lease`: the one owner of in-flight leases; the heartbeat extends
+//!   messages nearing their visibility deadline with
+//!   `ChangeMessageVisibilityBatch`, up to the maximum processing time;
+//! - `settle`: each message is settled as soon as it finishes: deletes and
+//!   visibility changes (the failure's retry delay) coalesce into batches of
+//!   up to 10; permanent failures go to the dead-letter queue when one is
+//!   configured; every per-entry failure is checked;
+//! - `run`: start-up checks, and shutdown: stop receiving (aborting the long
+//!   poll), let in-flight messages finish within the grace period, release
+//!   the rest with visibility 0, flush.
+//!
+//! [sqs-worker]: https://docs.rs/sqs-worker
+
+mod config;
+mod error;
+mod lease;
+mod receive;
+mod run;
+mod sdk;
+mod settle;
+mod stats;
+
+pub use self::config::{
+    DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_PROCESSING_TIME, DEFAULT_WAIT_TIME,
+    PollerBuilder, Queue,
+};
+pub use self::error::{ConfigError, PollerError};
+pub use self::run::Poller;
+pub use self::settle::dlq_attributes;
+pub use self::stats::RunSummary;
 
 use sqs_worker_core::{BoxError, IntoHandler};
 
 /// Runs `handler` as a long-poll consumer configured from the environment
-/// (`SQS_QUEUE_URL`, …) until SIGTERM/SIGINT.
+/// (`SQS_QUEUE_URL`, …; see [`Poller::from_env`]) until SIGTERM/SIGINT.
 pub async fn run_from_env<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
-    let _ = handler.into_handler();
-    Err("the poller is not built yet".into())
+    let summary = Poller::from_env(handler.into_handler())?
+        .build()?
+        .run()
+        .await?;
+    let _ = summary;
+    Ok(())
 }

@@ -1,0 +1,615 @@
+//! The poller's settings: builder methods, environment variables, validation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqs_worker_core::{
+    Engine, EngineConfig, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, Processor,
+    RetryPolicy,
+};
+
+use crate::error::ConfigError;
+use crate::run::Poller;
+
+/// The queue to poll: its URL, or its name (resolved with `GetQueueUrl` at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queue {
+    /// A queue URL, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/orders`.
+    Url(String),
+    /// A queue name, e.g. `orders` or `orders.fifo`.
+    Name(String),
+}
+
+impl Queue {
+    /// A queue URL, taken as is.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self::Url(url.into())
+    }
+
+    /// A queue name, resolved with `GetQueueUrl` when the poller starts.
+    pub fn name(name: impl Into<String>) -> Self {
+        Self::Name(name.into())
+    }
+
+    /// The URL or name, for messages.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Url(s) | Self::Name(s) => s,
+        }
+    }
+}
+
+/// `http://…` and `https://…` are URLs, anything else a queue name.
+impl From<&str> for Queue {
+    fn from(s: &str) -> Self {
+        Self::from(s.to_owned())
+    }
+}
+
+impl From<String> for Queue {
+    fn from(s: String) -> Self {
+        if s.starts_with("https://") || s.starts_with("http://") {
+            Self::Url(s)
+        } else {
+            Self::Name(s)
+        }
+    }
+}
+
+impl std::fmt::Display for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A future that resolves when the poller should shut down.
+pub(crate) type Signal = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+type MakeProcessor<P> = Box<dyn FnOnce(EngineConfig) -> P + Send>;
+
+/// The validated settings (see [`PollerBuilder`] for their meaning).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) queue: Queue,
+    pub(crate) concurrency: usize,
+    pub(crate) receivers: usize,
+    pub(crate) wait_time: Duration,
+    pub(crate) max_messages: usize,
+    pub(crate) visibility_timeout: Option<Duration>,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) max_processing_time: Duration,
+    pub(crate) dead_letter_queue: Option<String>,
+    pub(crate) grace_period: Duration,
+    pub(crate) idle_exit: Option<Duration>,
+    pub(crate) flush_interval: Duration,
+    pub(crate) stats_interval: Option<Duration>,
+}
+
+/// Default in-flight limit.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Default long-poll wait.
+pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(20);
+/// Default maximum processing time of one message (from its receipt).
+pub const DEFAULT_MAX_PROCESSING_TIME: Duration = Duration::from_secs(60 * 60);
+/// Default grace period at shutdown.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Builds a [`Poller`]: required values in the constructor, options as
+/// chained methods, [`build`](Self::build) validates.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sqs_worker_core::{Error, Message};
+/// use sqs_worker_poller::Poller;
+///
+/// async fn handle(msg: Message) -> Result<(), Error> {
+///     let _ = msg.id();
+///     Ok(())
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let summary = Poller::builder("https://sqs.eu-west-1.amazonaws.com/123456789012/orders", handle)
+///     .concurrency(64)
+///     .visibility_timeout(Duration::from_secs(60))
+///     .dead_letter_queue("https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq")
+///     .build()?
+///     .run()
+///     .await?;
+/// println!("{summary}");
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct PollerBuilder<P> {
+    settings: Settings,
+    concurrency: Option<usize>,
+    receivers: Option<usize>,
+    make: MakeProcessor<P>,
+    custom_processor: bool,
+    retry: Option<Arc<dyn RetryPolicy>>,
+    client: Option<aws_sdk_sqs::Client>,
+    shutdown: Option<Signal>,
+}
+
+impl<P> std::fmt::Debug for PollerBuilder<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollerBuilder")
+            .field("settings", &self.settings)
+            .field("concurrency", &self.concurrency)
+            .field("receivers", &self.receivers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Poller<()> {
+    /// A poller on `queue` (a URL, or a queue name) running `handler` through
+    /// the core [`Engine`].
+    pub fn builder<A, H>(queue: impl Into<Queue>, handler: H) -> PollerBuilder<Engine<H::Handler>>
+    where
+        H: IntoHandler<A> + Send + 'static,
+    {
+        PollerBuilder::new(
+            queue.into(),
+            false,
+            Box::new(move |cfg| Engine::with_config(handler, cfg)),
+        )
+    }
+
+    /// A poller on `queue` driving any [`Processor`], e.g. a
+    /// [`BatchEngine`](sqs_worker_core::BatchEngine). The processor's own
+    /// [`EngineConfig`] applies (retry policy, handler timeout, execution);
+    /// [`PollerBuilder::retry_policy`] is then refused.
+    pub fn with_processor<P: Processor>(queue: impl Into<Queue>, processor: P) -> PollerBuilder<P> {
+        PollerBuilder::new(queue.into(), true, Box::new(move |_| processor))
+    }
+
+    /// A poller running `handler`, configured from the environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `SQS_QUEUE_URL` | the queue URL (required; `SQS_QUEUE_NAME` instead resolves a name) | |
+    /// | `SQS_WORKER_CONCURRENCY` | in-flight message limit | 32 |
+    /// | `SQS_WORKER_RECEIVERS` | receive loops | 1, or 2 from concurrency 20 |
+    /// | `SQS_WORKER_WAIT_SECONDS` | long-poll wait, 0–20 | 20 |
+    /// | `SQS_WORKER_VISIBILITY_TIMEOUT` | seconds; else the queue's | |
+    /// | `SQS_WORKER_HEARTBEAT_SECONDS` | extension interval | a third of the visibility timeout |
+    /// | `SQS_WORKER_MAX_PROCESSING_SECONDS` | handler time limit | 3600 |
+    /// | `SQS_WORKER_DLQ_URL` | dead-letter queue for permanent failures | none |
+    /// | `SQS_WORKER_GRACE_SECONDS` | shutdown grace period | 30 |
+    /// | `SQS_WORKER_IDLE_EXIT_SECONDS` | stop once the queue was empty this long | never |
+    /// | `SQS_WORKER_STATS_SECONDS` | log progress counters this often | never |
+    ///
+    /// Seconds may be fractional. A malformed value is an error naming the
+    /// variable. Credentials, region and endpoint come from `aws-config`
+    /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, …).
+    pub fn from_env<A, H>(handler: H) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
+    where
+        H: IntoHandler<A> + Send + 'static,
+    {
+        Self::from_env_with(handler, |var| std::env::var(var).ok())
+    }
+
+    pub(crate) fn from_env_with<A, H>(
+        handler: H,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
+    where
+        H: IntoHandler<A> + Send + 'static,
+    {
+        let get = |var: &str| get(var).filter(|v| !v.trim().is_empty());
+        let queue = match (get("SQS_QUEUE_URL"), get("SQS_QUEUE_NAME")) {
+            (Some(url), _) => Queue::Url(url.trim().to_owned()),
+            (None, Some(name)) => Queue::Name(name.trim().to_owned()),
+            (None, None) => {
+                return Err(ConfigError::MissingEnv {
+                    var: "SQS_QUEUE_URL",
+                    hint: "the URL of the queue to poll",
+                });
+            }
+        };
+        let mut b = Self::builder(queue, handler);
+        if let Some(n) = env_count(&get, "SQS_WORKER_CONCURRENCY")? {
+            b = b.concurrency(n);
+        }
+        if let Some(n) = env_count(&get, "SQS_WORKER_RECEIVERS")? {
+            b = b.receivers(n);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_WAIT_SECONDS")? {
+            if d > DEFAULT_WAIT_TIME {
+                return Err(invalid_env(
+                    &get,
+                    "SQS_WORKER_WAIT_SECONDS",
+                    "at most 20 seconds",
+                ));
+            }
+            b = b.wait_time(d);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_VISIBILITY_TIMEOUT")? {
+            b = b.visibility_timeout(d);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_HEARTBEAT_SECONDS")? {
+            b = b.heartbeat_interval(d);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_MAX_PROCESSING_SECONDS")? {
+            b = b.max_processing_time(d);
+        }
+        if let Some(url) = get("SQS_WORKER_DLQ_URL") {
+            b = b.dead_letter_queue(url.trim());
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_GRACE_SECONDS")? {
+            b = b.grace_period(d);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_IDLE_EXIT_SECONDS")? {
+            b = b.idle_exit(d);
+        }
+        if let Some(d) = env_secs(&get, "SQS_WORKER_STATS_SECONDS")? {
+            b = b.stats_interval(d);
+        }
+        Ok(b)
+    }
+}
+
+fn invalid_env(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    reason: &str,
+) -> ConfigError {
+    ConfigError::InvalidEnv {
+        var,
+        value: get(var).unwrap_or_default(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn env_count(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(v) = get(var) else { return Ok(None) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(invalid_env(get, var, "expected a whole number, at least 1")),
+    }
+}
+
+fn env_secs(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(v) = get(var) else { return Ok(None) };
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 && s <= MAX_VISIBILITY_TIMEOUT.as_secs_f64() => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        _ => Err(invalid_env(
+            get,
+            var,
+            "expected a number of seconds, 0 to 43200",
+        )),
+    }
+}
+
+impl<P: Processor> PollerBuilder<P> {
+    fn new(queue: Queue, custom_processor: bool, make: MakeProcessor<P>) -> Self {
+        Self {
+            settings: Settings {
+                queue,
+                concurrency: DEFAULT_CONCURRENCY,
+                receivers: 1,
+                wait_time: DEFAULT_WAIT_TIME,
+                max_messages: 10,
+                visibility_timeout: None,
+                heartbeat_interval: None,
+                max_processing_time: DEFAULT_MAX_PROCESSING_TIME,
+                dead_letter_queue: None,
+                grace_period: DEFAULT_GRACE_PERIOD,
+                idle_exit: None,
+                flush_interval: Duration::from_millis(20),
+                stats_interval: None,
+            },
+            concurrency: None,
+            receivers: None,
+            make,
+            custom_processor,
+            retry: None,
+            client: None,
+            shutdown: None,
+        }
+    }
+
+    /// The SQS client to use (e.g. one pointed at a local server). Default: one
+    /// built from `aws_config::load_defaults` when the poller starts.
+    pub fn client(mut self, client: aws_sdk_sqs::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// At most `n` messages in flight (received and not yet settled), across
+    /// all receive loops. Default 32.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// The number of receive loops. Default 1, or 2 when concurrency is 20 or more.
+    pub fn receivers(mut self, n: usize) -> Self {
+        self.receivers = Some(n);
+        self
+    }
+
+    /// The long-poll wait (`WaitTimeSeconds`, whole seconds, at most 20). Default 20 s.
+    pub fn wait_time(mut self, wait: Duration) -> Self {
+        self.settings.wait_time = wait;
+        self
+    }
+
+    /// Messages per receive, 1 to 10 (fewer when less capacity is free). Default 10.
+    pub fn max_messages(mut self, n: usize) -> Self {
+        self.settings.max_messages = n;
+        self
+    }
+
+    /// The visibility timeout to receive with and to extend by. Default: the queue's.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.visibility_timeout = Some(timeout);
+        self
+    }
+
+    /// How often running messages are checked and extended when their
+    /// visibility is about to run out. Default: a third of the visibility timeout.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.settings.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// The longest a message may be processed, from its receipt: the heartbeat
+    /// stops extending it then, and the handler is stopped (the engine's
+    /// handler timeout) and its message retried. Default 1 hour.
+    pub fn max_processing_time(mut self, limit: Duration) -> Self {
+        self.settings.max_processing_time = limit;
+        self
+    }
+
+    /// The retry policy that sets a failed message's retry delay. Default:
+    /// [`ExponentialBackoff::default`]. Not with [`Poller::with_processor`].
+    pub fn retry_policy(mut self, policy: impl RetryPolicy) -> Self {
+        self.retry = Some(Arc::new(policy));
+        self
+    }
+
+    /// A dead-letter queue URL: permanent failures are sent there at once,
+    /// with attributes naming the error and the source queue, then deleted.
+    /// Without one they are left to the queue's redrive policy.
+    pub fn dead_letter_queue(mut self, url: impl Into<String>) -> Self {
+        self.settings.dead_letter_queue = Some(url.into());
+        self
+    }
+
+    /// Stop when `signal` resolves. Default: SIGTERM or SIGINT (Ctrl-C).
+    pub fn shutdown_signal(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// How long in-flight messages may finish after shutdown starts; those
+    /// still running then are stopped and made visible again. Default 30 s.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.settings.grace_period = grace;
+        self
+    }
+
+    /// Stop (as on a shutdown signal) once nothing was received and nothing
+    /// was in flight for `idle`: for drain-and-exit jobs.
+    pub fn idle_exit(mut self, idle: Duration) -> Self {
+        self.settings.idle_exit = Some(idle);
+        self
+    }
+
+    /// How long a delete or visibility change may wait to be batched with
+    /// others (a batch also goes when 10 are pending). Default 20 ms.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.settings.flush_interval = interval;
+        self
+    }
+
+    /// Log the progress counters (target `sqs_worker_poller::stats`, level
+    /// info) this often. Default: never.
+    pub fn stats_interval(mut self, interval: Duration) -> Self {
+        self.settings.stats_interval = Some(interval);
+        self
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<Poller<P>, ConfigError> {
+        let mut s = self.settings;
+        let bad =
+            |setting: &'static str, reason: String| Err(ConfigError::Invalid { setting, reason });
+        if s.queue.as_str().trim().is_empty() {
+            return bad("queue", "the queue URL or name is empty".into());
+        }
+        s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if s.concurrency == 0 {
+            return bad("concurrency", "must be at least 1".into());
+        }
+        s.receivers = self
+            .receivers
+            .unwrap_or(if s.concurrency >= 20 { 2 } else { 1 });
+        if s.receivers == 0 || s.receivers > s.concurrency {
+            return bad(
+                "receivers",
+                format!("must be between 1 and the concurrency ({})", s.concurrency),
+            );
+        }
+        if s.wait_time > DEFAULT_WAIT_TIME {
+            return bad(
+                "wait_time",
+                format!("{:?} is above SQS's 20 s limit", s.wait_time),
+            );
+        }
+        if !(1..=10).contains(&s.max_messages) {
+            return bad(
+                "max_messages",
+                format!("{} is not between 1 and 10", s.max_messages),
+            );
+        }
+        if let Some(v) = s.visibility_timeout
+            && (v > MAX_VISIBILITY_TIMEOUT || v < Duration::from_secs(1))
+        {
+            return bad(
+                "visibility_timeout",
+                format!("{v:?} is not between 1 s and 12 h"),
+            );
+        }
+        if let Some(h) = s.heartbeat_interval {
+            if h < Duration::from_millis(100) {
+                return bad("heartbeat_interval", format!("{h:?} is below 100 ms"));
+            }
+            if let Some(v) = s.visibility_timeout
+                && h >= v
+            {
+                return bad(
+                    "heartbeat_interval",
+                    format!(
+                        "{h:?} is not below the visibility timeout {v:?}: messages would reappear between heartbeats"
+                    ),
+                );
+            }
+        }
+        if s.max_processing_time.is_zero() || s.max_processing_time > MAX_VISIBILITY_TIMEOUT {
+            return bad(
+                "max_processing_time",
+                format!("{:?} is not between 0 and 12 h", s.max_processing_time),
+            );
+        }
+        if s.flush_interval > Duration::from_secs(1) {
+            return bad(
+                "flush_interval",
+                format!("{:?} is above 1 s", s.flush_interval),
+            );
+        }
+        if matches!(s.stats_interval, Some(d) if d.is_zero()) {
+            return bad("stats_interval", "must be above 0".into());
+        }
+        if let Some(d) = &s.dead_letter_queue
+            && d.trim().is_empty()
+        {
+            return bad("dead_letter_queue", "the URL is empty".into());
+        }
+        if self.custom_processor && self.retry.is_some() {
+            return bad(
+                "retry_policy",
+                "a custom processor uses its own EngineConfig's retry policy".into(),
+            );
+        }
+        let retry: Arc<dyn RetryPolicy> = self
+            .retry
+            .unwrap_or_else(|| Arc::new(ExponentialBackoff::default()));
+        let engine_config = EngineConfig::default()
+            .concurrency(s.max_messages)
+            .execution(sqs_worker_core::Execution::Spawn)
+            .handler_timeout(Some(s.max_processing_time))
+            .retry_policy_arc(retry);
+        let processor = (self.make)(engine_config);
+        Ok(Poller::new(s, processor, self.client, self.shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use sqs_worker_core::{Error, Message};
+
+    use super::*;
+
+    async fn ok(_m: Message) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn env_names_the_bad_variable() {
+        let e = Poller::from_env_with(ok, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("SQS_QUEUE_URL"), "{e}");
+        for var in [
+            "SQS_WORKER_CONCURRENCY",
+            "SQS_WORKER_RECEIVERS",
+            "SQS_WORKER_WAIT_SECONDS",
+            "SQS_WORKER_VISIBILITY_TIMEOUT",
+            "SQS_WORKER_HEARTBEAT_SECONDS",
+            "SQS_WORKER_MAX_PROCESSING_SECONDS",
+            "SQS_WORKER_GRACE_SECONDS",
+            "SQS_WORKER_IDLE_EXIT_SECONDS",
+        ] {
+            let e =
+                Poller::from_env_with(ok, env(&[("SQS_QUEUE_URL", "http://x/q"), (var, "ten")]))
+                    .unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+        let e = Poller::from_env_with(
+            ok,
+            env(&[
+                ("SQS_QUEUE_URL", "http://x/q"),
+                ("SQS_WORKER_WAIT_SECONDS", "21"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SQS_WORKER_WAIT_SECONDS"), "{e}");
+    }
+
+    #[test]
+    fn env_values_land_in_the_settings() {
+        let p = Poller::from_env_with(
+            ok,
+            env(&[
+                ("SQS_QUEUE_URL", "http://x/q"),
+                ("SQS_WORKER_CONCURRENCY", "8"),
+                ("SQS_WORKER_VISIBILITY_TIMEOUT", "30"),
+                ("SQS_WORKER_HEARTBEAT_SECONDS", "2.5"),
+                ("SQS_WORKER_DLQ_URL", "http://x/dlq"),
+                ("SQS_WORKER_IDLE_EXIT_SECONDS", "5"),
+            ]),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let s = p.settings();
+        assert_eq!(s.queue, Queue::Url("http://x/q".into()));
+        assert_eq!(s.concurrency, 8);
+        assert_eq!(s.receivers, 1);
+        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.heartbeat_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(s.dead_letter_queue.as_deref(), Some("http://x/dlq"));
+        assert_eq!(s.idle_exit, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn build_validates() {
+        let b = || Poller::builder("q", ok);
+        assert!(b().build().is_ok());
+        assert_eq!(b().build().unwrap().settings().receivers, 2);
+        assert!(b().concurrency(0).build().is_err());
+        assert!(b().concurrency(4).receivers(5).build().is_err());
+        assert!(b().max_messages(11).build().is_err());
+        assert!(b().wait_time(Duration::from_secs(21)).build().is_err());
+        let e = b()
+            .visibility_timeout(Duration::from_secs(10))
+            .heartbeat_interval(Duration::from_secs(10))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+        assert_eq!(Queue::from("orders"), Queue::Name("orders".into()));
+        assert_eq!(
+            Queue::from("http://h/1/orders"),
+            Queue::Url("http://h/1/orders".into())
+        );
+    }
+}

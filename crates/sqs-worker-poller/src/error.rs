@@ -1,0 +1,82 @@
+//! What can stop a poller: bad settings, or a queue it cannot use.
+
+use sqs_worker_core::BoxError;
+
+/// A setting that is missing, malformed or contradictory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required environment variable is not set.
+    #[error("environment variable {var} is not set ({hint})")]
+    MissingEnv {
+        /// The variable.
+        var: &'static str,
+        /// What it should hold.
+        hint: &'static str,
+    },
+    /// An environment variable holds a value that does not parse or is out of range.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A builder setting is out of range or contradicts another.
+    #[error("invalid poller setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a poller could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PollerError {
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The queue does not exist (or is not visible to these credentials in this region).
+    #[error(
+        "queue {queue} does not exist (check the queue URL or name, the region and the endpoint)"
+    )]
+    QueueNotFound {
+        /// The queue URL or name.
+        queue: String,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+    /// The credentials were refused or lack a permission on the queue.
+    #[error(
+        "access to queue {queue} was refused during {operation} (check the credentials and the IAM policy)"
+    )]
+    AccessDenied {
+        /// The queue URL or name.
+        queue: String,
+        /// The SQS operation.
+        operation: &'static str,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+    /// Another SQS error that retrying will not fix.
+    #[error("{operation} on queue {queue} failed")]
+    Sqs {
+        /// The queue URL or name.
+        queue: String,
+        /// The SQS operation.
+        operation: &'static str,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+    /// The shutdown signal handler could not be installed.
+    #[error("cannot listen for SIGTERM/SIGINT")]
+    Signal(#[source] std::io::Error),
+}

@@ -1,0 +1,258 @@
+//! The one owner of in-flight leases: a table of received, unsettled
+//! messages, the heartbeat that extends those nearing their visibility
+//! deadline, and the [`VisibilityControl`] behind `Message::extend_visibility`.
+//!
+//! Ordering rules that keep the heartbeat from racing a delete:
+//! - a message leaves the table when it settles, *before* its delete or
+//!   visibility change is queued, so no later heartbeat picks it up;
+//! - the heartbeat sends its `ChangeMessageVisibilityBatch` while holding the
+//!   write side of `gate`; every settlement call holds the read side, so a
+//!   delete never overtakes an extension of the same message in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+use sqs_worker_core::observe::names;
+use sqs_worker_core::{BoxFuture, Lease, Message, VisibilityControl, VisibilityError};
+use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
+
+use crate::sdk::{self, Class};
+use crate::stats::Stats;
+
+/// One received, unsettled message.
+pub(crate) struct Entry {
+    pub(crate) message: Message,
+    pub(crate) received: Instant,
+    deadline: Instant,
+    capped: bool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The lease table and what the heartbeat needs.
+pub(crate) struct Leases {
+    pub(crate) table: Mutex<HashMap<String, Entry>>,
+    /// Heartbeat: write; settlement calls: read.
+    pub(crate) gate: RwLock<()>,
+    pub(crate) client: aws_sdk_sqs::Client,
+    pub(crate) queue_url: String,
+    pub(crate) stats: Arc<Stats>,
+    /// What each extension asks for (the visibility timeout).
+    pub(crate) extension: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_processing: Duration,
+}
+
+impl Leases {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding this lock leaves the map consistent (single
+        // inserts and removes), so a poisoned lock is still usable.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A lease for a message received at `received`, visible again at `deadline`.
+    pub(crate) fn lease(self: &Arc<Self>, deadline: Instant) -> Lease {
+        Lease::extendable(Some(deadline), Arc::new(Control(Arc::downgrade(self))))
+    }
+
+    /// Registers a received message; its capacity permit is returned when it settles.
+    pub(crate) fn insert(
+        &self,
+        message: Message,
+        received: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let deadline = message.deadline().unwrap_or(received);
+        let entry = Entry {
+            message,
+            received,
+            deadline,
+            capped: false,
+            _permit: permit,
+        };
+        let key = entry.message.receipt_handle().to_owned();
+        if self.lock().insert(key, entry).is_none() {
+            self.stats.in_flight.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Takes a message out of the table (it settled). `None` if it was
+    /// already taken (released at shutdown).
+    pub(crate) fn remove(&self, receipt_handle: &str) -> Option<Entry> {
+        let e = self.lock().remove(receipt_handle);
+        if e.is_some() {
+            self.stats.in_flight.fetch_sub(1, Relaxed);
+        }
+        e
+    }
+
+    /// Takes every message out of the table (shutdown).
+    pub(crate) fn drain(&self) -> Vec<Entry> {
+        let all: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        self.stats.in_flight.fetch_sub(all.len() as u64, Relaxed);
+        all
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Extends every message whose visibility runs out before the next-but-one
+    /// tick, up to its maximum processing time.
+    async fn beat(&self) {
+        let _gate = self.gate.write().await;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut table = self.lock();
+            for (handle, e) in table.iter_mut() {
+                if e.deadline.saturating_duration_since(now) > self.heartbeat * 2 {
+                    continue;
+                }
+                // Past the limit the engine's handler timeout stops the
+                // handler; the extra heartbeat lets it settle first.
+                let limit = e.received + self.max_processing + self.heartbeat;
+                let left = limit.saturating_duration_since(now);
+                if left.is_zero() || e.deadline >= limit {
+                    if !e.capped {
+                        e.capped = true;
+                        tracing::warn!(
+                            messaging.message.id = e.message.id(),
+                            max_processing_ms = self.max_processing.as_millis() as u64,
+                            "message reached its maximum processing time; no more visibility extensions"
+                        );
+                    }
+                    continue;
+                }
+                let secs = self.extension.min(left).as_secs_f64().ceil().max(1.0) as i32;
+                due.push((handle.clone(), e.message.id().to_owned(), secs));
+            }
+        }
+        for chunk in due.chunks(10) {
+            self.extend_batch(chunk, now).await;
+        }
+    }
+
+    async fn extend_batch(&self, chunk: &[(String, String, i32)], asked: Instant) {
+        let mut entries = Vec::with_capacity(chunk.len());
+        for (i, (handle, _, secs)) in chunk.iter().enumerate() {
+            match ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(*secs)
+                .build()
+            {
+                Ok(e) => entries.push(e),
+                Err(e) => tracing::error!(error = %e, "cannot build a visibility change entry"),
+            }
+        }
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                Stats::add(&self.stats.sdk_errors, 1);
+                let transient = sdk::classify(&e) == Class::Transient;
+                tracing::warn!(
+                    error = %sdk::describe(&e),
+                    messages = chunk.len(),
+                    transient,
+                    "heartbeat: visibility extension failed; trying again next beat"
+                );
+                return;
+            }
+        };
+        let mut table = self.lock();
+        for ok in out.successful() {
+            let Some((handle, _, secs)) = ok.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+            else {
+                continue;
+            };
+            if let Some(e) = table.get_mut(handle) {
+                e.deadline = asked + Duration::from_secs(*secs as u64);
+                e.message.lease().set_deadline(e.deadline);
+            }
+            Stats::add(&self.stats.extensions, 1);
+            metrics::counter!(names::EXTENSIONS).increment(1);
+        }
+        for f in out.failed() {
+            let id = f
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| chunk.get(i))
+                .map(|c| c.1.as_str());
+            Stats::add(&self.stats.settlement_failures, 1);
+            metrics::counter!(names::SETTLEMENT_FAILURES, "action" => "extend").increment(1);
+            tracing::warn!(
+                messaging.message.id = id,
+                code = f.code(),
+                sender_fault = f.sender_fault(),
+                "heartbeat: extending a message failed"
+            );
+        }
+    }
+
+    /// Runs the heartbeat until `stop` turns true.
+    pub(crate) async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = crate::receive::stopped(&mut stop) => return,
+                _ = tick.tick() => self.beat().await,
+            }
+        }
+    }
+}
+
+/// `Message::extend_visibility` for polled messages.
+struct Control(Weak<Leases>);
+
+impl VisibilityControl for Control {
+    fn change_visibility<'a>(
+        &'a self,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), VisibilityError>> {
+        Box::pin(async move {
+            let settled = || VisibilityError::Settled(message.id().to_owned());
+            let leases = self.0.upgrade().ok_or_else(settled)?;
+            if !leases.lock().contains_key(message.receipt_handle()) {
+                return Err(settled());
+            }
+            let asked = Instant::now();
+            let secs = timeout.as_secs_f64().ceil() as i32;
+            leases
+                .client
+                .change_message_visibility()
+                .queue_url(&leases.queue_url)
+                .receipt_handle(message.receipt_handle())
+                .visibility_timeout(secs)
+                .send()
+                .await
+                .map_err(|e| {
+                    Stats::add(&leases.stats.sdk_errors, 1);
+                    VisibilityError::Failed {
+                        message_id: message.id().to_owned(),
+                        source: Box::new(sdk::describe(&e)),
+                    }
+                })?;
+            if let Some(e) = leases.lock().get_mut(message.receipt_handle()) {
+                e.deadline = asked + Duration::from_secs(secs as u64);
+            }
+            Stats::add(&leases.stats.extensions, 1);
+            metrics::counter!(names::EXTENSIONS).increment(1);
+            Ok(())
+        })
+    }
+}

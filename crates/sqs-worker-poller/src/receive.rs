@@ -1,0 +1,241 @@
+//! Receive loops: take free capacity first, then long-poll for at most that
+//! many messages, turn them into core [`Message`]s and hand each batch to the
+//! engine as its own task. Each message holds one capacity permit until it
+//! settles, so nothing waits invisible in memory for a worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use backon::BackoffBuilder;
+use sqs_worker_core::{Message, MessageAttribute, Processor, Settled, SystemAttributes, observe};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::error::PollerError;
+use crate::lease::Leases;
+use crate::sdk::{self, Class};
+use crate::settle::Job;
+use crate::stats::Stats;
+
+/// Resolves once `stop` is true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// When something last happened (a non-empty receive or a settlement), for idle exit.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)))
+    }
+}
+
+/// What a receive loop needs.
+pub(crate) struct Receiver<P> {
+    pub(crate) client: aws_sdk_sqs::Client,
+    pub(crate) queue_url: String,
+    pub(crate) queue_name: String,
+    pub(crate) processor: P,
+    pub(crate) capacity: Arc<Semaphore>,
+    pub(crate) leases: Arc<Leases>,
+    pub(crate) settle: mpsc::UnboundedSender<Job>,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) max_messages: usize,
+    pub(crate) wait_seconds: i32,
+    /// `VisibilityTimeout` to receive with (else the queue's).
+    pub(crate) visibility_override: Option<i32>,
+    /// The visibility timeout in force, for lease deadlines.
+    pub(crate) visibility: Duration,
+    pub(crate) dead_letter: bool,
+}
+
+impl<P: Processor> Receiver<P> {
+    /// Receives until `stop` turns true (or a non-transient error); returns
+    /// the batch tasks still running.
+    pub(crate) async fn run(
+        self,
+        mut stop: watch::Receiver<bool>,
+    ) -> (JoinSet<()>, Option<PollerError>) {
+        let mut batches = JoinSet::new();
+        let mut backoff = sdk::receive_backoff().build();
+        let stats = self.leases.stats.clone();
+        loop {
+            while batches.try_join_next().is_some() {}
+            if *stop.borrow() {
+                break;
+            }
+            let first = tokio::select! {
+                biased;
+                _ = crate::receive::stopped(&mut stop) => break,
+                p = self.capacity.clone().acquire_owned() => p,
+            };
+            let Ok(mut permits) = first else { break };
+            let extra = self.capacity.available_permits().min(self.max_messages - 1);
+            if extra > 0
+                && let Ok(more) = self.capacity.clone().try_acquire_many_owned(extra as u32)
+            {
+                permits.merge(more);
+            }
+            let asked = permits.num_permits();
+            let span = tracing::debug_span!(
+                "sqs.receive",
+                messaging.system = "aws_sqs",
+                messaging.destination.name = %self.queue_name,
+                asked,
+            );
+            let call = self
+                .client
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(asked as i32)
+                .wait_time_seconds(self.wait_seconds)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .set_visibility_timeout(self.visibility_override)
+                .send()
+                .instrument(span);
+            // Dropping the call aborts a pending long poll at shutdown.
+            let result = tokio::select! {
+                biased;
+                _ = crate::receive::stopped(&mut stop) => break,
+                r = call => r,
+            };
+            let received_at = Instant::now();
+            let out = match result {
+                Ok(out) => {
+                    backoff = sdk::receive_backoff().build();
+                    out
+                }
+                Err(e) => {
+                    Stats::add(&stats.sdk_errors, 1);
+                    drop(permits);
+                    if sdk::classify(&e) != Class::Transient {
+                        let err = sdk::fatal(&e, &self.queue_url, "ReceiveMessage");
+                        tracing::error!(error = %sdk::describe(&e), queue = %self.queue_url, "ReceiveMessage failed; stopping");
+                        return (batches, Some(err));
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(
+                        error = %sdk::describe(&e),
+                        queue = %self.queue_url,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "ReceiveMessage failed; retrying"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = crate::receive::stopped(&mut stop) => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                continue;
+            }
+            self.activity.touch();
+            let deadline = received_at + self.visibility;
+            let mut batch = Vec::with_capacity(messages.len());
+            for m in messages {
+                let Some(msg) = self.convert(m, deadline) else {
+                    continue;
+                };
+                // SQS never returns more than asked; if it did, the extra
+                // message is still tracked and settled, just without a permit.
+                let permit = permits.split(1);
+                self.leases.insert(msg.clone(), received_at, permit);
+                batch.push(msg);
+            }
+            drop(permits);
+            if batch.is_empty() {
+                continue;
+            }
+            observe::received(&batch);
+            Stats::add(&stats.received, batch.len() as u64);
+            let span = tracing::info_span!(
+                "sqs.batch",
+                messaging.system = "aws_sqs",
+                messaging.destination.name = %self.queue_name,
+                messaging.batch.message_count = batch.len(),
+            );
+            let processor = self.processor.clone();
+            let leases = self.leases.clone();
+            let tx = self.settle.clone();
+            let activity = self.activity.clone();
+            let dlq = self.dead_letter;
+            batches.spawn(
+                async move {
+                    let settle = move |s: Settled| {
+                        // Out of the lease table first: no extension can follow.
+                        let Some(entry) = leases.remove(s.message.receipt_handle()) else {
+                            return;
+                        };
+                        activity.touch();
+                        let job = Job::plan(s, entry.received, dlq, &leases.stats);
+                        drop(entry);
+                        if tx.send(job).is_err() {
+                            tracing::error!(
+                                "settlement stage is gone; message left to its visibility timeout"
+                            );
+                        }
+                    };
+                    processor.process(batch, None, settle).await;
+                }
+                .instrument(span),
+            );
+        }
+        (batches, None)
+    }
+
+    /// An SQS message as a core [`Message`]; `None` (logged) without a receipt handle.
+    fn convert(&self, m: aws_sdk_sqs::types::Message, deadline: Instant) -> Option<Message> {
+        let Some(handle) = m.receipt_handle else {
+            tracing::warn!(
+                messaging.message.id = m.message_id.as_deref(),
+                "received a message without a receipt handle; skipped"
+            );
+            return None;
+        };
+        let id = m.message_id.unwrap_or_default();
+        let attributes = SystemAttributes::from_pairs(
+            m.attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v)),
+        );
+        let mut builder = Message::builder(id, m.body.unwrap_or_default())
+            .receipt_handle(handle)
+            .attributes(attributes)
+            .source(self.queue_url.clone())
+            .lease(self.leases.lease(deadline));
+        for (name, v) in m.message_attributes.unwrap_or_default() {
+            let string = v.string_value;
+            let binary = v.binary_value.map(|b| b.into_inner());
+            if let Some(a) = MessageAttribute::from_parts(v.data_type, string, binary) {
+                builder = builder.message_attribute(name, a);
+            }
+        }
+        Some(builder.build())
+    }
+}

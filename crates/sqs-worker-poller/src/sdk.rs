@@ -1,0 +1,242 @@
+//! The SQS client as the poller uses it: request counting, attempt timeouts,
+//! and what an SDK error means (retry it, or stop).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_sqs::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use backon::ExponentialBuilder;
+
+use crate::error::PollerError;
+
+/// Counts every HTTP attempt the poller's clients send (SDK retries included).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestCounter(pub(crate) Arc<AtomicU64>);
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "SqsWorkerRequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The two clients the poller uses, both sharing the caller's connection pool:
+/// one for long polls (attempt timeout above the wait time), one for the rest.
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    pub(crate) receive: aws_sdk_sqs::Client,
+    pub(crate) settle: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    pub(crate) fn new(
+        base: &aws_sdk_sqs::Client,
+        wait: Duration,
+        counter: &RequestCounter,
+    ) -> Self {
+        let make = |attempt: Duration| {
+            let mut timeouts = base
+                .config()
+                .timeout_config()
+                .cloned()
+                .unwrap_or_else(TimeoutConfig::disabled)
+                .to_builder();
+            timeouts = timeouts.operation_attempt_timeout(attempt);
+            let conf = base
+                .config()
+                .to_builder()
+                .timeout_config(timeouts.build())
+                .interceptor(counter.clone())
+                .build();
+            aws_sdk_sqs::Client::from_conf(conf)
+        };
+        Self {
+            receive: make(wait + Duration::from_secs(10)),
+            settle: make(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// What an SDK error means for the poller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Throttling, 5xx, timeouts, connection failures: back off and retry.
+    Transient,
+    /// The queue does not exist.
+    NoQueue,
+    /// Credentials refused or permission missing.
+    Denied,
+    /// Anything else: retrying will not help.
+    Fatal,
+}
+
+/// Error codes that mean "back off and retry".
+fn transient_code(code: &str) -> bool {
+    code.contains("Throttl")
+        || matches!(
+            code,
+            "RequestThrottled"
+                | "ServiceUnavailable"
+                | "InternalError"
+                | "InternalFailure"
+                | "KmsThrottled"
+                | "RequestTimeout"
+                | "RequestTimeoutException"
+                | "SlowDown"
+                | "TooManyRequestsException"
+                | "ProvisionedThroughputExceededException"
+        )
+}
+
+/// Whether a per-entry batch error code is worth retrying.
+pub(crate) fn transient_entry(code: &str, sender_fault: bool) -> bool {
+    transient_code(code)
+        || !sender_fault && !code.starts_with("ReceiptHandle") && !code.contains("NonExistent")
+}
+
+fn denied_code(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDenied"
+            | "AccessDeniedException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+            | "InvalidSecurity"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "MissingAuthenticationToken"
+            | "IncompleteSignature"
+            | "InvalidAccessKeyId"
+            | "KMS.AccessDeniedException"
+    )
+}
+
+fn no_queue_code(code: &str) -> bool {
+    matches!(
+        code,
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" | "NonExistentQueue"
+    )
+}
+
+/// Classifies an SDK error.
+pub(crate) fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Class {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Class::Transient
+        }
+        SdkError::ServiceError(_) => {
+            let code = e.code().unwrap_or("");
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            if no_queue_code(code) {
+                Class::NoQueue
+            } else if denied_code(code) {
+                Class::Denied
+            } else if transient_code(code) || status >= 500 || status == 429 {
+                Class::Transient
+            } else if status == 403 {
+                Class::Denied
+            } else {
+                Class::Fatal
+            }
+        }
+        _ => Class::Fatal,
+    }
+}
+
+/// An SDK error with its whole context in `Display` (the SDK's own `Display`
+/// says only "service error").
+pub(crate) struct Described(String);
+
+impl fmt::Debug for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Described {}
+
+/// The error's text with its context, for logs and error sources.
+pub(crate) fn describe<E>(e: &SdkError<E>) -> Described
+where
+    E: std::error::Error + 'static,
+{
+    Described(DisplayErrorContext(e).to_string())
+}
+
+/// Turns a non-transient SDK error into the poller's error, naming the queue.
+pub(crate) fn fatal<E>(e: &SdkError<E>, queue: &str, operation: &'static str) -> PollerError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let source: BoxError = Box::new(describe(e));
+    let queue = queue.to_owned();
+    match classify(e) {
+        Class::NoQueue => PollerError::QueueNotFound { queue, source },
+        Class::Denied => PollerError::AccessDenied {
+            queue,
+            operation,
+            source,
+        },
+        _ => PollerError::Sqs {
+            queue,
+            operation,
+            source,
+        },
+    }
+}
+
+/// Backoff for the receive loop: 100 ms doubling to 10 s, with jitter, forever.
+pub(crate) fn receive_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Backoff for settlement calls: 50 ms doubling to 5 s, with jitter, for
+/// about a minute in all (a receipt handle is rarely worth more).
+pub(crate) fn settle_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .with_max_times(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_codes() {
+        assert!(transient_entry("InternalError", false));
+        assert!(transient_entry("RequestThrottled", true));
+        assert!(!transient_entry("ReceiptHandleIsInvalid", true));
+        assert!(!transient_entry("ReceiptHandleIsInvalid", false));
+        assert!(!transient_entry("InvalidParameterValue", true));
+        assert!(denied_code("InvalidClientTokenId"));
+        assert!(no_queue_code("AWS.SimpleQueueService.NonExistentQueue"));
+    }
+}

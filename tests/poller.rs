@@ -1,0 +1,687 @@
+//! The long-poll runner against a real local SQS server (moto): every test
+//! makes its own queues, keeps them shallow, and stops its poller itself.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dlq_attributes};
+use sqs_worker::{Error, FixedDelay, Message, Processor};
+use tokio::sync::{Notify, oneshot};
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqs_worker_poller=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Sends `bodies` in batches of 10; returns the message ids.
+async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+        ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
+    }
+    ids
+}
+
+/// A running poller and the means to stop it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
+}
+
+impl Running {
+    fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let poller = builder
+            .shutdown_signal(async move {
+                let _ = rx.await;
+            })
+            .build()
+            .unwrap();
+        Running {
+            stop: Some(tx),
+            task: tokio::spawn(poller.run()),
+        }
+    }
+
+    async fn stop(mut self) -> RunSummary {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the poller stops")
+            .unwrap()
+            .expect("the poller returns Ok")
+    }
+}
+
+/// Waits for `cond`, at most `limit`.
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    out.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_500_messages_and_deletes_each() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "drain").await;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let handler = move |m: Message| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(m.id().to_owned());
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
+    // Produce while consuming: the queue stays shallow.
+    let mut sent = HashSet::new();
+    for round in 0..50 {
+        let bodies: Vec<String> = (0..10)
+            .map(|i| format!("{{\"n\":{}}}", round * 10 + i))
+            .collect();
+        sent.extend(send(&client, &url, &bodies).await);
+    }
+    until(Duration::from_secs(60), "500 messages handled", || {
+        seen.lock().unwrap().len() >= 500
+    })
+    .await;
+    let summary = running.stop().await;
+    let seen: Vec<String> = seen.lock().unwrap().clone();
+    let distinct: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(distinct, sent, "every message handled");
+    assert_eq!(seen.len(), 500, "none handled twice");
+    assert_eq!(summary.succeeded, 500);
+    assert_eq!(summary.deleted, 500);
+    assert_eq!(summary.settlement_failures, 0);
+    assert_eq!(common::depth(&client, &url).await, (0, 0), "queue empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_come_back_after_their_delay_then_succeed() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "transient").await;
+    let attempts: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let a = attempts.clone();
+    let handler = move |m: Message| {
+        let a = a.clone();
+        async move {
+            a.lock()
+                .unwrap()
+                .entry(m.id().to_owned())
+                .or_default()
+                .push(Instant::now());
+            if m.receive_count() == 1 {
+                return Err(Error::msg("downstream busy"));
+            }
+            Ok(())
+        }
+    };
+    let delay = Duration::from_secs(2);
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .retry_policy(FixedDelay(delay)),
+    );
+    let bodies: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+    send(&client, &url, &bodies).await;
+    until(Duration::from_secs(30), "5 retried messages", || {
+        let a = attempts.lock().unwrap();
+        a.len() == 5 && a.values().all(|v| v.len() >= 2)
+    })
+    .await;
+    let summary = running.stop().await;
+    for (id, times) in attempts.lock().unwrap().iter() {
+        assert_eq!(times.len(), 2, "{id}: one failure, one success");
+        let gap = times[1] - times[0];
+        // SQS counts whole seconds; allow for its granularity.
+        assert!(
+            gap >= delay - Duration::from_millis(500),
+            "{id} came back after {gap:?}"
+        );
+    }
+    assert_eq!(
+        (summary.failed, summary.retried, summary.succeeded),
+        (5, 5, 5)
+    );
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_reaches_the_dlq_through_the_redrive_policy() {
+    init_logs();
+    let client = common::sqs().await;
+    let dlq = common::queue(&client, "poison-dlq").await;
+    let redrive = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"3"}}"#,
+        queue_arn(&client, &dlq).await
+    );
+    let url = common::create_queue(
+        &client,
+        &common::unique("poison"),
+        &[("RedrivePolicy", &redrive)],
+    )
+    .await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::msg("always fails"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .retry_policy(FixedDelay(Duration::ZERO)),
+    );
+    send(&client, &url, &["poison".to_owned()]).await;
+    let start = Instant::now();
+    loop {
+        if common::depth(&client, &dlq).await.0 == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "poison never reached the DLQ"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = running.stop().await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        3,
+        "handled maxReceiveCount times"
+    );
+    assert_eq!(summary.dead_lettered, 0, "moved by SQS, not by the poller");
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "perm").await;
+    let dlq = common::queue(&client, "perm-dlq").await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::permanent("card 4242 declined"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .dead_letter_queue(dlq.as_str()),
+    );
+    let sent = client
+        .send_message()
+        .queue_url(&url)
+        .message_body(r#"{"order_id":7}"#)
+        .message_attributes(
+            "tenant",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("acme")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = sent.message_id().unwrap().to_owned();
+    let start = Instant::now();
+    let dead = loop {
+        let out = client
+            .receive_message()
+            .queue_url(&dlq)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            break m.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing in the DLQ"
+        );
+    };
+    let summary = running.stop().await;
+    assert_eq!(
+        calls.lock().unwrap().as_slice(),
+        [id.clone()],
+        "handled once, not retried"
+    );
+    assert_eq!(dead.body(), Some(r#"{"order_id":7}"#));
+    let attrs = dead.message_attributes().unwrap();
+    let text = |k: &str| {
+        attrs
+            .get(k)
+            .and_then(|a| a.string_value())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(text("tenant"), "acme", "original attributes kept");
+    assert_eq!(text(dlq_attributes::ERROR_KIND), "permanent");
+    assert!(text(dlq_attributes::ERROR).contains("card 4242 declined"));
+    assert_eq!(text(dlq_attributes::SOURCE_QUEUE), url);
+    assert_eq!(text(dlq_attributes::MESSAGE_ID), id);
+    assert_eq!(summary.dead_lettered, 1);
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (0, 0),
+        "deleted from the source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::create_queue(
+        &client,
+        &common::unique("slow"),
+        &[("VisibilityTimeout", "2")],
+    )
+    .await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(2)
+            .wait_time(Duration::from_secs(1)),
+    );
+    let sent = send(&client, &url, &["a".into(), "b".into(), "c".into()]).await;
+    let start = Instant::now();
+    loop {
+        if common::depth(&client, &url).await == (0, 0) && calls.lock().unwrap().len() >= 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "slow messages not done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Other receives kept polling meanwhile: a lapse would show as a second delivery.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let summary = running.stop().await;
+    let mut calls = calls.lock().unwrap().clone();
+    calls.sort();
+    let mut sent = sent;
+    sent.sort();
+    assert_eq!(calls, sent, "each delivered exactly once");
+    assert!(summary.extensions >= 3, "heartbeat extended: {summary}");
+    assert_eq!(summary.settlement_failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_order_holds_in_every_group_despite_a_failure() {
+    init_logs();
+    let client = common::sqs().await;
+    let name = format!("{}.fifo", common::unique("fifo"));
+    let url = common::create_queue(
+        &client,
+        &name,
+        &[("FifoQueue", "true"), ("ContentBasedDeduplication", "true")],
+    )
+    .await;
+    let done: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let d = done.clone();
+    let handler = move |m: Message| {
+        let d = d.clone();
+        async move {
+            let (group, seq) = m.body().split_once(':').unwrap();
+            let seq: u32 = seq.parse().unwrap();
+            if group == "b" && seq == 3 && m.receive_count() == 1 {
+                return Err(Error::msg("b-3 fails once"));
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand_ms(seq))).await;
+            d.lock().unwrap().push((group.to_owned(), seq));
+            Ok(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .retry_policy(FixedDelay(Duration::from_secs(1))),
+    );
+    for seq in 0..8u32 {
+        let entries = ["a", "b", "c"]
+            .iter()
+            .map(|g| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("{g}{seq}"))
+                    .message_body(format!("{g}:{seq}"))
+                    .message_group_id(*g)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+    until(Duration::from_secs(40), "24 FIFO messages", || {
+        done.lock().unwrap().len() >= 24
+    })
+    .await;
+    let summary = running.stop().await;
+    let done = done.lock().unwrap().clone();
+    for g in ["a", "b", "c"] {
+        let order: Vec<u32> = done
+            .iter()
+            .filter(|(x, _)| x == g)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(
+            order,
+            (0..8).collect::<Vec<_>>(),
+            "group {g} in order, each once"
+        );
+    }
+    assert!(summary.failed >= 1);
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+/// A small, varying handler time so groups interleave.
+fn fastrand_ms(seq: u32) -> u64 {
+    u64::from((seq * 7) % 5) * 5
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
+    init_logs();
+    let client = common::sqs().await;
+    // A long visibility timeout: anything not released would stay hidden.
+    let url = common::create_queue(
+        &client,
+        &common::unique("shutdown"),
+        &[("VisibilityTimeout", "120")],
+    )
+    .await;
+    let sent: HashSet<String> = send(
+        &client,
+        &url,
+        &(0..60).map(|i| i.to_string()).collect::<Vec<_>>(),
+    )
+    .await
+    .into_iter()
+    .collect();
+    let done: Seen = Arc::default();
+    let enough = Arc::new(Notify::new());
+    let (d, n) = (done.clone(), enough.clone());
+    let handler = move |m: Message| {
+        let (d, n) = (d.clone(), n.clone());
+        async move {
+            // Staggered: at any moment some handlers are midway.
+            let i: u64 = m.body().parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(150 + (i * 53) % 600)).await;
+            let mut d = d.lock().unwrap();
+            d.push(m.id().to_owned());
+            if d.len() == 15 {
+                n.notify_one();
+            }
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .concurrency(10)
+            .grace_period(Duration::from_millis(100)),
+    );
+    tokio::time::timeout(Duration::from_secs(30), enough.notified())
+        .await
+        .unwrap();
+    let summary = running.stop().await;
+    let first: HashSet<String> = done.lock().unwrap().iter().cloned().collect();
+    assert_eq!(summary.succeeded as usize, first.len());
+    assert!(
+        summary.released > 0,
+        "some were stopped by the short grace period: {summary}"
+    );
+    assert_eq!(
+        summary.received,
+        summary.succeeded + summary.released,
+        "every received message settled once: {summary}"
+    );
+    // Released ones are visible at once, not after the 120 s timeout.
+    let (visible, hidden) = common::depth(&client, &url).await;
+    assert_eq!(hidden, 0, "nothing stranded in flight");
+    assert_eq!(visible as usize, 60 - first.len());
+
+    // A second worker drains the rest: together, every message.
+    done.lock().unwrap().clear();
+    let second = Running::start(
+        Poller::builder(url.as_str(), {
+            let d = done.clone();
+            move |m: Message| {
+                let d = d.clone();
+                async move {
+                    d.lock().unwrap().push(m.id().to_owned());
+                    Ok::<_, Error>(())
+                }
+            }
+        })
+        .client(client.clone()),
+    );
+    let rest = 60 - first.len();
+    until(Duration::from_secs(30), "the rest drained", || {
+        done.lock().unwrap().len() >= rest
+    })
+    .await;
+    second.stop().await;
+    let all: HashSet<String> = first
+        .union(&done.lock().unwrap().iter().cloned().collect())
+        .cloned()
+        .collect();
+    assert_eq!(all, sent);
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_by_itself_from_a_server_outage() {
+    init_logs();
+    let direct = common::sqs().await;
+    let url = common::queue(&direct, "outage").await;
+    let proxy = proxy::Proxy::start(&common::server().endpoint).await;
+    let via_proxy = aws_sdk_sqs::Client::new(&common::sdk_config_for(&proxy.endpoint).await);
+    let done: Seen = Arc::default();
+    let d = done.clone();
+    let handler = move |m: Message| {
+        let d = d.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            d.lock().unwrap().push(m.id().to_owned());
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(via_proxy)
+            .concurrency(8)
+            .wait_time(Duration::from_secs(2)),
+    );
+    let mut sent = HashSet::new();
+    sent.extend(
+        send(
+            &direct,
+            &url,
+            &(0..40).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    until(
+        Duration::from_secs(30),
+        "some handled before the outage",
+        || done.lock().unwrap().len() >= 10,
+    )
+    .await;
+    proxy.cut();
+    sent.extend(
+        send(
+            &direct,
+            &url,
+            &(40..80).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.restore();
+    sent.extend(
+        send(
+            &direct,
+            &url,
+            &(80..100).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    until(
+        Duration::from_secs(60),
+        "all handled after the outage",
+        || {
+            let d: HashSet<String> = done.lock().unwrap().iter().cloned().collect();
+            d == sent
+        },
+    )
+    .await;
+    let start = Instant::now();
+    while common::depth(&direct, &url).await != (0, 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "queue not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = running.stop().await;
+    assert!(summary.sdk_errors > 0, "the outage was seen: {summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_is_an_error_naming_it() {
+    init_logs();
+    let client = common::sqs().await;
+    let handler = |_m: Message| async { Ok::<_, Error>(()) };
+    let url = format!(
+        "{}/123456789012/no-such-queue-4711",
+        common::server().endpoint
+    );
+    let err = Poller::builder(url.as_str(), handler)
+        .client(client.clone())
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-queue-4711"), "{err}");
+    let err = Poller::builder("no-such-queue-4712", handler)
+        .client(client)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-queue-4712"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mib_body_is_processed() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "big").await;
+    let body = "x".repeat(sqs_worker::MAX_MESSAGE_SIZE);
+    let got: Arc<Mutex<Option<usize>>> = Arc::default();
+    let g = got.clone();
+    let handler = move |m: Message| {
+        let g = g.clone();
+        async move {
+            *g.lock().unwrap() = Some(m.body().len());
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body(&body)
+        .send()
+        .await
+        .unwrap();
+    until(Duration::from_secs(30), "the big message", || {
+        got.lock().unwrap().is_some()
+    })
+    .await;
+    let summary = running.stop().await;
+    assert_eq!(*got.lock().unwrap(), Some(sqs_worker::MAX_MESSAGE_SIZE));
+    assert_eq!(summary.deleted, 1);
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
