@@ -1,0 +1,295 @@
+//! Idempotency against a real DynamoDB API (moto's server on loopback, a
+//! fresh table per test), and through both runners.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqs_worker::idempotency::{
+    Begun, IdempotencyError, IdempotencyLayer, IdempotencyStore, Layer, StoreError, set_result,
+};
+use sqs_worker::{Action, Error, Handler, Message};
+use sqs_worker_dynamodb::DynamoDbStore;
+
+async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&common::sdk_config().await)
+}
+
+/// A store on a fresh table, created with the crate's helper.
+async fn store() -> DynamoDbStore {
+    let store = DynamoDbStore::new(dynamodb().await, common::unique("idem"));
+    store.create_table().await.unwrap();
+    store
+}
+
+/// Counts its runs, sleeps `work`, fails when the body says so.
+#[derive(Clone)]
+struct Counting {
+    runs: Arc<AtomicUsize>,
+    work: Duration,
+}
+
+impl Counting {
+    fn new(work: Duration) -> Self {
+        Self {
+            runs: Arc::new(AtomicUsize::new(0)),
+            work,
+        }
+    }
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+}
+
+impl Handler for Counting {
+    async fn handle(&self, msg: Message) -> Result<(), Error> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        match msg.body() {
+            "fail" => Err(Error::msg("asked to fail")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn msg(id: &str, body: &str) -> Message {
+    Message::builder(id, body).build()
+}
+
+fn layer(store: &DynamoDbStore) -> IdempotencyLayer {
+    IdempotencyLayer::new(store.clone()).lease(Duration::from_secs(20))
+}
+
+#[tokio::test]
+async fn dynamodb_same_key_twice_in_sequence_runs_once() {
+    let store = store().await;
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store).layer(h.clone());
+    idem.handle(msg("m1", "x")).await.unwrap();
+    idem.handle(msg("m1", "x")).await.unwrap();
+    idem.handle(msg("m2", "x")).await.unwrap();
+    assert_eq!(h.runs(), 2);
+}
+
+#[tokio::test]
+async fn dynamodb_concurrent_workers_run_once_and_the_other_is_acknowledged_later() {
+    let store = store().await;
+    let h = Counting::new(Duration::from_millis(800));
+    let a = layer(&store).layer(h.clone());
+    let b = layer(&store).layer(h.clone());
+    let first = tokio::spawn(async move { a.handle(msg("m1", "x")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = b.handle(msg("m1", "x")).await.unwrap_err();
+    assert!(matches!(e.action(), Action::RetryAfter(_)), "{e}");
+    assert!(matches!(
+        e.downcast_ref::<IdempotencyError>(),
+        Some(IdempotencyError::InProgress { .. })
+    ));
+    first.await.unwrap().unwrap();
+    b.handle(msg("m1", "x")).await.unwrap();
+    assert_eq!(h.runs(), 1);
+}
+
+#[tokio::test]
+async fn dynamodb_many_workers_racing_for_one_key_run_it_once() {
+    let store = store().await;
+    let h = Counting::new(Duration::from_millis(200));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let idem = layer(&store).layer(h.clone());
+        tasks.push(tokio::spawn(
+            async move { idem.handle(msg("m1", "x")).await },
+        ));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap().is_ok());
+    }
+    assert_eq!(h.runs(), 1);
+    assert_eq!(ok, 1, "the others were told to retry");
+}
+
+#[tokio::test]
+async fn dynamodb_a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
+    let store = store().await;
+    let Begun::Acquired(_) = store
+        .begin("m1", Duration::from_secs(1), None)
+        .await
+        .unwrap()
+    else {
+        panic!("first begin acquires")
+    };
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store).layer(h.clone());
+    assert!(idem.handle(msg("m1", "x")).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    idem.handle(msg("m1", "x")).await.unwrap();
+    assert_eq!(h.runs(), 1);
+}
+
+#[tokio::test]
+async fn dynamodb_the_lease_is_renewed_while_the_handler_runs() {
+    let store = store().await;
+    let h = Counting::new(Duration::from_millis(3500));
+    let lease = |s: &DynamoDbStore| {
+        IdempotencyLayer::new(s.clone())
+            .lease(Duration::from_secs(1))
+            .renew_every(Duration::from_millis(300))
+    };
+    let a = lease(&store).layer(h.clone());
+    let b = lease(&store).layer(h.clone());
+    let first = tokio::spawn(async move { a.handle(msg("m1", "x")).await });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        b.handle(msg("m1", "x")).await.is_err(),
+        "held past 2 leases"
+    );
+    first.await.unwrap().unwrap();
+    b.handle(msg("m1", "x")).await.unwrap();
+    assert_eq!(h.runs(), 1);
+}
+
+#[tokio::test]
+async fn dynamodb_handler_failure_releases_the_key_and_the_retry_runs() {
+    let store = store().await;
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store).layer(h.clone());
+    idem.handle(msg("m1", "fail")).await.unwrap_err();
+    let item = store.get("m1").await.unwrap();
+    assert_eq!(item, None);
+    idem.handle(msg("m1", "ok")).await.unwrap();
+    idem.handle(msg("m1", "ok")).await.unwrap();
+    assert_eq!(h.runs(), 2);
+}
+
+#[tokio::test]
+async fn dynamodb_payload_mismatch_is_permanent() {
+    let store = store().await;
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store)
+        .key_from_json(|o: &serde_json::Value| o["order_id"].as_u64())
+        .validate_payload()
+        .layer(h.clone());
+    idem.handle(msg("a", r#"{"order_id":1,"amount":5}"#))
+        .await
+        .unwrap();
+    idem.handle(msg("b", r#"{"order_id":1,"amount":5}"#))
+        .await
+        .unwrap();
+    let e = idem
+        .handle(msg("c", r#"{"order_id":1,"amount":6}"#))
+        .await
+        .unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.to_string().contains("different payload"), "{e}");
+    assert_eq!(h.runs(), 1);
+}
+
+#[tokio::test]
+async fn dynamodb_fifo_uses_the_deduplication_id_and_results_round_trip() {
+    let store = store().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let idem = layer(&store).layer(sqs_worker::handler_fn(move |m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            set_result(format!("done-{}", m.id())).map_err(Error::permanent)?;
+            Ok::<(), Error>(())
+        }
+    }));
+    let fifo = |id: &str| {
+        Message::builder(id, "x")
+            .group_id("g")
+            .deduplication_id("dedup-1")
+            .build()
+    };
+    idem.handle(fifo("m1")).await.unwrap();
+    idem.handle(fifo("m2")).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let done = idem.completion(&fifo("m3")).await.unwrap().unwrap();
+    assert_eq!(done.result.as_deref(), Some(&b"done-m1"[..]));
+}
+
+#[tokio::test]
+async fn dynamodb_tokens_guard_every_write_and_retention_expires() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let Begun::Acquired(t) = store.begin("k", lease, None).await.unwrap() else {
+        panic!()
+    };
+    let Begun::InProgress { remaining } = store.begin("k", lease, None).await.unwrap() else {
+        panic!("held")
+    };
+    assert!(
+        remaining > Duration::from_secs(25) && remaining <= lease,
+        "{remaining:?}"
+    );
+    let wrong = sqs_worker::idempotency::LeaseToken::generate();
+    for e in [
+        store.renew("k", &wrong, lease).await.unwrap_err(),
+        store.complete("k", &wrong, lease, None).await.unwrap_err(),
+        store.release("k", &wrong).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, StoreError::LeaseLost { .. }), "{e}");
+    }
+    store.renew("k", &t, lease).await.unwrap();
+    store
+        .complete("k", &t, Duration::ZERO, Some(b"r"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.release("k", &t).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    // Retention 0: past `expires_at` within about a second, then free again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert!(matches!(
+        store.begin("k", lease, None).await.unwrap(),
+        Begun::Acquired(_)
+    ));
+}
+
+#[tokio::test]
+async fn dynamodb_create_table_is_idempotent_and_enables_ttl() {
+    let store = store().await.key_attribute("pk");
+    store.create_table().await.unwrap();
+    let ttl = store
+        .client()
+        .describe_time_to_live()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    let d = ttl.time_to_live_description().unwrap();
+    assert_eq!(d.attribute_name(), Some("expires_at"));
+
+    // A custom key attribute.
+    let custom = DynamoDbStore::new(dynamodb().await, common::unique("idem-custom"))
+        .key_attribute("idempotency_key");
+    custom.create_table().await.unwrap();
+    assert!(matches!(
+        custom
+            .begin("k", Duration::from_secs(5), None)
+            .await
+            .unwrap(),
+        Begun::Acquired(_)
+    ));
+}
+
+#[tokio::test]
+async fn dynamodb_errors_are_retryable_and_name_the_table() {
+    let store = DynamoDbStore::new(dynamodb().await, "no-such-table-for-idempotency");
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store).layer(h.clone());
+    let e = idem.handle(msg("m1", "x")).await.unwrap_err();
+    assert_eq!(e.action(), Action::Retry);
+    assert!(
+        e.to_string().contains("no-such-table-for-idempotency"),
+        "{e}"
+    );
+    assert_eq!(h.runs(), 0);
+}
