@@ -1,10 +1,70 @@
-//! AWS Lambda SQS event adapter for sqs-worker (work in progress).
+//! The AWS Lambda SQS event adapter of [sqs-worker]: the same handler as the
+//! long-poll consumer, behind an SQS event source mapping with
+//! `FunctionResponseTypes: [ReportBatchItemFailures]`.
+//!
+//! ```no_run
+//! use sqs_worker_core::{Error, Json};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { order_id: u64 }
+//!
+//! async fn handle(Json(order): Json<Order>) -> Result<(), Error> {
+//!     let _ = order.order_id;
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), sqs_worker_core::BoxError> {
+//!     sqs_worker_lambda::run(handle).await
+//! }
+//! ```
+//!
+//! The data path: the `SqsEvent`'s records become [`Message`]s (every system
+//! attribute and message attribute, typed; strings moved, not copied), the
+//! engine runs them with the invocation deadline minus a safety margin, and
+//! the answer is an `SqsBatchResponse` whose `batchItemFailures` lists every
+//! failed and unstarted record (see [`LambdaService`] for the exact rules).
+//! With the `sqs-client` feature, permanent failures go to a dead-letter
+//! queue and failed records get their retry delay as a visibility change
+//! (see the `client` module docs in the source, and [`LambdaRunner`]).
+//!
+//! [`testing`] has builders for events, records and messages and assertions
+//! on the response, for unit tests of handlers without AWS.
+//!
+//! [sqs-worker]: https://docs.rs/sqs-worker
+//! [`Message`]: sqs_worker_core::Message
+
+#[cfg(feature = "sqs-client")]
+mod client;
+mod record;
+mod runner;
+mod service;
+pub mod testing;
+
+#[cfg(feature = "sqs-client")]
+pub use self::client::dead_letter_attributes;
+pub use self::record::{EventError, SQS_EVENT_SOURCE, message_from_record, queue_url_from_arn};
+pub use self::runner::{ConfigError, LambdaRunner, engine_config_from_env, env};
+pub use self::service::{DEFAULT_SAFETY_MARGIN, LambdaService, SqsPayload};
+
+pub use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+pub use lambda_runtime::{Context, LambdaEvent};
 
 use sqs_worker_core::{BoxError, IntoHandler};
 
 /// Runs `handler` as a Lambda function behind an SQS event source mapping,
-/// configured from the environment.
+/// configured from the environment ([`env`]: `SQS_WORKER_CONCURRENCY`,
+/// `SQS_WORKER_SAFETY_MARGIN_MS`, and with the `sqs-client` feature
+/// `SQS_WORKER_DLQ_URL` and `SQS_WORKER_BACKOFF`), with
+/// [`Execution::Inline`](sqs_worker_core::Execution::Inline).
+///
+/// Returns an error naming the variable when the configuration is invalid,
+/// before the first invocation.
 pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
-    let _ = handler.into_handler();
-    Err("the Lambda adapter is not built yet".into())
+    let config = engine_config_from_env()?;
+    LambdaRunner::with_config(handler, config)
+        .with_env()
+        .await?
+        .run()
+        .await
 }

@@ -1,0 +1,289 @@
+//! The Lambda service: an `SqsEvent` in, the engine in the middle, an
+//! `SqsBatchResponse` out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Context, LambdaEvent, Service};
+use serde::{Deserialize, Deserializer};
+use sqs_worker_core::{Lease, Message, Processor, observe};
+use tracing::Instrument;
+
+use crate::record::{Converted, EventError, convert};
+
+/// The default [safety margin](crate::LambdaRunner::safety_margin): the engine
+/// stops this long before the invocation deadline.
+pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_millis(500);
+
+/// Why a handler cannot extend visibility without an SQS client.
+#[cfg(not(feature = "sqs-client"))]
+const FIXED_LEASE: &str = "a Lambda invocation cannot change message visibility without an SQS \
+                           client (the `sqs-client` feature of sqs-worker-lambda)";
+#[cfg(feature = "sqs-client")]
+const FIXED_LEASE: &str = "no SQS client is configured for this Lambda function, or the record \
+                           has no receipt handle or queue ARN";
+
+/// A `tower::Service<LambdaEvent<SqsEvent>>` that runs every record of the
+/// event through a [`Processor`] ([`Engine`](sqs_worker_core::Engine) or
+/// [`BatchEngine`](sqs_worker_core::BatchEngine)) and answers the partial
+/// batch response.
+///
+/// - The engine's deadline is the invocation deadline minus the safety
+///   margin: records not started by then (and handlers still running then)
+///   are failed and reported, so they come back instead of timing out the
+///   whole batch. A [`Context`] with no deadline (`Context::default()`, whose
+///   deadline is 0) means no deadline.
+/// - `batchItemFailures` lists every failed and unstarted record, in the
+///   order they settled (the order carries no meaning to Lambda). A batch
+///   where everything failed answers the full list, never an error.
+/// - A record without a body is reported failed without running the handler
+///   (later records of its FIFO group too), so nothing is deleted unseen.
+/// - The invocation fails (the whole batch returns to the queue) only when
+///   the event cannot be answered record by record: a record that is not from
+///   SQS, or one without a `messageId` ([`EventError`]). Nothing runs then.
+///
+/// Clone it freely: clones share the processor and settings.
+pub struct LambdaService<P> {
+    inner: Arc<Inner<P>>,
+}
+
+struct Inner<P> {
+    processor: P,
+    safety_margin: Duration,
+    #[cfg(feature = "sqs-client")]
+    client: Option<crate::client::SqsSettler>,
+}
+
+impl<P> Clone for LambdaService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for LambdaService<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("LambdaService");
+        d.field("safety_margin", &self.inner.safety_margin);
+        #[cfg(feature = "sqs-client")]
+        d.field("sqs_client", &self.inner.client);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<P: Processor> LambdaService<P> {
+    /// A service with the default safety margin and no SQS client (use
+    /// [`LambdaRunner`](crate::LambdaRunner) for the other settings).
+    pub fn new(processor: P) -> Self {
+        Self::from_parts(
+            processor,
+            DEFAULT_SAFETY_MARGIN,
+            #[cfg(feature = "sqs-client")]
+            None,
+        )
+    }
+
+    pub(crate) fn from_parts(
+        processor: P,
+        safety_margin: Duration,
+        #[cfg(feature = "sqs-client")] client: Option<crate::client::SqsSettler>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                processor,
+                safety_margin,
+                #[cfg(feature = "sqs-client")]
+                client,
+            }),
+        }
+    }
+
+    /// The processor.
+    pub fn processor(&self) -> &P {
+        &self.inner.processor
+    }
+
+    /// How long before the invocation deadline the engine stops.
+    pub fn safety_margin(&self) -> Duration {
+        self.inner.safety_margin
+    }
+
+    /// Handles one invocation (what [`Service::call`] does, without the
+    /// `&mut self`).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        context: &Context,
+    ) -> Result<SqsBatchResponse, EventError> {
+        let now = Instant::now();
+        let invocation = invocation_deadline(context, now);
+        let deadline = invocation.map(|d| {
+            d.checked_sub(self.inner.safety_margin)
+                .map_or(now, |d| d.max(now))
+        });
+        let count = event.records.len();
+        let queue = event
+            .records
+            .first()
+            .and_then(|r| r.event_source_arn.as_deref())
+            .and_then(|arn| arn.rsplit(':').next())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "sqs.batch",
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "process",
+            messaging.destination.name = queue,
+            messaging.batch.message_count = count,
+            faas.invocation_id = context.request_id.as_str(),
+        );
+
+        let mut response = SqsBatchResponse::default();
+        let mut messages = Vec::with_capacity(count);
+        let mut blocked_groups: Vec<String> = Vec::new();
+        for (index, record) in event.records.into_iter().enumerate() {
+            match convert(index, record, |has_handle, arn| {
+                self.lease(deadline, has_handle, arn)
+            })? {
+                Converted::Message(m) => {
+                    if blocked(&blocked_groups, &m) {
+                        let _g = span.enter();
+                        tracing::warn!(
+                            messaging.message.id = m.id(),
+                            "not run: an earlier record of its FIFO group has no body"
+                        );
+                        response.add_failure(m.id());
+                    } else {
+                        messages.push(m);
+                    }
+                }
+                Converted::NoBody { id, group } => {
+                    let _g = span.enter();
+                    tracing::warn!(
+                        messaging.message.id = id.as_str(),
+                        "record has no body: reported failed without running the handler"
+                    );
+                    blocked_groups.extend(group);
+                    response.add_failure(id);
+                }
+            }
+        }
+
+        async {
+            observe::received(&messages);
+            self.process(messages, deadline, invocation, &mut response)
+                .await;
+            let failed = response.batch_item_failures.len();
+            if failed > 0 {
+                metrics::counter!(observe::names::RETRIED).increment(failed as u64);
+                tracing::info!(
+                    failed,
+                    succeeded = count - failed,
+                    "batch done: reporting failed records"
+                );
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(response)
+    }
+
+    async fn process(
+        &self,
+        messages: Vec<Message>,
+        deadline: Option<Instant>,
+        invocation: Option<Instant>,
+        response: &mut SqsBatchResponse,
+    ) {
+        #[cfg(feature = "sqs-client")]
+        if let Some(settler) = &self.inner.client {
+            let mut failed = Vec::new();
+            self.inner
+                .processor
+                .process(messages, deadline, |s| {
+                    if let sqs_worker_core::Outcome::Failed(f) = s.outcome {
+                        failed.push((s.message, f));
+                    }
+                })
+                .await;
+            return settler.settle(failed, invocation, response).await;
+        }
+        let _ = invocation;
+        self.inner
+            .processor
+            .process(messages, deadline, |s| {
+                if !s.is_success() {
+                    response.add_failure(s.message.id());
+                }
+            })
+            .await;
+    }
+
+    fn lease(&self, deadline: Option<Instant>, has_handle: bool, arn: Option<&str>) -> Lease {
+        #[cfg(feature = "sqs-client")]
+        if let Some(settler) = &self.inner.client
+            && has_handle
+            && arn.is_some()
+        {
+            return Lease::extendable(deadline, settler.visibility());
+        }
+        let _ = (has_handle, arn);
+        match deadline {
+            Some(d) => Lease::fixed(d, FIXED_LEASE),
+            None => Lease::unbacked(),
+        }
+    }
+}
+
+fn blocked(groups: &[String], m: &Message) -> bool {
+    !groups.is_empty() && m.group_id().is_some_and(|g| groups.iter().any(|b| b == g))
+}
+
+/// The invocation deadline as an [`Instant`]; `None` when the context has
+/// none (0, as in `Context::default()`).
+fn invocation_deadline(context: &Context, now: Instant) -> Option<Instant> {
+    if context.deadline == 0 {
+        return None;
+    }
+    Some(match context.deadline().duration_since(SystemTime::now()) {
+        Ok(left) => now + left,
+        Err(_) => now,
+    })
+}
+
+impl<P: Processor> Service<LambdaEvent<SqsEvent>> for LambdaService<P> {
+    type Response = SqsBatchResponse;
+    type Error = EventError;
+    type Future = Pin<Box<dyn Future<Output = Result<SqsBatchResponse, EventError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), EventError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LambdaEvent<SqsEvent>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.handle(req.payload, &req.context).await })
+    }
+}
+
+/// An [`SqsEvent`] as the runtime deserializes it for [`run`](crate::run):
+/// anything that is not shaped like an SQS event fails with a message that
+/// says so (the Lambda runtime then reports a function error, and Lambda
+/// returns the batch).
+#[derive(Debug, Clone, Default)]
+pub struct SqsPayload(pub SqsEvent);
+
+impl<'de> Deserialize<'de> for SqsPayload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SqsEvent::deserialize(d).map(SqsPayload).map_err(|e| {
+            serde::de::Error::custom(format_args!(
+                "this function expects an Amazon SQS event ({{\"Records\": [...]}} from an SQS \
+                 event source mapping): {e}"
+            ))
+        })
+    }
+}
