@@ -20,7 +20,10 @@ async fn dynamodb() -> aws_sdk_dynamodb::Client {
 /// A store on a fresh table, created with the crate's helper.
 async fn store() -> DynamoDbStore {
     let store = DynamoDbStore::new(dynamodb().await, common::unique("idem"));
-    store.create_table().await.unwrap();
+    store
+        .create_table()
+        .await
+        .unwrap_or_else(|e| panic!("create_table: {e:?}"));
     store
 }
 
@@ -292,4 +295,107 @@ async fn dynamodb_errors_are_retryable_and_name_the_table() {
         "{e}"
     );
     assert_eq!(h.runs(), 0);
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    order_id: u64,
+}
+
+/// A charge handler that records every order it charges, slowly.
+fn charging(
+    charges: &Arc<std::sync::Mutex<Vec<u64>>>,
+    work: Duration,
+) -> impl Handler + Clone + use<> {
+    let charges = charges.clone();
+    sqs_worker::handler_fn(move |sqs_worker::Json(o): sqs_worker::Json<Order>| {
+        let charges = charges.clone();
+        async move {
+            tokio::time::sleep(work).await;
+            charges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(o.order_id);
+            Ok::<(), Error>(())
+        }
+    })
+}
+
+fn by_order(store: &DynamoDbStore) -> IdempotencyLayer {
+    IdempotencyLayer::new(store.clone())
+        .key_from_json(|o: &Order| Some(o.order_id))
+        .validate_payload()
+        .lease(Duration::from_secs(2))
+}
+
+/// Two pollers on one queue, each order sent twice (a producer's retry: new
+/// message ids): every order is charged once, every message is deleted.
+#[cfg(feature = "poller")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_two_workers_charge_each_order_once() {
+    use sqs_worker::poller::Poller;
+    use tokio::sync::oneshot;
+
+    let store = store().await;
+    let sqs = common::sqs().await;
+    let url = common::queue(&sqs, "idem-poller").await;
+    let charges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = oneshot::channel::<()>();
+        let handler = by_order(&store).layer(charging(&charges, Duration::from_millis(300)));
+        let poller = Poller::builder(url.as_str(), handler)
+            .client(sqs.clone())
+            .wait_time(Duration::from_secs(1))
+            .shutdown_signal(async move {
+                let _ = rx.await;
+            })
+            .build()
+            .unwrap();
+        stops.push(tx);
+        tasks.push(tokio::spawn(poller.run()));
+    }
+    for round in 0..2 {
+        for order_id in 1..=5u64 {
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(format!(r#"{{"order_id":{order_id},"note":"same"}}"#))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("send round {round}: {e:?}"));
+        }
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let depth = common::depth(&sqs, &url).await;
+        if depth == (0, 0) && charges.lock().unwrap().len() >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "queue not drained: depth {depth:?}, charges {:?}",
+            charges.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for tx in stops {
+        let _ = tx.send(());
+    }
+    let mut succeeded = 0;
+    for t in tasks {
+        let summary = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        succeeded += summary.succeeded;
+    }
+    let mut charged = charges.lock().unwrap().clone();
+    charged.sort_unstable();
+    assert_eq!(charged, [1, 2, 3, 4, 5], "each order charged exactly once");
+    assert_eq!(
+        succeeded, 10,
+        "every message acknowledged, duplicates included"
+    );
 }
