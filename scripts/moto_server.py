@@ -6,9 +6,11 @@ requests, then serves until SIGTERM/SIGINT (or stdin EOF with --exit-on-stdin-eo
 
 Differences from ``moto_server`` (moto.server.main):
   * port 0 by default: the OS picks a free port, so parallel test runs never collide;
-  * TCP_NODELAY on every accepted socket: werkzeug writes the headers and the body
-    of a response in separate send() calls, and with Nagle's algorithm on the body
-    waits for the client's delayed ACK (~40 ms per keep-alive request on Linux);
+  * TCP_NODELAY on every accepted socket: werkzeug sends a response's headers and
+    body in separate send() calls, and with Nagle's algorithm the body may wait for
+    the client's delayed ACK (up to ~40 ms on Linux). Werkzeug 3.1 closes every
+    connection after one response, which mostly hides this (measured: no
+    difference here), but a keep-alive server would not; --no-tcp-nodelay compares;
   * no per-request access log; errors still go to stderr;
   * the SQS and DynamoDB backends are loaded before the URL is printed, so the first
     request of a test does not pay moto's lazy import (about a second);
@@ -146,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, on_signal)
 
     if args.exit_on_stdin_eof:
 
@@ -176,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
 
-    # shutdown() waits for serve_forever() to return; don't let it hang the exit.
-    t = threading.Thread(target=server.shutdown, daemon=True)
-    t.start()
-    t.join(2.0)
+    # No server.shutdown(): it waits up to a poll interval, and the handler threads
+    # (long polls) are daemons anyway. Close the listener and leave at once.
     try:
-        server.server_close()
+        server.socket.close()
     except OSError:
         pass
     sys.stderr.flush()

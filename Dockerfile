@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# The `orders` worker (examples/orders.rs) as a container for ECS/Fargate or any
+# Docker host. With AWS_LAMBDA_RUNTIME_API unset it runs the long-poll consumer.
+#
+#   docker buildx build --platform linux/arm64 -t sqs-worker-orders .   # Graviton (template default)
+#   docker build -t sqs-worker-orders .                                 # this machine's arch
+#   docker run --rm -e SQS_QUEUE_URL=... -e AWS_REGION=... -p 9090:9090 sqs-worker-orders
+#
+# Metrics and health: http://<task>:9090/metrics and /healthz. The runtime image
+# has no shell and no curl, so there is no HEALTHCHECK here (see template.yaml).
+
+ARG RUST_IMAGE=rust:1-slim-bookworm
+
+FROM ${RUST_IMAGE} AS build
+# gcc and libc6-dev come with the image; cmake is aws-lc-sys's fallback builder.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Cache mounts keep the registry and compiled dependencies between builds; the
+# binary is copied out of the cached target dir in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --example orders --features poller,lambda,dynamodb \
+ && install -D -m 0755 target/release/examples/orders /out/orders
+
+# glibc + libgcc + CA certificates, no shell, uid/gid 65532 ("nonroot").
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/orders /orders
+USER nonroot:nonroot
+ENV RUST_LOG=info \
+    SQS_WORKER_LOG_FORMAT=json \
+    SQS_WORKER_METRICS_ADDR=0.0.0.0:9090
+EXPOSE 9090
+# SIGTERM (Docker's default stop signal) starts the graceful shutdown; give the
+# container more than SQS_WORKER_GRACE_SECONDS (30 s) to stop: docker stop -t 45.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/orders"]

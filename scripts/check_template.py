@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Check template.yaml: cfn-lint plus the project's own deployment rules.
+
+Usage: scripts/check_template.py [TEMPLATE]   (default: template.yaml at the repo root)
+
+Checks (each counted once):
+  cfn-lint                 cfn-lint reports no error and no warning
+  iam-no-wildcard-action   no Allow statement with Action "*" or "<service>:*", nor NotAction
+  iam-scoped-resources     no SQS/DynamoDB action on Resource "*" (or an ARN that is all wildcard)
+  sam-no-wildcard-managed  after the SAM transform, no role carries a managed policy that grants
+                           SQS/DynamoDB/log actions on "*" (what SAM attaches to a generated role
+                           for an SQS event), and the expanded statements pass the two checks above
+  sqs-encryption           every AWS::SQS::Queue has SqsManagedSseEnabled: true or a KmsMasterKeyId
+  sqs-redrive              every queue a function consumes redrives to a dead-letter queue
+  dynamodb-sse-ttl         every DynamoDB table has SSE enabled and TTL enabled on an attribute
+  visibility-6x-timeout    each consumed queue's VisibilityTimeout >= 6 x the function's Timeout
+  report-batch-failures    every SQS event source has FunctionResponseTypes [ReportBatchItemFailures]
+
+Ends with the line `template checks: N passed, M failed`; exits 1 when M > 0.
+Needs cfn-lint (scripts/setup.sh installs it); its YAML loader understands !Ref, !GetAtt, ...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any, Callable, Iterator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SQS_DDB = re.compile(r"^(sqs|dynamodb):", re.IGNORECASE)
+SERVICE_WILDCARD = re.compile(r"^[a-z0-9-]+:\*$", re.IGNORECASE)
+WILDCARD_ARN = re.compile(r"^arn:[^:]*:(sqs|dynamodb):[^:]*:[^:]*:\*$", re.IGNORECASE)
+# AWS managed policies whose SQS, DynamoDB or Logs statements use Resource "*".
+WILDCARD_MANAGED = (
+    "AWSLambdaSQSQueueExecutionRole",
+    "AWSLambdaBasicExecutionRole",
+    "AWSLambdaDynamoDBExecutionRole",
+    "AmazonSQSFullAccess",
+    "AmazonSQSReadOnlyAccess",
+    "AmazonDynamoDBFullAccess",
+    "AmazonDynamoDBReadOnlyAccess",
+    "PowerUserAccess",
+    "AdministratorAccess",
+)
+
+
+class Failure(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ helpers
+def as_list(v: Any) -> list:
+    if v is None:
+        return []
+    return list(v) if isinstance(v, list) else [v]
+
+
+def resources(tpl: dict, *types: str) -> Iterator[tuple[str, dict, dict]]:
+    for name, res in (tpl.get("Resources") or {}).items():
+        if isinstance(res, dict) and res.get("Type") in types:
+            yield name, res, res.get("Properties") or {}
+
+
+def statements(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every IAM statement anywhere in the document (policies, SAM Policies, ...)."""
+    if isinstance(node, dict):
+        for key, val in node.items():
+            if key == "Statement" and isinstance(val, (list, dict)):
+                for i, st in enumerate(as_list(val)):
+                    if isinstance(st, dict):
+                        yield f"{path}/Statement[{i}]", st
+            else:
+                yield from statements(val, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, val in enumerate(node):
+            yield from statements(val, f"{path}[{i}]")
+
+
+def resolve_number(tpl: dict, v: Any, what: str) -> float:
+    """A literal number, or a Ref to a parameter: its Default (worst case: MaxValue)."""
+    if isinstance(v, bool):
+        raise Failure(f"{what} is a boolean")
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    if isinstance(v, dict) and set(v) == {"Ref"}:
+        p = (tpl.get("Parameters") or {}).get(v["Ref"])
+        if isinstance(p, dict) and "Default" in p:
+            return float(p["Default"])
+    raise Failure(f"{what} is not a number this check can resolve: {v!r}")
+
+
+def ref_target(v: Any) -> str | None:
+    """The logical id behind !GetAtt X.Arn / !Ref X / !Sub '${X.Arn}'."""
+    if isinstance(v, dict):
+        if "Fn::GetAtt" in v:
+            ga = v["Fn::GetAtt"]
+            return (ga.split(".")[0] if isinstance(ga, str) else ga[0]) if ga else None
+        if "Ref" in v:
+            return v["Ref"]
+        if "Fn::Sub" in v and isinstance(v["Fn::Sub"], str):
+            m = re.fullmatch(r"\$\{([A-Za-z0-9]+)(\.Arn)?\}", v["Fn::Sub"])
+            return m.group(1) if m else None
+    return None
+
+
+def sqs_event_sources(tpl: dict) -> Iterator[tuple[str, dict, str | None, str | None]]:
+    """(where, event/ESM properties, queue logical id, function logical id)."""
+    for fname, _res, props in resources(tpl, "AWS::Serverless::Function"):
+        for ename, ev in (props.get("Events") or {}).items():
+            if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                ep = ev.get("Properties") or {}
+                yield f"{fname}.Events.{ename}", ep, ref_target(ep.get("Queue")), fname
+    for name, _res, props in resources(tpl, "AWS::Lambda::EventSourceMapping"):
+        q = ref_target(props.get("EventSourceArn"))
+        qres = (tpl.get("Resources") or {}).get(q or "", {})
+        if isinstance(qres, dict) and qres.get("Type") == "AWS::SQS::Queue":
+            yield name, props, q, ref_target(props.get("FunctionName"))
+
+
+def function_timeout(tpl: dict, fname: str) -> float:
+    res = (tpl.get("Resources") or {}).get(fname) or {}
+    props = res.get("Properties") or {}
+    if "Timeout" in props:
+        return resolve_number(tpl, props["Timeout"], f"{fname}.Timeout")
+    glob = ((tpl.get("Globals") or {}).get("Function") or {})
+    if "Timeout" in glob:
+        return resolve_number(tpl, glob["Timeout"], "Globals.Function.Timeout")
+    return 3.0  # the Lambda default
+
+
+# ------------------------------------------------------------------- checks
+def check_iam_actions(tpl: dict) -> str:
+    bad = []
+    for where, st in statements(tpl):
+        if st.get("Effect") != "Allow":
+            continue
+        if "NotAction" in st:
+            bad.append(f"{where}: Allow with NotAction")
+        for a in as_list(st.get("Action")):
+            if isinstance(a, str) and (a.strip() == "*" or SERVICE_WILDCARD.match(a.strip())):
+                bad.append(f"{where}: Action {a!r}")
+    if bad:
+        raise Failure("wildcard actions:\n    " + "\n    ".join(bad))
+    return "no '*' or 'service:*' actions"
+
+
+def check_iam_resources(tpl: dict) -> str:
+    bad = []
+    for where, st in statements(tpl):
+        if st.get("Effect") != "Allow":
+            continue
+        acts = [a for a in as_list(st.get("Action")) if isinstance(a, str) and SQS_DDB.match(a)]
+        if not acts:
+            continue
+        if "NotResource" in st:
+            bad.append(f"{where}: {acts} with NotResource")
+        for r in as_list(st.get("Resource")):
+            if isinstance(r, str) and (r.strip() == "*" or WILDCARD_ARN.match(r.strip())):
+                bad.append(f"{where}: {acts} on Resource {r!r}")
+    if bad:
+        raise Failure("unscoped SQS/DynamoDB permissions:\n    " + "\n    ".join(bad))
+    return "SQS/DynamoDB actions are scoped to ARNs"
+
+
+def sam_transform(path: str, tpl: dict) -> dict:
+    if "AWS::Serverless-2016-10-31" not in as_list(tpl.get("Transform")):
+        return tpl
+    # cfn-lint's own SAM transform (offline; bundled managed-policy map).
+    from cfnlint.decode import decode
+    from cfnlint.template.transforms._sam import Transform
+
+    fresh, _ = decode(path)  # the transform edits the template in place
+    t = Transform(path, fresh, "us-east-1")
+    errs = t.transform_template()
+    if errs:
+        raise Failure("SAM transform failed: " + "; ".join(str(e) for e in errs))
+    return t.template()
+
+
+def check_sam_expanded(path: str, tpl: dict) -> str:
+    out = sam_transform(path, tpl)
+    bad = []
+    for name, _res, props in resources(out, "AWS::IAM::Role"):
+        for arn in as_list(props.get("ManagedPolicyArns")):
+            text = arn if isinstance(arn, str) else str(arn)
+            for pol in WILDCARD_MANAGED:
+                if text.endswith("/" + pol):
+                    bad.append(f"{name}: managed policy {pol} (Resource '*')")
+    msgs = []
+    for check in (check_iam_actions, check_iam_resources):
+        try:
+            check(out)
+        except Failure as e:
+            msgs.append(f"after the SAM transform, {e}")
+    if bad:
+        msgs.append("after the SAM transform:\n    " + "\n    ".join(bad))
+    if msgs:
+        raise Failure("\n  ".join(msgs))
+    return "generated roles and policy templates stay scoped"
+
+
+def check_sqs_encryption(tpl: dict) -> str:
+    queues = list(resources(tpl, "AWS::SQS::Queue"))
+    if not queues:
+        raise Failure("no AWS::SQS::Queue in the template")
+    bad = [
+        n for n, _r, p in queues
+        if p.get("SqsManagedSseEnabled") not in (True, "true") and not p.get("KmsMasterKeyId")
+    ]
+    if bad:
+        raise Failure(f"queues without encryption at rest: {bad}")
+    return f"{len(queues)} queue(s) encrypted"
+
+
+def check_sqs_redrive(tpl: dict) -> str:
+    queues = {n: p for n, _r, p in resources(tpl, "AWS::SQS::Queue")}
+    consumed = {q for _w, _p, q, _f in sqs_event_sources(tpl) if q}
+    if not consumed:
+        raise Failure("no SQS event source found")
+    bad = []
+    for q in sorted(consumed):
+        rp = (queues.get(q) or {}).get("RedrivePolicy")
+        if not isinstance(rp, dict) or not rp.get("deadLetterTargetArn") or not rp.get("maxReceiveCount"):
+            bad.append(q)
+    if bad:
+        raise Failure(f"consumed queues without a RedrivePolicy to a DLQ: {bad}")
+    return f"{sorted(consumed)} redrive to a DLQ"
+
+
+def check_dynamodb(tpl: dict) -> str:
+    tables = list(resources(tpl, "AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable"))
+    if not tables:
+        raise Failure("no DynamoDB table in the template")
+    bad = []
+    for n, _r, p in tables:
+        sse = p.get("SSESpecification") or {}
+        if sse.get("SSEEnabled") not in (True, "true"):
+            bad.append(f"{n}: SSESpecification.SSEEnabled is not true")
+        ttl = p.get("TimeToLiveSpecification") or {}
+        if ttl.get("Enabled") not in (True, "true") or not ttl.get("AttributeName"):
+            bad.append(f"{n}: TimeToLiveSpecification not enabled with an AttributeName")
+    if bad:
+        raise Failure("; ".join(bad))
+    return f"{len(tables)} table(s) with SSE and TTL"
+
+
+def check_visibility(tpl: dict) -> str:
+    queues = {n: p for n, _r, p in resources(tpl, "AWS::SQS::Queue")}
+    found, bad, ok = 0, [], []
+    for where, _props, q, fname in sqs_event_sources(tpl):
+        found += 1
+        if q not in queues or not fname:
+            bad.append(f"{where}: cannot tell its queue/function")
+            continue
+        vis = resolve_number(tpl, queues[q].get("VisibilityTimeout", 30), f"{q}.VisibilityTimeout")
+        tmo = function_timeout(tpl, fname)
+        if vis < 6 * tmo:
+            bad.append(f"{q}.VisibilityTimeout {vis:g} < 6 x {fname}.Timeout {tmo:g} = {6 * tmo:g}")
+        else:
+            ok.append(f"{q} {vis:g}s >= 6 x {tmo:g}s")
+    if not found:
+        raise Failure("no SQS event source found")
+    if bad:
+        raise Failure("; ".join(bad))
+    return ", ".join(ok)
+
+
+def check_report_batch_failures(tpl: dict) -> str:
+    found, bad = 0, []
+    for where, props, _q, _f in sqs_event_sources(tpl):
+        found += 1
+        if "ReportBatchItemFailures" not in as_list(props.get("FunctionResponseTypes")):
+            bad.append(where)
+    if not found:
+        raise Failure("no SQS event source found")
+    if bad:
+        raise Failure(f"SQS event sources without FunctionResponseTypes [ReportBatchItemFailures]: {bad}")
+    return f"{found} SQS event source(s)"
+
+
+def check_cfn_lint(path: str) -> str:
+    exe = shutil.which("cfn-lint")
+    if not exe:
+        raise Failure("cfn-lint not found on PATH (run scripts/setup.sh)")
+    proc = subprocess.run([exe, path], capture_output=True, text=True)
+    # Exit code is a bit mask: 2 errors, 4 warnings, 8 informational, 1 crash.
+    if proc.returncode & ~8:
+        out = (proc.stdout + proc.stderr).strip()
+        raise Failure(f"cfn-lint exit {proc.returncode}:\n" + "\n".join("    " + l for l in out.splitlines()))
+    return "no errors, no warnings"
+
+
+# --------------------------------------------------------------------- main
+def main(argv: list[str]) -> int:
+    path = argv[1] if len(argv) > 1 else os.path.join(ROOT, "template.yaml")
+    try:
+        from cfnlint.decode import decode
+    except ImportError:
+        print("check_template: cfn-lint is not installed (run scripts/setup.sh)", file=sys.stderr)
+        print("template checks: 0 passed, 1 failed")
+        return 1
+
+    tpl, errs = decode(path)
+    if errs or not isinstance(tpl, dict):
+        print(f"FAIL parse: {path}: " + "; ".join(str(e) for e in errs))
+        print("template checks: 0 passed, 1 failed")
+        return 1
+
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("cfn-lint", lambda: check_cfn_lint(path)),
+        ("iam-no-wildcard-action", lambda: check_iam_actions(tpl)),
+        ("iam-scoped-resources", lambda: check_iam_resources(tpl)),
+        ("sam-no-wildcard-managed", lambda: check_sam_expanded(path, tpl)),
+        ("sqs-encryption", lambda: check_sqs_encryption(tpl)),
+        ("sqs-redrive", lambda: check_sqs_redrive(tpl)),
+        ("dynamodb-sse-ttl", lambda: check_dynamodb(tpl)),
+        ("visibility-6x-timeout", lambda: check_visibility(tpl)),
+        ("report-batch-failures", lambda: check_report_batch_failures(tpl)),
+    ]
+    passed = failed = 0
+    for name, fn in checks:
+        try:
+            detail = fn()
+        except Failure as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+        except Exception as e:  # a bug or an unexpected shape: still a failure
+            failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+        else:
+            passed += 1
+            print(f"ok   {name}: {detail}")
+    print(f"template checks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
