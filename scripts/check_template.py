@@ -16,7 +16,7 @@ Checks (each counted once):
   visibility-6x-timeout    each consumed queue's VisibilityTimeout >= 6 x the function's Timeout
   report-batch-failures    every SQS event source has FunctionResponseTypes [ReportBatchItemFailures]
 
-Ends with the line `template checks: N passed, M failed`; exits 1 when M > 0.
+Ends with the line `template-checks: N passed, M failed`; exits 1 when M > 0.
 Needs cfn-lint (scripts/setup.sh installs it); its YAML loader understands !Ref, !GetAtt, ...
 """
 
@@ -306,13 +306,13 @@ def main(argv: list[str]) -> int:
         from cfnlint.decode import decode
     except ImportError:
         print("check_template: cfn-lint is not installed (run scripts/setup.sh)", file=sys.stderr)
-        print("template checks: 0 passed, 1 failed")
+        print("template-checks: 0 passed, 1 failed")
         return 1
 
     tpl, errs = decode(path)
     if errs or not isinstance(tpl, dict):
         print(f"FAIL parse: {path}: " + "; ".join(str(e) for e in errs))
-        print("template checks: 0 passed, 1 failed")
+        print("template-checks: 0 passed, 1 failed")
         return 1
 
     checks: list[tuple[str, Callable[[], str]]] = [
@@ -339,7 +339,7 @@ def main(argv: list[str]) -> int:
         else:
             passed += 1
             print(f"ok   {name}: {detail}")
-    print(f"template checks: {passed} passed, {failed} failed")
+    print(f"template-checks: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
