@@ -261,7 +261,9 @@ async fn attempt<H: Handler>(handler: &H, msg: Message, limit: Option<Duration>)
     let fut = AssertUnwindSafe(handler.handle(msg)).catch_unwind();
     let res = match limit {
         None => fut.await,
-        Some(limit) => match tokio::time::timeout(limit, fut).await {
+        // Boxed so the common no-limit future stays small (it is moved into
+        // the batch's task set on every start).
+        Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
             Ok(r) => r,
             Err(_) => return Attempt::TimedOut(limit),
         },
