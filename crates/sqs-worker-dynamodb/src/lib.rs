@@ -245,7 +245,7 @@ impl DynamoDbStore {
         Ok(out.item)
     }
 
-    /// Runs a token-conditioned write; a failed condition is `LeaseLost`.
+    /// The error of a token-conditioned write: a failed condition is `LeaseLost`.
     fn lease_lost_or<E>(
         &self,
         operation: &'static str,

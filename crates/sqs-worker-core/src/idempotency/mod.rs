@@ -2,7 +2,7 @@
 //!
 //! Duplicates are normal on SQS: a redelivery after a visibility lapse or a
 //! crashed worker, a producer's retry, a standard queue's rare double
-//! delivery. [`IdempotencyLayer`] wraps any [`Handler`] (or [`BatchHandler`])
+//! delivery. [`IdempotencyLayer`] wraps any [`Handler`] (or [`BatchHandler`](crate::BatchHandler))
 //! in [`Idempotent`], which per message:
 //!
 //! 1. computes the key ([`KeyFn`]: by default the FIFO deduplication id, else
@@ -74,9 +74,6 @@ use crate::message::Message;
 /// `layer.layer(handler)` needs no extra dependency.
 pub use tower_layer::Layer;
 
-#[allow(unused_imports)] // for doc links
-use crate::batch::BatchHandler;
-
 /// Metric names.
 pub mod names {
     /// Completed keys acknowledged without running the handler.
@@ -108,7 +105,7 @@ pub fn set_result(result: impl Into<Vec<u8>>) -> Result<(), SetResultError> {
 }
 
 /// A handler that runs at most once per idempotency key; made by
-/// [`IdempotencyLayer`]. A [`Handler`] when `H` is one, a [`BatchHandler`]
+/// [`IdempotencyLayer`]. A [`Handler`] when `H` is one, a [`BatchHandler`](crate::BatchHandler)
 /// when `H` is one. See the [module docs](self) for the rules.
 pub struct Idempotent<H> {
     inner: H,
