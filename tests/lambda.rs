@@ -160,24 +160,25 @@ async fn a_near_deadline_leaves_records_unstarted_and_reported() {
         let s = s.clone();
         async move {
             s.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             Ok::<(), Error>(())
         }
     };
-    // One at a time; the engine stops 100 ms before the 650 ms deadline: m0
-    // and m1 finish, m2 is stopped at 550 ms, m3 and m4 never start.
+    // One at a time, 300 ms each; the engine stops 150 ms before the 1 s
+    // deadline: m0 and m1 finish, m2 is stopped at 850 ms, m3 and m4 never
+    // start.
     let mut svc = LambdaRunner::with_config(handler, EngineConfig::default().concurrency(1))
-        .safety_margin(Duration::from_millis(100))
+        .safety_margin(Duration::from_millis(150))
         .build()
         .unwrap();
     let ev = event((0..5).map(|i| record(format!("m{i}"), "{}")));
     let t = Instant::now();
-    let resp = call(&mut svc, ev, Duration::from_millis(650))
+    let resp = call(&mut svc, ev, Duration::from_millis(1000))
         .await
         .unwrap();
     let took = t.elapsed();
     assert!(
-        took < Duration::from_millis(640),
+        took < Duration::from_millis(990),
         "answered before the deadline: {took:?}"
     );
     assert_failed_ids(&resp, ["m2", "m3", "m4"]);

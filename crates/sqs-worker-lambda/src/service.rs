@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,7 +37,8 @@ const FIXED_LEASE: &str = "no SQS client is configured for this Lambda function,
 ///   margin: records not started by then (and handlers still running then)
 ///   are failed and reported, so they come back instead of timing out the
 ///   whole batch. A [`Context`] with no deadline (`Context::default()`, whose
-///   deadline is 0) means no deadline.
+///   deadline is 0, or a local emulator's value that is no Unix time) means
+///   no deadline.
 /// - `batchItemFailures` lists every failed and unstarted record, in the
 ///   order they settled (the order carries no meaning to Lambda). A batch
 ///   where everything failed answers the full list, never an error.
@@ -243,10 +245,25 @@ fn blocked(groups: &[String], m: &Message) -> bool {
     !groups.is_empty() && m.group_id().is_some_and(|g| groups.iter().any(|b| b == g))
 }
 
+/// Deadlines below this (2001-09-09) are not Unix times in milliseconds.
+const MIN_EPOCH_MS: u64 = 1_000_000_000_000;
+
 /// The invocation deadline as an [`Instant`]; `None` when the context has
-/// none (0, as in `Context::default()`).
+/// none: 0, as in `Context::default()`, or a value that is no Unix time in
+/// milliseconds (`cargo lambda watch` sends the function timeout, `600000`,
+/// instead; such an invocation runs without a deadline, with a warning).
 fn invocation_deadline(context: &Context, now: Instant) -> Option<Instant> {
-    if context.deadline == 0 {
+    if context.deadline < MIN_EPOCH_MS {
+        if context.deadline != 0 {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    deadline_ms = context.deadline,
+                    "the invocation deadline is not a Unix time in milliseconds (a local \
+                     emulator?): running without a deadline"
+                );
+            }
+        }
         return None;
     }
     Some(match context.deadline().duration_since(SystemTime::now()) {
