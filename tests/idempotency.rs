@@ -399,3 +399,90 @@ async fn poller_two_workers_charge_each_order_once() {
         "every message acknowledged, duplicates included"
     );
 }
+
+/// Lambda: two concurrent invocations with the same record (two function
+/// instances): one runs it, the other reports it in `batchItemFailures`; the
+/// redelivery is acknowledged without running. An invocation that times out
+/// mid-handler releases the key, so its redelivery runs.
+#[cfg(feature = "lambda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_concurrent_invocations_run_a_record_once() {
+    use sqs_worker::lambda::LambdaService;
+    use sqs_worker::lambda::testing::{
+        assert_all_succeeded, assert_failed_ids, event, invoke, record,
+    };
+
+    let store = store().await;
+    let charges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let service = |work: Duration| {
+        LambdaService::new(sqs_worker::Engine::new(
+            by_order(&store).layer(charging(&charges, work)),
+        ))
+    };
+    let (a, b) = (
+        service(Duration::from_millis(500)),
+        service(Duration::from_millis(500)),
+    );
+    let first = tokio::spawn(async move {
+        invoke(
+            &a,
+            event([record("m1", r#"{"order_id":1}"#)]),
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = invoke(
+        &b,
+        event([
+            record("m1", r#"{"order_id":1}"#),
+            record("m2", r#"{"order_id":2}"#),
+        ]),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_failed_ids(&second, ["m1"]);
+    assert_all_succeeded(&first.await.unwrap().unwrap());
+    // The redelivery of m1, and a producer's duplicate of order 2.
+    let again = invoke(
+        &b,
+        event([
+            record("m1", r#"{"order_id":1}"#),
+            record("m3", r#"{"order_id":2}"#),
+        ]),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_all_succeeded(&again);
+    let mut charged = charges.lock().unwrap().clone();
+    charged.sort_unstable();
+    assert_eq!(charged, [1, 2]);
+
+    // A function timeout shorter than the handler: the record is reported
+    // failed, its key released (not left in progress for the whole lease).
+    let slow = service(Duration::from_secs(5));
+    let timed_out = invoke(
+        &slow,
+        event([record("m4", r#"{"order_id":4}"#)]),
+        Duration::from_millis(1500),
+    )
+    .await
+    .unwrap();
+    assert_failed_ids(&timed_out, ["m4"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fast = service(Duration::ZERO);
+    let retried = invoke(
+        &fast,
+        event([record("m4", r#"{"order_id":4}"#)]),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_all_succeeded(&retried);
+    assert_eq!(
+        charges.lock().unwrap().iter().filter(|&&o| o == 4).count(),
+        1
+    );
+}
