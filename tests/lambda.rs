@@ -365,10 +365,13 @@ async fn receive_as_record(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> 
         .expect("local SQS");
     let msg = out.messages().first().cloned().expect("the message");
     let arn = queue_arn(sqs, url).await;
-    let mut r = record(msg.message_id().expect("local SQS"), msg.body().expect("local SQS"))
-        .receipt_handle(msg.receipt_handle().expect("local SQS"))
-        .queue_arn(&arn)
-        .string_attribute("tenant", "acme");
+    let mut r = record(
+        msg.message_id().expect("local SQS"),
+        msg.body().expect("local SQS"),
+    )
+    .receipt_handle(msg.receipt_handle().expect("local SQS"))
+    .queue_arn(&arn)
+    .string_attribute("tenant", "acme");
     for (k, v) in msg.attributes().into_iter().flatten() {
         r = r.system_attribute(k.as_str(), v);
     }
@@ -483,4 +486,29 @@ async fn with_a_client_a_retryable_failure_gets_its_retry_delay_as_visibility() 
         Some(id.as_str()),
         "visible again after the 2 s retry delay, not the 60 s visibility timeout"
     );
+}
+
+#[tokio::test]
+async fn with_a_client_handlers_can_extend_visibility() {
+    let sqs = common::sqs().await;
+    let name = common::unique("lambda-extend");
+    let url = common::create_queue(&sqs, &name, &[("VisibilityTimeout", "1")]).await;
+    let (ev, _id) = receive_as_record(&sqs, &url, "{}").await;
+
+    let handler = |m: Message| async move {
+        assert!(m.lease().is_extendable());
+        m.extend_visibility(Duration::from_secs(30)).await?;
+        Ok::<(), Error>(())
+    };
+    let mut svc = LambdaRunner::new(handler)
+        .sqs_client(sqs.clone())
+        .build()
+        .expect("service");
+    let resp = call(&mut svc, ev, Duration::from_secs(30))
+        .await
+        .expect("answer");
+    assert_all_succeeded(&resp);
+    // Past the queue's 1 s visibility timeout, the extension keeps it hidden.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receive_now(&sqs, &url).await.is_empty(), "extended to 30 s");
 }

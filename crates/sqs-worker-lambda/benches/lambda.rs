@@ -48,7 +48,11 @@ fn main() {
     let ctx = context(Duration::from_secs(900));
     println!("lambda adapter benchmark (median of 7 runs, µs per event, current-thread runtime)");
     for n in [10usize, 100] {
-        let iters = if n == 10 { 50_000 } else { 5_000 };
+        let scale: u32 = std::env::var("LAMBDA_BENCH_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        let iters = if n == 10 { 500 * scale } else { 50 * scale };
         let template = sample(n);
         // Each iteration clones the parsed event (fresh in cache, as after the
         // runtime's deserialization); the clone-and-drop baseline is

@@ -142,33 +142,33 @@ pub fn message_from_record(mut record: SqsMessage, lease: Lease) -> Result<Messa
 fn message_attributes_of(
     attrs: HashMap<String, SqsMessageAttribute>,
 ) -> HashMap<String, MessageAttribute> {
+    let mut out = HashMap::new();
     if attrs.is_empty() {
-        return HashMap::new();
+        return out;
     }
-    attrs
-        .into_iter()
-        .filter_map(|(name, a)| {
-            let SqsMessageAttribute {
-                string_value,
-                binary_value,
-                data_type,
-                ..
-            } = a;
-            let data_type = data_type.unwrap_or_else(|| {
-                if binary_value.is_some() && string_value.is_none() {
-                    "Binary".to_owned()
-                } else {
-                    "String".to_owned()
-                }
-            });
-            let attr =
-                MessageAttribute::from_parts(data_type, string_value, binary_value.map(|b| b.0));
-            if attr.is_none() {
-                tracing::debug!(attribute = %name, "message attribute without a value skipped");
+    out.reserve(attrs.len());
+    for (name, a) in attrs {
+        let SqsMessageAttribute {
+            string_value,
+            binary_value,
+            data_type,
+            ..
+        } = a;
+        let data_type = data_type.unwrap_or_else(|| {
+            if binary_value.is_some() && string_value.is_none() {
+                "Binary".to_owned()
+            } else {
+                "String".to_owned()
             }
-            attr.map(|a| (name, a))
-        })
-        .collect()
+        });
+        match MessageAttribute::from_parts(data_type, string_value, binary_value.map(|b| b.0)) {
+            Some(attr) => {
+                out.insert(name, attr);
+            }
+            None => tracing::debug!(attribute = %name, "message attribute without a value skipped"),
+        }
+    }
+    out
 }
 
 /// The queue URL for an SQS queue ARN, `arn:PARTITION:sqs:REGION:ACCOUNT:NAME`
