@@ -2,7 +2,7 @@
 //! and the local server, then [`cut`](Proxy::cut) to close every connection
 //! and refuse new ones (the server looks down), and [`restore`](Proxy::restore).
 //! The server keeps its state, which a restart of moto would lose.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -69,6 +69,10 @@ pub(crate) struct Receiver<P> {
     /// The visibility timeout in force, for lease deadlines.
     pub(crate) visibility: Duration,
     pub(crate) dead_letter: bool,
+    /// The first loop always polls; the others only while receives come back
+    /// full (a backlog), so a trickle is not split into tiny receives.
+    pub(crate) primary: bool,
+    pub(crate) backlog: Arc<watch::Sender<bool>>,
 }
 
 impl<P: Processor> Receiver<P> {
@@ -85,6 +89,14 @@ impl<P: Processor> Receiver<P> {
             while batches.try_join_next().is_some() {}
             if *stop.borrow() {
                 break;
+            }
+            if !self.primary && !*self.backlog.borrow() {
+                let mut backlog = self.backlog.subscribe();
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => break,
+                    _ = backlog.wait_for(|b| *b) => continue,
+                }
             }
             let first = tokio::select! {
                 biased;
@@ -125,10 +137,12 @@ impl<P: Processor> Receiver<P> {
             let received_at = Instant::now();
             let out = match result {
                 Ok(out) => {
+                    observe::health().receive_succeeded();
                     backoff = sdk::receive_backoff().build();
                     out
                 }
                 Err(e) => {
+                    observe::health().receive_failed();
                     Stats::add(&stats.sdk_errors, 1);
                     drop(permits);
                     if sdk::classify(&e) != Class::Transient {
@@ -151,6 +165,9 @@ impl<P: Processor> Receiver<P> {
                 }
             };
             let messages = out.messages.unwrap_or_default();
+            let full = messages.len() >= asked && asked == self.max_messages;
+            self.backlog
+                .send_if_modified(|b| std::mem::replace(b, full) != full);
             if messages.is_empty() {
                 continue;
             }

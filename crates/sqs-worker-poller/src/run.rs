@@ -166,7 +166,8 @@ impl<P: Processor> Poller<P> {
 
         let capacity = Arc::new(Semaphore::new(s.concurrency));
         let mut loops = JoinSet::new();
-        for _ in 0..s.receivers {
+        let backlog = Arc::new(watch::channel(false).0);
+        for i in 0..s.receivers {
             let receiver = Receiver {
                 client: clients.receive.clone(),
                 queue_url: facts.url.clone(),
@@ -181,6 +182,8 @@ impl<P: Processor> Poller<P> {
                 visibility_override: s.visibility_timeout.map(|v| v.as_secs_f64().ceil() as i32),
                 visibility,
                 dead_letter: s.dead_letter_queue.is_some(),
+                primary: i == 0,
+                backlog: backlog.clone(),
             };
             loops.spawn(receiver.run(stop_rx.clone()));
         }
@@ -262,6 +265,9 @@ impl<P: Processor> Poller<P> {
         helpers.abort_all();
         let summary = stats.snapshot(requests.load(Relaxed), started.elapsed());
         tracing::info!(%summary, "poller stopped");
+        if s.stats_interval.is_some() {
+            log_stats(&summary, "final");
+        }
         match error {
             Some(e) => Err(e),
             None => Ok(summary),
@@ -413,17 +419,25 @@ async fn stats_logger(
             _ = tick.tick() => {}
         }
         let s = stats.snapshot(requests.load(Relaxed), started.elapsed());
-        tracing::info!(
-            target: "sqs_worker_poller::stats",
-            received = s.received,
-            succeeded = s.succeeded,
-            failed = s.failed,
-            retried = s.retried,
-            dead_lettered = s.dead_lettered,
-            released = s.released,
-            in_flight = s.in_flight,
-            requests = s.requests,
-            "progress"
-        );
+        log_stats(&s, "progress");
     }
+}
+
+fn log_stats(s: &RunSummary, what: &'static str) {
+    tracing::info!(
+        target: "sqs_worker_poller::stats",
+        received = s.received,
+        succeeded = s.succeeded,
+        failed = s.failed,
+        retried = s.retried,
+        dead_lettered = s.dead_lettered,
+        released = s.released,
+        in_flight = s.in_flight,
+        extensions = s.extensions,
+        settlement_failures = s.settlement_failures,
+        sdk_errors = s.sdk_errors,
+        requests = s.requests,
+        elapsed_ms = s.elapsed.as_millis() as u64,
+        "{what}"
+    );
 }

@@ -1,0 +1,377 @@
+//! The driver behind README command 1: a local queue and dead-letter queue,
+//! the `orders` example as a separate worker process, a producer, live
+//! progress, one poison message, a clean SIGTERM, and a summary.
+//!
+//! ```sh
+//! bash scripts/demo.sh   # starts the local server, builds, and runs this
+//! ```
+//!
+//! Run by hand, it needs `SQS_WORKER_DEMO_ENDPOINT` (the local server, e.g.
+//! `http://127.0.0.1:5000`) and `SQS_WORKER_DEMO_WORKER` (the built `orders`
+//! example). `DEMO_ORDERS` (default 3000) and `ORDERS_FAIL_EVERY` (default 40)
+//! size it.
+//!
+//! Every number shown comes from the worker itself (its progress log lines,
+//! `SQS_WORKER_STATS_SECONDS=1`) or from the queues (`GetQueueAttributes`).
+//! "SQS requests" are the worker's HTTP requests to SQS, counted by the
+//! poller; the producer's and this driver's own requests are not included.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{QueueAttributeName as A, SendMessageBatchRequestEntry};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The worker's counters, from its latest progress line.
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    received: u64,
+    succeeded: u64,
+    failed: u64,
+    retried: u64,
+    dead_lettered: u64,
+    in_flight: u64,
+    requests: u64,
+    settlement_failures: u64,
+    final_line: bool,
+}
+
+fn env_or(var: &str, default: u64) -> Result<u64, BoxError> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("{var}={v:?} is not a number").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn required(var: &str) -> Result<String, BoxError> {
+    std::env::var(var).map_err(|_| format!("{var} is not set (run `bash scripts/demo.sh`)").into())
+}
+
+async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64), BoxError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let attrs = out.attributes.unwrap_or_default();
+    let get = |k: A| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let endpoint = required("SQS_WORKER_DEMO_ENDPOINT")?;
+    let worker_bin = required("SQS_WORKER_DEMO_WORKER")?;
+    let orders = env_or("DEMO_ORDERS", 3000)?;
+    let fail_every = env_or("ORDERS_FAIL_EVERY", 40)?;
+
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("demo", "demo", None, None, "demo"))
+        .load()
+        .await;
+    let client = aws_sdk_sqs::Client::new(&config);
+
+    // Queues: orders, and a dead-letter queue behind a redrive policy.
+    let suffix = std::process::id();
+    let dlq = client
+        .create_queue()
+        .queue_name(format!("orders-dlq-{suffix}"))
+        .send()
+        .await?
+        .queue_url
+        .ok_or("no DLQ URL")?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .ok_or("no DLQ ARN")?;
+    let queue = client
+        .create_queue()
+        .queue_name(format!("orders-{suffix}"))
+        .attributes(A::VisibilityTimeout, "30")
+        .attributes(
+            A::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"3"}}"#),
+        )
+        .send()
+        .await?
+        .queue_url
+        .ok_or("no queue URL")?;
+    println!("queue       {queue}");
+    println!(
+        "dead-letter {dlq} (redrive after 3 receives; the worker also dead-letters permanent failures at once)"
+    );
+
+    // The worker: the orders example, configured only from the environment.
+    let mut worker = tokio::process::Command::new(&worker_bin)
+        .env("SQS_QUEUE_URL", &queue)
+        .env("SQS_WORKER_DLQ_URL", &dlq)
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "demo")
+        .env("AWS_SECRET_ACCESS_KEY", "demo")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("ORDERS_FAIL_EVERY", fail_every.to_string())
+        // One receive loop: moto's ReceiveMessage takes no lock, so two
+        // concurrent receives can both get the same message (real SQS does
+        // not do that), which would show as a duplicate here.
+        .env("SQS_WORKER_RECEIVERS", "1")
+        .env("SQS_WORKER_LOG_FORMAT", "json")
+        .env("SQS_WORKER_STATS_SECONDS", "0.5")
+        .env(
+            "RUST_LOG",
+            std::env::var("DEMO_WORKER_LOG")
+                .unwrap_or_else(|_| "error,sqs_worker_poller::stats=info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the worker {worker_bin}: {e}"))?;
+    let pid = worker.id().ok_or("the worker exited at once")?;
+    println!(
+        "worker      pid {pid}: examples/orders.rs, every {fail_every}th order fails once (ORDERS_FAIL_EVERY)"
+    );
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let stdout = worker.stdout.take().ok_or("no worker stdout")?;
+    let reader = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    println!("worker: {line}");
+                    continue;
+                };
+                if v["target"] != "sqs_worker_poller::stats" {
+                    println!("worker: {line}");
+                    continue;
+                }
+                let n = |k: &str| v[k].as_u64().unwrap_or(0);
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                *p = Progress {
+                    received: n("received"),
+                    succeeded: n("succeeded"),
+                    failed: n("failed"),
+                    retried: n("retried"),
+                    dead_lettered: n("dead_lettered"),
+                    in_flight: n("in_flight"),
+                    requests: n("requests"),
+                    settlement_failures: n("settlement_failures"),
+                    final_line: v["message"] == "final",
+                };
+            }
+        })
+    };
+    let snapshot = || progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    // The producer: keeps the queue shallow (the local server slows down with depth).
+    let started = Instant::now();
+    let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let (client, queue, produced) = (client.clone(), queue.clone(), produced.clone());
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            while next <= orders {
+                if next % 50 == 1 {
+                    while depth(&client, &queue).await?.0 > 50 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let entries: Vec<_> = (next..(next + 10).min(orders + 1))
+                    .map(|id| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(id.to_string())
+                            .message_body(format!(
+                                r#"{{"order_id": {id}, "customer": "c-{}", "amount_cents": {}}}"#,
+                                id % 97,
+                                100 + id % 5000
+                            ))
+                            .build()
+                    })
+                    .collect::<Result<_, _>>()?;
+                let n = entries.len() as u64;
+                let out = client
+                    .send_message_batch()
+                    .queue_url(&queue)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await?;
+                if !out.failed().is_empty() {
+                    return Err::<(), BoxError>(format!("send failed: {:?}", out.failed()).into());
+                }
+                next += n;
+                produced.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if next > orders / 2 && next <= orders / 2 + 10 {
+                    // One poison message: not an order at all.
+                    client
+                        .send_message()
+                        .queue_url(&queue)
+                        .message_body("this is not an order")
+                        .send()
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    };
+
+    // Live progress until every order is processed and the poison is dead-lettered.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut last = (Instant::now(), 0u64);
+    let mut producer = Some(producer);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(p) = producer.take_if(|p| p.is_finished()) {
+            p.await??;
+        }
+        let p = snapshot();
+        let now = Instant::now();
+        let rate = (p.succeeded - last.1.min(p.succeeded)) as f64 / (now - last.0).as_secs_f64();
+        last = (now, p.succeeded);
+        let per_msg = if p.received > 0 {
+            p.requests as f64 / p.received as f64
+        } else {
+            0.0
+        };
+        print!(
+            "{}[{:>4.0}s] produced {:>5}/{orders} | processed {:>5} ({:>5.0}/s) | in flight {:>3} | retried {:>3} | dead-lettered {} | SQS requests/msg {:.3}   {}",
+            if tty { "\r" } else { "" },
+            started.elapsed().as_secs_f64(),
+            produced.load(std::sync::atomic::Ordering::Relaxed),
+            p.succeeded,
+            rate,
+            p.in_flight,
+            p.retried,
+            p.dead_lettered,
+            per_msg,
+            if tty { "" } else { "\n" },
+        );
+        let _ = std::io::stdout().flush();
+        if producer.is_none()
+            && p.succeeded >= orders
+            && p.dead_lettered >= 1
+            && depth(&client, &queue).await? == (0, 0)
+        {
+            if tty {
+                println!();
+            }
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            println!();
+            return Err("the demo did not finish within 3 minutes".into());
+        }
+    }
+
+    // SIGTERM: the worker stops receiving, flushes, and exits 0.
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    if !killed.success() {
+        return Err("could not send SIGTERM to the worker".into());
+    }
+    let status = tokio::time::timeout(Duration::from_secs(45), worker.wait())
+        .await
+        .map_err(|_| "the worker did not stop within 45 s of SIGTERM")??;
+    let _ = reader.await;
+    let p = snapshot();
+    let elapsed = started.elapsed();
+
+    // What the dead-letter queue holds.
+    let dead = client
+        .receive_message()
+        .queue_url(&dlq)
+        .message_attribute_names("All")
+        .max_number_of_messages(10)
+        .send()
+        .await?;
+    let (visible, in_flight) = depth(&client, &queue).await?;
+    println!();
+    println!("worker exited: {status} after SIGTERM");
+    println!("processed         {} orders", p.succeeded);
+    println!(
+        "retried           {} (failed once on purpose, then succeeded)",
+        p.retried
+    );
+    println!("dead-lettered     {} (the poison message)", p.dead_lettered);
+    for m in dead.messages() {
+        let attr = |k: &str| {
+            m.message_attributes()
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.string_value())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        println!(
+            "  in the DLQ: {:?}: {} ({})",
+            m.body().unwrap_or(""),
+            attr(sqs_worker::poller::dlq_attributes::ERROR),
+            attr(sqs_worker::poller::dlq_attributes::ERROR_KIND)
+        );
+    }
+    println!(
+        "SQS requests      {} by the worker for {} received messages: {:.3} per message",
+        p.requests,
+        p.received,
+        p.requests as f64 / p.received.max(1) as f64
+    );
+    println!(
+        "elapsed           {:.1} s ({:.0} orders/s)",
+        elapsed.as_secs_f64(),
+        p.succeeded as f64 / elapsed.as_secs_f64()
+    );
+    println!("queue left        {visible} visible, {in_flight} in flight");
+    println!("settle failures   {}", p.settlement_failures);
+
+    let checks = [
+        (status.success(), "the worker exits 0 after SIGTERM"),
+        (p.final_line, "the worker reports its final counters"),
+        (p.succeeded == orders, "every order processed once"),
+        (
+            p.dead_lettered == 1,
+            "exactly the poison message dead-lettered",
+        ),
+        (
+            p.settlement_failures == 0,
+            "no delete or visibility change failed",
+        ),
+        ((visible, in_flight) == (0, 0), "the queue is empty"),
+        (
+            dead.messages().len() == 1,
+            "the DLQ holds the poison message",
+        ),
+    ];
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| *what)
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("the demo went wrong: not true that {}", failed.join("; ")).into());
+    }
+    println!("demo OK");
+    let _ = p.failed;
+    Ok(())
+}
