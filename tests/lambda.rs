@@ -512,3 +512,32 @@ async fn with_a_client_handlers_can_extend_visibility() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(receive_now(&sqs, &url).await.is_empty(), "extended to 30 s");
 }
+
+#[tokio::test]
+async fn a_batch_engine_runs_behind_the_same_service() {
+    use sqs_worker::{BatchEngine, BatchResults};
+    let engine = BatchEngine::new(|batch: Vec<Message>| async move {
+        let mut results = BatchResults::new();
+        for m in &batch {
+            if m.body() == "skip" {
+                // No result: it counts as failed, never as done.
+                continue;
+            }
+            if m.body() == "bad" {
+                results.fail(m, Error::msg("bad row"));
+            } else {
+                results.succeed(m);
+            }
+        }
+        results
+    });
+    let mut svc = LambdaRunner::from_processor(engine).build().unwrap();
+    let ev = event([
+        record("a", "ok"),
+        record("b", "bad"),
+        record("c", "ok"),
+        record("d", "skip"),
+    ]);
+    let resp = call(&mut svc, ev, Duration::from_secs(30)).await.unwrap();
+    assert_failed_ids(&resp, ["b", "d"]);
+}

@@ -24,15 +24,40 @@
 //! engine runs them with the invocation deadline minus a safety margin, and
 //! the answer is an `SqsBatchResponse` whose `batchItemFailures` lists every
 //! failed and unstarted record (see [`LambdaService`] for the exact rules).
-//! With the `sqs-client` feature, permanent failures go to a dead-letter
-//! queue and failed records get their retry delay as a visibility change
-//! (see the `client` module docs in the source, and [`LambdaRunner`]).
+//!
+//! ## With an SQS client (feature `sqs-client`)
+//!
+//! Lambda's event source mapping deletes what the function does not report
+//! and leaves reported records invisible until the queue's visibility timeout
+//! ends. With an SQS client ([`LambdaRunner::sqs_client`], or from the
+//! environment with [`LambdaRunner::with_env`]) the adapter does better:
+//! - a permanent failure is sent to the dead-letter queue
+//!   (`SQS_WORKER_DLQ_URL`) with its body, message attributes, trace header
+//!   and the error as attributes (`dead_letter_attributes`), and once sent is
+//!   not reported, so Lambda deletes it; if the send fails it is reported;
+//! - every reported record gets its retry delay from the retry policy as a
+//!   `ChangeMessageVisibilityBatch` (per queue, 10 per call, every failed
+//!   entry looked at, transient ones retried once), so it comes back after
+//!   seconds growing with its receive count instead of after the whole
+//!   visibility timeout; records that never ran come back at once; a failed
+//!   call is logged and the record is still reported;
+//! - handlers can extend their message's visibility
+//!   ([`Message::extend_visibility`]).
+//!
+//! The queue URL comes from the record's `eventSourceARN`
+//! ([`queue_url_from_arn`]). All of it ends before the invocation deadline:
+//! whatever is unfinished then is reported (a record may reach the DLQ twice,
+//! never zero times). Without a client, permanent failures are reported and
+//! the queue's redrive policy applies.
 //!
 //! [`testing`] has builders for events, records and messages and assertions
 //! on the response, for unit tests of handlers without AWS.
 //!
 //! [sqs-worker]: https://docs.rs/sqs-worker
 //! [`Message`]: sqs_worker_core::Message
+//! [`Message::extend_visibility`]: sqs_worker_core::Message::extend_visibility
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "sqs-client")]
 mod client;
@@ -42,6 +67,7 @@ mod service;
 pub mod testing;
 
 #[cfg(feature = "sqs-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
 pub use self::client::dead_letter_attributes;
 pub use self::record::{EventError, SQS_EVENT_SOURCE, message_from_record, queue_url_from_arn};
 pub use self::runner::{ConfigError, LambdaRunner, engine_config_from_env, env};
@@ -53,7 +79,7 @@ pub use lambda_runtime::{Context, LambdaEvent};
 use sqs_worker_core::{BoxError, IntoHandler};
 
 /// Runs `handler` as a Lambda function behind an SQS event source mapping,
-/// configured from the environment ([`env`]: `SQS_WORKER_CONCURRENCY`,
+/// configured from the environment ([`env`](mod@env): `SQS_WORKER_CONCURRENCY`,
 /// `SQS_WORKER_SAFETY_MARGIN_MS`, and with the `sqs-client` feature
 /// `SQS_WORKER_DLQ_URL` and `SQS_WORKER_BACKOFF`), with
 /// [`Execution::Inline`](sqs_worker_core::Execution::Inline).

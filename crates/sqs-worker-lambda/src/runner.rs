@@ -145,6 +145,7 @@ impl<P: Processor> LambdaRunner<P> {
     /// The SQS client for dead-lettering, retry delays and visibility
     /// extension (e.g. one pointed at a local server in tests).
     #[cfg(feature = "sqs-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn sqs_client(mut self, client: aws_sdk_sqs::Client) -> Self {
         self.client = Some(client);
         self
@@ -155,6 +156,7 @@ impl<P: Processor> LambdaRunner<P> {
     /// [`with_env`](Self::with_env)). A FIFO DLQ gets the original group id
     /// and the message id as deduplication id.
     #[cfg(feature = "sqs-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn dead_letter_queue(mut self, url: impl Into<String>) -> Self {
         self.dead_letter_queue = Some(url.into());
         self
@@ -163,12 +165,13 @@ impl<P: Processor> LambdaRunner<P> {
     /// Whether failed records get their retry delay as a visibility change
     /// (default on; needs an SQS client).
     #[cfg(feature = "sqs-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn backoff(mut self, on: bool) -> Self {
         self.backoff = on;
         self
     }
 
-    /// Applies the environment ([`env`]): the safety margin, and with the
+    /// Applies the environment ([`env`](mod@env)): the safety margin, and with the
     /// `sqs-client` feature the dead-letter queue, backoff switch and, unless
     /// one was given, an SQS client from the default AWS configuration
     /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`).
