@@ -84,9 +84,11 @@ use sqs_worker_core::{BoxError, IntoHandler};
 /// `SQS_WORKER_DLQ_URL` and `SQS_WORKER_BACKOFF`), with
 /// [`Execution::Inline`](sqs_worker_core::Execution::Inline).
 ///
-/// Returns an error naming the variable when the configuration is invalid,
-/// before the first invocation.
+/// Installs the Lambda runtime's default `tracing` subscriber when none is
+/// set. Returns an error naming the variable when the configuration is
+/// invalid, before the first invocation.
 pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
+    runner::init_logs();
     let config = engine_config_from_env()?;
     LambdaRunner::with_config(handler, config)
         .with_env()

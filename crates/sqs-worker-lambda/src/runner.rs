@@ -39,13 +39,6 @@ pub enum ConfigError {
         /// What is expected.
         reason: &'static str,
     },
-    /// A dead-letter queue is configured but nothing can send to it.
-    #[error(
-        "{0} is set, but this binary was built without the `sqs-client` feature of \
-         sqs-worker-lambda, so permanent failures cannot be sent there; enable the feature \
-         or unset the variable (the queue's redrive policy then applies)"
-    )]
-    NoSqsClient(&'static str),
     /// A dead-letter queue was given to a [`LambdaRunner`] without an SQS
     /// client.
     #[error(
@@ -176,9 +169,9 @@ impl<P: Processor> LambdaRunner<P> {
     /// one was given, an SQS client from the default AWS configuration
     /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`).
     ///
-    /// Fails naming the variable when a value does not parse, or when
-    /// `SQS_WORKER_DLQ_URL` is set in a build without the `sqs-client`
-    /// feature.
+    /// Fails naming the variable when a value does not parse. In a build
+    /// without the `sqs-client` feature, `SQS_WORKER_DLQ_URL` is ignored with a
+    /// warning (one configuration often serves both runners).
     pub async fn with_env(mut self) -> Result<Self, ConfigError> {
         if let Some(ms) = var(env::SAFETY_MARGIN_MS) {
             let ms = ms.parse::<u64>().map_err(|_| ConfigError::InvalidVar {
@@ -188,9 +181,17 @@ impl<P: Processor> LambdaRunner<P> {
             })?;
             self.safety_margin = Duration::from_millis(ms);
         }
+        // One configuration often serves both runners (the poller always has
+        // a client): without one here, say so and keep going; permanent
+        // failures are reported and still reach the DLQ by the redrive policy.
         #[cfg(not(feature = "sqs-client"))]
-        if var(env::DLQ_URL).is_some() {
-            return Err(ConfigError::NoSqsClient(env::DLQ_URL));
+        if let Some(url) = var(env::DLQ_URL) {
+            tracing::warn!(
+                dead_letter_queue = url,
+                "{} is set, but sqs-worker-lambda was built without its `sqs-client` feature: \
+                 permanent failures are reported and the queue's redrive policy applies",
+                env::DLQ_URL
+            );
         }
         #[cfg(feature = "sqs-client")]
         {
@@ -236,9 +237,7 @@ impl<P: Processor> LambdaRunner<P> {
     /// subscriber when none is set (`AWS_LAMBDA_LOG_LEVEL`, `RUST_LOG`,
     /// `AWS_LAMBDA_LOG_FORMAT`).
     pub async fn run(self) -> Result<(), BoxError> {
-        if !tracing::dispatcher::has_been_set() {
-            lambda_runtime::tracing::init_default_subscriber();
-        }
+        init_logs();
         let service = self.build()?;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsPayload>| {
             let service = service.clone();
@@ -268,6 +267,14 @@ pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
         config = config.concurrency(n);
     }
     Ok(config)
+}
+
+/// Installs the Lambda runtime's default `tracing` subscriber unless one is
+/// set.
+pub(crate) fn init_logs() {
+    if !tracing::dispatcher::has_been_set() {
+        lambda_runtime::tracing::init_default_subscriber();
+    }
 }
 
 /// A set, non-empty variable.
