@@ -707,3 +707,75 @@ async fn a_one_mib_body_is_processed() {
     assert_eq!(summary.deleted, 1);
     assert_eq!(common::depth(&client, &url).await, (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_exit_stops_a_drained_queue_by_itself() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "idle").await;
+    send(
+        &client,
+        &url,
+        &(0..20).map(|i| i.to_string()).collect::<Vec<_>>(),
+    )
+    .await;
+    let handler = |_m: Message| async { Ok::<_, Error>(()) };
+    let poller = Poller::builder(url.as_str(), handler)
+        .client(client.clone())
+        .receivers(1)
+        .idle_exit(Duration::from_secs(1))
+        .shutdown_signal(std::future::pending())
+        .build()
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), poller.run())
+        .await
+        .expect("stops by itself, without a signal")
+        .unwrap();
+    assert_eq!((summary.succeeded, summary.deleted), (20, 20));
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_engine_runs_under_the_poller() {
+    use sqs_worker::{BatchEngine, BatchResults};
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "batch").await;
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let s = sizes.clone();
+    let engine = BatchEngine::new(move |batch: Vec<Message>| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(batch.len());
+            let mut r = BatchResults::new();
+            for m in &batch {
+                if m.body() == "bad" && m.receive_count() == 1 {
+                    r.fail(m, Error::msg("bad on first try"));
+                } else {
+                    r.succeed(m);
+                }
+            }
+            r
+        }
+    });
+    let running = Running::start(
+        Poller::with_processor(url.as_str(), engine)
+            .client(client.clone())
+            .receivers(1),
+    );
+    let mut bodies: Vec<String> = (0..29).map(|i| i.to_string()).collect();
+    bodies.push("bad".into());
+    send(&client, &url, &bodies).await;
+    let start = Instant::now();
+    while common::depth(&client, &url).await != (0, 0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = running.stop().await;
+    assert_eq!(summary.succeeded, 30);
+    assert_eq!(summary.retried, 1);
+    assert!(
+        sizes.lock().unwrap().iter().any(|n| *n > 1),
+        "whole batches"
+    );
+}

@@ -399,8 +399,10 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// Stop (as on a shutdown signal) once nothing was received and nothing
-    /// was in flight for `idle`: for drain-and-exit jobs.
+    /// Stop (as on a shutdown signal) once the queue looks empty (a receive
+    /// came back empty) and nothing was received or in flight for `idle`:
+    /// for drain-and-exit jobs. The long-poll wait is then capped at `idle`
+    /// (at least 1 s), so an empty queue is noticed in time.
     pub fn idle_exit(mut self, idle: Duration) -> Self {
         self.settings.idle_exit = Some(idle);
         self

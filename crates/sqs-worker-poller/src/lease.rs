@@ -102,6 +102,15 @@ impl Leases {
     /// Extends every message whose visibility runs out before the next-but-one
     /// tick, up to its maximum processing time.
     async fn beat(&self) {
+        // Most beats find nothing due: skip the gate (and stalling deletes) then.
+        let soon = Instant::now() + self.heartbeat * 2;
+        if !self
+            .lock()
+            .values()
+            .any(|e| e.deadline <= soon && !e.capped)
+        {
+            return;
+        }
         let _gate = self.gate.write().await;
         let now = Instant::now();
         let mut due = Vec::new();

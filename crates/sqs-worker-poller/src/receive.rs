@@ -4,7 +4,7 @@
 //! settles, so nothing waits invisible in memory for a worker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -25,11 +25,13 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// When something last happened (a non-empty receive or a settlement), for idle exit.
+/// When something last happened (a non-empty receive or a settlement), and
+/// whether a receive has come back empty since, for idle exit.
 #[derive(Debug)]
 pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    empty_since_last: AtomicBool,
 }
 
 impl Activity {
@@ -37,18 +39,31 @@ impl Activity {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            empty_since_last: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Relaxed);
+        self.empty_since_last.store(false, Relaxed);
     }
 
-    pub(crate) fn idle_for(&self) -> Duration {
-        self.start
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)))
+    fn empty_receive(&self) {
+        self.empty_since_last.store(true, Relaxed);
+    }
+
+    /// How long the queue has looked empty: `None` until a receive came back
+    /// empty after the last thing that happened.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        if !self.empty_since_last.load(Relaxed) {
+            return None;
+        }
+        Some(
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed))),
+        )
     }
 }
 
@@ -128,11 +143,13 @@ impl<P: Processor> Receiver<P> {
                 .set_visibility_timeout(self.visibility_override)
                 .send()
                 .instrument(span);
-            // Dropping the call aborts a pending long poll at shutdown.
+            // Dropping the call aborts a pending long poll at shutdown; a
+            // response that is already in is taken (its messages run in the
+            // grace period) rather than dropped.
             let result = tokio::select! {
                 biased;
-                _ = crate::receive::stopped(&mut stop) => break,
                 r = call => r,
+                () = stopped(&mut stop) => break,
             };
             let received_at = Instant::now();
             let out = match result {
@@ -169,6 +186,7 @@ impl<P: Processor> Receiver<P> {
             self.backlog
                 .send_if_modified(|b| std::mem::replace(b, full) != full);
             if messages.is_empty() {
+                self.activity.empty_receive();
                 continue;
             }
             self.activity.touch();

@@ -178,7 +178,13 @@ impl<P: Processor> Poller<P> {
                 settle: settle_tx.clone(),
                 activity: activity.clone(),
                 max_messages: s.max_messages,
-                wait_seconds: s.wait_time.as_secs() as i32,
+                // With idle exit, an empty queue must answer within about
+                // the idle time.
+                wait_seconds: match s.idle_exit {
+                    Some(idle) => s.wait_time.min(idle.max(Duration::from_secs(1))),
+                    None => s.wait_time,
+                }
+                .as_secs() as i32,
                 visibility_override: s.visibility_timeout.map(|v| v.as_secs_f64().ceil() as i32),
                 visibility,
                 dead_letter: s.dead_letter_queue.is_some(),
@@ -396,7 +402,7 @@ async fn idle_monitor(
     let tick = (idle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     loop {
         tokio::time::sleep(tick).await;
-        if leases.len() == 0 && activity.idle_for() >= idle {
+        if leases.len() == 0 && activity.idle_for().is_some_and(|t| t >= idle) {
             tracing::info!(idle_ms = idle.as_millis() as u64, "queue idle: stopping");
             let _ = stop.send(true);
             return;
