@@ -779,3 +779,58 @@ async fn a_batch_engine_runs_under_the_poller() {
         "whole batches"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::create_queue(
+        &client,
+        &common::unique("hung"),
+        &[("VisibilityTimeout", "2")],
+    )
+    .await;
+    let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(Instant::now());
+            if m.receive_count() == 1 {
+                tokio::time::sleep(Duration::from_secs(600)).await; // hangs
+            }
+            Ok::<_, Error>(())
+        }
+    };
+    let limit = Duration::from_secs(3);
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .max_processing_time(limit)
+            .retry_policy(FixedDelay(Duration::ZERO)),
+    );
+    send(&client, &url, &["hangs once".into()]).await;
+    until(Duration::from_secs(30), "the retry", || {
+        calls.lock().unwrap().len() >= 2
+    })
+    .await;
+    let start = Instant::now();
+    while common::depth(&client, &url).await != (0, 0) {
+        assert!(start.elapsed() < Duration::from_secs(10), "not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = running.stop().await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "not redelivered while it was still running");
+    assert!(
+        calls[1] - calls[0] >= limit - Duration::from_millis(100),
+        "extended past the 2 s visibility timeout until the limit: {:?}",
+        calls[1] - calls[0]
+    );
+    assert!(summary.extensions >= 1, "{summary}");
+    assert_eq!(
+        (summary.failed, summary.retried, summary.succeeded),
+        (1, 1, 1)
+    );
+}

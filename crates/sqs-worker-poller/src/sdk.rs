@@ -181,7 +181,35 @@ pub(crate) fn describe<E>(e: &SdkError<E>) -> Described
 where
     E: std::error::Error + 'static,
 {
-    Described(DisplayErrorContext(e).to_string())
+    Described(redact(&DisplayErrorContext(e).to_string()))
+}
+
+/// Replaces anything that looks like a receipt handle (a long run of base64
+/// characters: SQS quotes the handle in some error messages) so it never
+/// reaches a log.
+pub(crate) fn redact(text: &str) -> String {
+    const MIN: usize = 40;
+    let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-');
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= MIN {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if token(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// Turns a non-transient SDK error into the poller's error, naming the queue.
@@ -228,6 +256,18 @@ pub(crate) fn settle_backoff() -> ExponentialBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipt_handles_are_redacted() {
+        let handle =
+            "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a/5t+jQ7Cc8hMrWWcQ7hL9kL6n0T8pVYxGvS1IYhyWAD1g==";
+        let text = format!("The input receipt handle \"{handle}\" is not a valid receipt handle.");
+        let r = redact(&text);
+        assert!(!r.contains(handle), "{r}");
+        assert!(r.contains("is not a valid receipt handle"));
+        let url = "http://127.0.0.1:5000/123456789012/orders-dlq-4242 message 5fea7756-0ea4-451a-a703-a558b933e274";
+        assert_eq!(redact(url), url);
+    }
 
     #[test]
     fn entry_codes() {

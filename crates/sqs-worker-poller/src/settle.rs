@@ -202,7 +202,7 @@ impl Acker {
             messaging.message.id = message.id(),
             action,
             code,
-            detail,
+            detail = %sdk::redact(detail),
             "settling a message failed; it will come back when its visibility timeout ends"
         );
     }
