@@ -31,7 +31,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue,
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
 };
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use sqs_worker_core::observe::names;
 use sqs_worker_core::{
     AttributeValue, BoxError, BoxFuture, Failure, MAX_VISIBILITY_TIMEOUT, Message,
@@ -64,6 +64,12 @@ const MAX_ERROR_LEN: usize = 2048;
 /// Settling stops this long before the invocation deadline, so the response
 /// still goes out in time.
 const SETTLE_GUARD: Duration = Duration::from_millis(100);
+/// The limit on settling when the invocation has no deadline (a local
+/// emulator, or `Context::default()`).
+const SETTLE_LIMIT_WITHOUT_DEADLINE: Duration = Duration::from_secs(10);
+/// SQS calls in flight at once while settling (a standard queue's batch can
+/// hold up to 10,000 records).
+const CALLS_IN_FLIGHT: usize = 16;
 
 /// The SQS side of the adapter.
 pub(crate) struct SqsSettler {
@@ -114,19 +120,20 @@ impl SqsSettler {
             return;
         }
         let work = self.settle_all(&failed);
-        let handled = match invocation.map(|d| d.checked_sub(SETTLE_GUARD).unwrap_or(d)) {
-            None => work.await,
-            Some(at) => match tokio::time::timeout_at(at.into(), work).await {
-                Ok(handled) => handled,
-                Err(_) => {
-                    tracing::warn!(
-                        records = failed.len(),
-                        "dead-letter / visibility calls unfinished at the invocation deadline: \
-                         reporting every failed record"
-                    );
-                    vec![false; failed.len()]
-                }
-            },
+        let at = match invocation {
+            Some(d) => d.checked_sub(SETTLE_GUARD).unwrap_or(d),
+            None => Instant::now() + SETTLE_LIMIT_WITHOUT_DEADLINE,
+        };
+        let handled = match tokio::time::timeout_at(at.into(), work).await {
+            Ok(handled) => handled,
+            Err(_) => {
+                tracing::warn!(
+                    records = failed.len(),
+                    "dead-letter / visibility calls unfinished at the invocation deadline: \
+                     reporting every failed record"
+                );
+                vec![false; failed.len()]
+            }
         };
         for ((m, _), handled) in failed.iter().zip(handled) {
             if !handled {
@@ -139,12 +146,20 @@ impl SqsSettler {
     async fn settle_all(&self, failed: &[(Message, Failure)]) -> Vec<bool> {
         let mut handled = vec![false; failed.len()];
         if let Some(dlq) = &self.dead_letter_queue {
-            let sends = failed
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, f))| f.is_permanent())
-                .map(|(i, (m, f))| async move { (i, self.dead_letter(dlq, m, f).await) });
-            for (i, result) in join_all(sends).await {
+            // Plain loops, not iterator adapters: their closures would make
+            // this future not `Send` (higher-ranked lifetimes).
+            let mut sends = Vec::new();
+            for (i, (m, f)) in failed.iter().enumerate() {
+                if f.is_permanent() {
+                    sends.push(async move { (i, self.dead_letter(dlq, m, f).await) });
+                }
+            }
+            let mut results = Vec::with_capacity(sends.len());
+            let mut in_flight = stream::iter(sends).buffer_unordered(CALLS_IN_FLIGHT);
+            while let Some(r) = in_flight.next().await {
+                results.push(r);
+            }
+            for (i, result) in results {
                 let m = &failed[i].0;
                 match result {
                     Ok(()) => {
@@ -279,7 +294,8 @@ impl SqsSettler {
                 calls.push(self.change_visibility_batch(url.clone(), failed, chunk));
             }
         }
-        join_all(calls).await;
+        let mut in_flight = stream::iter(calls).buffer_unordered(CALLS_IN_FLIGHT);
+        while in_flight.next().await.is_some() {}
     }
 
     async fn change_visibility_batch(
