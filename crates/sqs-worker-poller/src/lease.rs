@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use sqs_worker_core::observe::names;
-use sqs_worker_core::{BoxFuture, Lease, Message, VisibilityControl, VisibilityError};
+use sqs_worker_core::{BoxFuture, Message, VisibilityControl, VisibilityError};
 use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
 
 use crate::sdk::{self, Class};
@@ -52,9 +52,9 @@ impl Leases {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A lease for a message received at `received`, visible again at `deadline`.
-    pub(crate) fn lease(self: &Arc<Self>, deadline: Instant) -> Lease {
-        Lease::extendable(Some(deadline), Arc::new(Control(Arc::downgrade(self))))
+    /// The visibility control behind every lease (one allocation, shared).
+    pub(crate) fn control(self: &Arc<Self>) -> Arc<dyn VisibilityControl> {
+        Arc::new(Control(Arc::downgrade(self)))
     }
 
     /// Registers a received message; its capacity permit is returned when it settles.

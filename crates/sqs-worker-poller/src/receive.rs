@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use backon::BackoffBuilder;
-use sqs_worker_core::{Message, MessageAttribute, Processor, Settled, SystemAttributes, observe};
-use tokio::sync::{Semaphore, mpsc, watch};
+use sqs_worker_core::{
+    Lease, Message, MessageAttribute, Processor, Settled, SystemAttributes, VisibilityControl,
+    observe,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -19,6 +23,9 @@ use crate::lease::Leases;
 use crate::sdk::{self, Class};
 use crate::settle::Job;
 use crate::stats::Stats;
+
+/// How long a receive in flight at shutdown may still answer.
+const STOP_RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
 /// Resolves once `stop` is true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -75,6 +82,8 @@ pub(crate) struct Receiver<P> {
     pub(crate) processor: P,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) leases: Arc<Leases>,
+    /// Backs every message's lease (shared by all messages).
+    pub(crate) control: Arc<dyn VisibilityControl>,
     pub(crate) settle: mpsc::UnboundedSender<Job>,
     pub(crate) activity: Arc<Activity>,
     pub(crate) max_messages: usize,
@@ -143,13 +152,20 @@ impl<P: Processor> Receiver<P> {
                 .set_visibility_timeout(self.visibility_override)
                 .send()
                 .instrument(span);
-            // Dropping the call aborts a pending long poll at shutdown; a
-            // response that is already in is taken (its messages run in the
-            // grace period) rather than dropped.
+            let mut call = std::pin::pin!(call);
             let result = tokio::select! {
                 biased;
-                r = call => r,
-                () = stopped(&mut stop) => break,
+                r = &mut call => r,
+                () = stopped(&mut stop) => {
+                    // A receive SQS already answered must not be dropped (its
+                    // messages would stay invisible for the whole visibility
+                    // timeout): give it a moment, and release what it brings.
+                    // A long poll on an empty queue is aborted.
+                    if let Ok(Ok(out)) = tokio::time::timeout(STOP_RECEIVE_WAIT, &mut call).await {
+                        self.park(out, permits);
+                    }
+                    break;
+                }
             };
             let received_at = Instant::now();
             let out = match result {
@@ -243,6 +259,26 @@ impl<P: Processor> Receiver<P> {
         (batches, None)
     }
 
+    /// Registers messages received while stopping without running them:
+    /// shutdown releases them (visibility 0) with the other unfinished ones.
+    fn park(&self, out: ReceiveMessageOutput, mut permits: OwnedSemaphorePermit) {
+        let now = Instant::now();
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return;
+        }
+        tracing::info!(
+            messages = messages.len(),
+            "received while stopping: releasing these unstarted"
+        );
+        for m in messages {
+            if let Some(msg) = self.convert(m, now + self.visibility) {
+                Stats::add(&self.leases.stats.received, 1);
+                self.leases.insert(msg, now, permits.split(1));
+            }
+        }
+    }
+
     /// An SQS message as a core [`Message`]; `None` (logged) without a receipt handle.
     fn convert(&self, m: aws_sdk_sqs::types::Message, deadline: Instant) -> Option<Message> {
         let Some(handle) = m.receipt_handle else {
@@ -253,17 +289,12 @@ impl<P: Processor> Receiver<P> {
             return None;
         };
         let id = m.message_id.unwrap_or_default();
-        let attributes = SystemAttributes::from_pairs(
-            m.attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v)),
-        );
+        let attributes = SystemAttributes::from_pairs(m.attributes.unwrap_or_default());
         let mut builder = Message::builder(id, m.body.unwrap_or_default())
             .receipt_handle(handle)
             .attributes(attributes)
             .source(self.queue_url.clone())
-            .lease(self.leases.lease(deadline));
+            .lease(Lease::extendable(Some(deadline), self.control.clone()));
         for (name, v) in m.message_attributes.unwrap_or_default() {
             let string = v.string_value;
             let binary = v.binary_value.map(|b| b.into_inner());

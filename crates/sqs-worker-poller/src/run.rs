@@ -175,6 +175,7 @@ impl<P: Processor> Poller<P> {
                 processor: self.processor.clone(),
                 capacity: capacity.clone(),
                 leases: leases.clone(),
+                control: leases.control(),
                 settle: settle_tx.clone(),
                 activity: activity.clone(),
                 max_messages: s.max_messages,
