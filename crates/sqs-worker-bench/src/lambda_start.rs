@@ -1,0 +1,157 @@
+//! Workload 4, cold start: a fresh process of a Lambda function (the
+//! `orders` example) against a tiny fake Lambda Runtime API served here:
+//! time from spawn to its first `GET /invocation/next`, and to the response
+//! of the first event (10 SQS records, one failing) posted back.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+fn event() -> String {
+    let records: Vec<Value> = (0..10u64)
+        .map(|i| {
+            // Record 3 has no amount: a permanent failure in `orders`.
+            let amount = if i == 3 { 0 } else { 1999 };
+            json!({
+                "messageId": format!("0f0b6b6e-3d2c-4c1e-9d6b-{i:012}"),
+                "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
+                "body": format!(r#"{{"order_id": {i}, "customer": "c-7", "amount_cents": {amount}}}"#),
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1700000000000",
+                    "SenderId": "AIDAEXAMPLE",
+                    "ApproximateFirstReceiveTimestamp": "1700000000001"
+                },
+                "messageAttributes": {},
+                "md5OfBody": "00000000000000000000000000000000",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:orders",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records }).to_string()
+}
+
+/// One cold start; returns (spawn → first /next, spawn → first response, response body).
+async fn once(exe: &str) -> (Duration, Duration, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(exe)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the Lambda function");
+    let (mut first_next, mut responded, mut answer) = (None, None, String::new());
+    'conns: while responded.is_none() {
+        let (sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .expect("the function never called the Runtime API")
+            .expect("accept");
+        let (r, mut w) = sock.into_split();
+        let mut r = BufReader::new(r);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                continue 'conns;
+            }
+            let request = line.trim().to_owned();
+            let mut len = 0usize;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    continue 'conns;
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body).await;
+            let reply = if request.contains("/invocation/next") {
+                if first_next.is_some() {
+                    // The second /next: we are done; leave it hanging.
+                    break 'conns;
+                }
+                first_next = Some(t0.elapsed());
+                let ev = event();
+                let deadline = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() + 60_000)
+                    .unwrap_or(0);
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     lambda-runtime-aws-request-id: req-1\r\n\
+                     lambda-runtime-deadline-ms: {deadline}\r\n\
+                     lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:orders\r\n\
+                     lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\
+                     content-length: {}\r\n\r\n{ev}",
+                    ev.len()
+                )
+            } else {
+                if request.contains("/response") {
+                    responded = Some(t0.elapsed());
+                    answer = String::from_utf8_lossy(&body).into_owned();
+                } else {
+                    answer = format!("{request}: {}", String::from_utf8_lossy(&body));
+                    responded = Some(t0.elapsed());
+                }
+                "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    .to_owned()
+            };
+            if w.write_all(reply.as_bytes()).await.is_err() {
+                continue 'conns;
+            }
+        }
+    }
+    let _ = child.kill().await;
+    (
+        first_next.unwrap_or_default(),
+        responded.unwrap_or_default(),
+        answer,
+    )
+}
+
+/// `runs` cold starts of `exe`; prints each, returns the medians as JSON.
+pub(crate) async fn run(exe: &str, runs: usize) -> Value {
+    let mut nexts = Vec::new();
+    let mut resps = Vec::new();
+    let mut body = String::new();
+    for _ in 0..runs {
+        let (n, r, b) = once(exe).await;
+        println!(
+            "lambda cold start: first /next after {:.1} ms, first response after {:.1} ms",
+            n.as_secs_f64() * 1e3,
+            r.as_secs_f64() * 1e3
+        );
+        nexts.push(n.as_secs_f64() * 1e3);
+        resps.push(r.as_secs_f64() * 1e3);
+        body = b;
+    }
+    nexts.sort_by(f64::total_cmp);
+    resps.sort_by(f64::total_cmp);
+    json!({
+        "workload": "lambda-start",
+        "runs": runs,
+        "first_next_ms_median": nexts[nexts.len() / 2],
+        "first_response_ms_median": resps[resps.len() / 2],
+        "response": body,
+    })
+}

@@ -1,0 +1,308 @@
+//! The coordinator: creates and fills the queues (so the producer is never
+//! in a measured process), runs each measurement as a child process,
+//! alternating framework and baseline, and prints the medians.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::Args;
+use crate::count::Counter;
+use crate::sqs;
+
+/// Runs this binary with `args`; returns its `RESULT` line's JSON.
+async fn child(args: &[&str]) -> Value {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut c = cmd.spawn().expect("spawn child");
+    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
+    let mut result = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(json) = line.strip_prefix("RESULT ") {
+            result = Some(serde_json::from_str(json).expect("child JSON"));
+        }
+    }
+    let status = c.wait().await.expect("wait child");
+    assert!(status.success(), "child {args:?} failed: {status}");
+    result.expect("child printed no RESULT")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn col(runs: &[Value], key: &str) -> Vec<f64> {
+    runs.iter().map(|r| f(r, key)).collect()
+}
+
+/// The whole suite.
+pub(crate) async fn run(args: &Args) {
+    let endpoint = args.str("endpoint").to_owned();
+    let rounds: usize = args.num("rounds", 5);
+    let only: String = args.num("only", "drain,idle,hol,lambda,vis".to_owned());
+    let servers_arg: String = args.num("servers", "fake,moto".to_owned());
+    let servers: Vec<&str> = servers_arg.split(',').collect();
+    let counter = Counter::default();
+    let client = sqs::client(&endpoint, &counter).await;
+    println!("# sqs-worker-bench against {endpoint}, {rounds} rounds");
+
+    for server in servers.iter().filter(|_| only.contains("drain")) {
+        let n: u64 = if *server == "fake" {
+            args.num("fake-drain-n", 10_000)
+        } else {
+            args.num("drain-n", 3000)
+        };
+        let prefill = args.num("prefill", 0u8) == 1;
+        let (low, high): (u64, u64) = (args.num("low", 50), args.num("high", 100));
+        if *server == "fake" {
+            println!("drain on the in-memory fake SQS: {n} messages ready");
+        } else if prefill {
+            println!("drain: queue pre-filled with {n} messages");
+        } else {
+            println!(
+                "drain: produced while consuming (parent process), queue depth kept {low}-{high}"
+            );
+        }
+        let mut by: [(String, Vec<Value>); 2] =
+            [("raw".into(), Vec::new()), ("poller".into(), Vec::new())];
+        for r in 0..rounds {
+            for k in 0..2 {
+                let which = if (r + k) % 2 == 0 { "raw" } else { "poller" };
+                let (endpoint, url) = if *server == "fake" {
+                    let ep = crate::fake::start(n).await;
+                    let url = format!("{ep}/123456789012/fake");
+                    (ep, url)
+                } else {
+                    let url = sqs::create_queue(&client, "bench-drain", &[]).await;
+                    (endpoint.clone(), url)
+                };
+                let t = Instant::now();
+                let feeder = if *server == "fake" {
+                    None
+                } else if prefill {
+                    sqs::fill(&client, &url, 0, n).await;
+                    None
+                } else {
+                    Some(tokio::spawn(sqs::feed(
+                        client.clone(),
+                        url.clone(),
+                        n,
+                        low,
+                        high,
+                    )))
+                };
+                let fill_s = t.elapsed().as_secs_f64();
+                let ns = n.to_string();
+                let v = child(&[
+                    "drain",
+                    "--endpoint",
+                    &endpoint,
+                    "--queue",
+                    &url,
+                    "--impl",
+                    which,
+                    "--n",
+                    &ns,
+                ])
+                .await;
+                if let Some(f) = feeder {
+                    f.await.expect("feeder");
+                }
+                let left = if *server == "fake" {
+                    (0, 0)
+                } else {
+                    let left = sqs::depth(&client, &url).await;
+                    sqs::delete_queue(&client, &url).await;
+                    left
+                };
+                println!(
+                    "drain {server} round {r} {which:<6} fill {fill_s:.1}s  wall {:.2}s  cpu {:.1} µs/msg  \
+                     req/msg {:.4}  hwm {} KiB  left {left:?}  {}",
+                    f(&v, "wall_s"),
+                    f(&v, "cpu_us_per_msg"),
+                    f(&v, "requests_per_msg"),
+                    v["vm_hwm_kib"],
+                    v["by_action"]
+                );
+                by[usize::from(which == "poller")].1.push(v);
+            }
+        }
+        let (raw, pol) = (&by[0].1, &by[1].1);
+        let ratios: Vec<f64> = raw
+            .iter()
+            .zip(pol)
+            .map(|(a, b)| f(b, "cpu_us_per_msg") / f(a, "cpu_us_per_msg"))
+            .collect();
+        println!("\n## drain on {server}, N = {n}, medians of {rounds}");
+        println!("| consumer | wall s | msgs/s | CPU µs/msg | req/msg | peak RSS MiB |");
+        println!("|---|---|---|---|---|---|");
+        for (name, runs) in &by {
+            let wall = median(col(runs, "wall_s"));
+            println!(
+                "| {name} | {wall:.2} | {:.0} | {:.1} | {:.4} | {:.1} |",
+                n as f64 / wall,
+                median(col(runs, "cpu_us_per_msg")),
+                median(col(runs, "requests_per_msg")),
+                median(col(runs, "vm_hwm_kib")) / 1024.0
+            );
+        }
+        println!(
+            "CPU ratio poller/raw (median of per-round ratios): {:.3} (runs {:?})",
+            median(ratios.clone()),
+            ratios
+                .iter()
+                .map(|r| (r * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    if only.contains("idle") {
+        let mut rows = Vec::new();
+        for which in ["raw", "poller"] {
+            let url = sqs::create_queue(&client, "bench-idle", &[]).await;
+            let v = child(&[
+                "idle",
+                "--endpoint",
+                &endpoint,
+                "--queue",
+                &url,
+                "--impl",
+                which,
+            ])
+            .await;
+            sqs::delete_queue(&client, &url).await;
+            println!(
+                "idle {which:<6} rss {} KiB  hwm {} KiB  cpu {:.1} ms in {}s  requests {}",
+                v["vm_rss_kib"],
+                v["vm_hwm_kib"],
+                f(&v, "cpu_ms"),
+                v["secs"],
+                v["requests"]
+            );
+            rows.push(v);
+        }
+    }
+
+    for server in servers.iter().filter(|_| only.contains("hol")) {
+        let n: u64 = if *server == "fake" {
+            args.num("fake-hol-n", 10_000)
+        } else {
+            args.num("hol-n", 1000)
+        };
+        let hol_rounds: usize = args.num("hol-rounds", rounds.min(3));
+        let impls = ["poller", "batch", "tasks"];
+        let mut by: Vec<Vec<Value>> = vec![Vec::new(); impls.len()];
+        for r in 0..hol_rounds {
+            for k in 0..impls.len() {
+                let idx = (r + k) % impls.len();
+                let which = impls[idx];
+                let (endpoint, url, feeder) = if *server == "fake" {
+                    let ep = crate::fake::start(n).await;
+                    let url = format!("{ep}/123456789012/fake");
+                    (ep, url, None)
+                } else {
+                    let url = sqs::create_queue(&client, "bench-hol", &[]).await;
+                    let f = tokio::spawn(sqs::feed(client.clone(), url.clone(), n, 50, 100));
+                    (endpoint.clone(), url, Some(f))
+                };
+                let ns = n.to_string();
+                let v = child(&[
+                    "hol",
+                    "--endpoint",
+                    &endpoint,
+                    "--queue",
+                    &url,
+                    "--impl",
+                    which,
+                    "--n",
+                    &ns,
+                ])
+                .await;
+                if let Some(f) = feeder {
+                    f.await.expect("feeder");
+                    sqs::delete_queue(&client, &url).await;
+                }
+                println!(
+                    "hol {server} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
+                     receives {}  requests {}",
+                    f(&v, "makespan_s"),
+                    f(&v, "ideal_s"),
+                    100.0 * f(&v, "of_ideal"),
+                    v["receives"],
+                    v["requests"]
+                );
+                by[idx].push(v);
+            }
+        }
+        println!("\n## head-of-line on {server}, N = {n}, concurrency 10, medians of {hol_rounds}");
+        println!("| consumer | makespan s | ideal s | % of ideal | requests/msg |");
+        println!("|---|---|---|---|---|");
+        for (name, runs) in impls.iter().zip(&by) {
+            println!(
+                "| {name} | {:.2} | {:.2} | {:.1}% | {:.3} |",
+                median(col(runs, "makespan_s")),
+                median(col(runs, "ideal_s")),
+                100.0 * median(col(runs, "of_ideal")),
+                median(col(runs, "requests")) / n as f64
+            );
+        }
+    }
+
+    if only.contains("lambda") {
+        let exe: String = args.num("orders", "target/release/examples/orders".to_owned());
+        if std::path::Path::new(&exe).exists() {
+            let runs: usize = args.num("lambda-runs", 7);
+            let v = crate::lambda_start::run(&exe, runs).await;
+            println!(
+                "\n## Lambda cold start ({exe}), median of {runs}: first /next {:.1} ms, \
+                 first response {:.1} ms; response {}",
+                f(&v, "first_next_ms_median"),
+                f(&v, "first_response_ms_median"),
+                v["response"]
+            );
+        } else {
+            println!(
+                "\nLambda cold start skipped: {exe} not built (cargo build --release --example orders)"
+            );
+        }
+    }
+
+    if only.contains("vis") {
+        let n: u64 = args.num("vis-n", 20);
+        let url = sqs::create_queue(&client, "bench-vis", &[("VisibilityTimeout", "5")]).await;
+        sqs::fill(&client, &url, 0, n).await;
+        let ns = n.to_string();
+        let v = child(&["vis", "--endpoint", &endpoint, "--queue", &url, "--n", &ns]).await;
+        sqs::delete_queue(&client, &url).await;
+        println!(
+            "\n## visibility extension, {n} messages, 12 s handlers, 5 s visibility, 2 pollers"
+        );
+        println!(
+            "distinct handled {}  deliveries {}  duplicates {}  ChangeMessageVisibilityBatch {}  \
+             ChangeMessageVisibility {}  left (visible, in flight) ({}, {})  all handled after {:.1}s",
+            v["distinct_handled"],
+            v["deliveries"],
+            v["duplicates"],
+            v["change_visibility_batch"],
+            v["change_visibility"],
+            v["left_visible"],
+            v["left_in_flight"],
+            f(&v, "handled_after_s")
+        );
+        println!("pollers: {}", v["pollers"]);
+    }
+}

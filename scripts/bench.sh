@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmark suite in one command (see BENCHMARKS.md): builds the bench
+# binary, starts moto's SQS server on loopback, runs every workload (drain,
+# idle memory, head-of-line, visibility extension) with the framework and its
+# baselines alternating in the same run, prints the tables, then runs the
+# in-process Lambda adapter and engine micro-benchmarks.
+#
+#   bash scripts/bench.sh                       # everything
+#   bash scripts/bench.sh --only drain --rounds 3 --drain-n 3000
+#   SQS_WORKER_BENCH_ENDPOINT=http://127.0.0.1:5000 bash scripts/bench.sh
+#   SQS_WORKER_BENCH_SKIP_MICRO=1 bash scripts/bench.sh   # no cargo bench
+#
+# Every option after the script name goes to `sqs-worker-bench suite`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_INCREMENTAL=0
+
+cargo build --release -p sqs-worker-bench
+# A private copy: the shared target/ may be rebuilt while the suite runs.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp target/release/sqs-worker-bench "$WORK/"
+BIN="$WORK/sqs-worker-bench"
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), \
+$(free -g | awk '/^Mem:/ {print $2 " GiB"}'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo '?'), $(rustc --version)"
+
+ENDPOINT="${SQS_WORKER_BENCH_ENDPOINT:-}"
+if [ -z "$ENDPOINT" ]; then
+  # moto exits when this script does (its stdin is our coprocess pipe).
+  coproc MOTO { exec python3 scripts/moto_server.py --exit-on-stdin-eof; }
+  read -r ENDPOINT <&"${MOTO[0]}"
+fi
+
+"$BIN" suite --endpoint "$ENDPOINT" "$@"
+
+if [ -z "${SQS_WORKER_BENCH_SKIP_MICRO:-}" ]; then
+  echo
+  echo "## Lambda adapter, in process: cargo bench -p sqs-worker-lambda --bench lambda"
+  cargo bench -p sqs-worker-lambda --bench lambda 2>/dev/null
+  echo
+  echo "## engine, in process: cargo bench -p sqs-worker-core --bench engine"
+  cargo bench -p sqs-worker-core --bench engine 2>/dev/null
+fi
