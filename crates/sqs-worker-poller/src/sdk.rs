@@ -179,9 +179,19 @@ impl std::error::Error for Described {}
 /// The error's text with its context, for logs and error sources.
 pub(crate) fn describe<E>(e: &SdkError<E>) -> Described
 where
-    E: std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    Described(redact(&DisplayErrorContext(e).to_string()))
+    let text = match e {
+        // The code and message, not the raw response the SDK's context dumps.
+        SdkError::ServiceError(_) => format!(
+            "{}: {} (HTTP {})",
+            e.code().unwrap_or("unknown error"),
+            e.message().unwrap_or("no message"),
+            e.raw_response().map_or(0, |r| r.status().as_u16())
+        ),
+        _ => DisplayErrorContext(e).to_string(),
+    };
+    Described(redact(&text))
 }
 
 /// Replaces anything that looks like a receipt handle (a long run of base64
