@@ -1,0 +1,868 @@
+//! Process-level faults against the local SQS/DynamoDB server (moto): the
+//! worker (`examples/fault_worker.rs`) runs as a real child process where a
+//! process must die, and in this process where the fault is in the handler or
+//! on the wire. Each test prints a `FIGURES` line (messages, faults, lost,
+//! duplicates): `cargo test --all-features --test faults -- --nocapture`.
+//!
+//! The worker binary is the one `cargo test` builds next to this test
+//! (target/debug/examples/fault_worker); with `--test faults` alone, run
+//! `cargo build --all-features --example fault_worker` first.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::interceptors::{
+    BeforeSerializationInterceptorContextMut, FinalizerInterceptorContextMut,
+};
+use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_sqs::error::BoxError;
+use aws_sdk_sqs::operation::delete_message_batch::{
+    DeleteMessageBatchInput, DeleteMessageBatchOutput,
+};
+use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchRequestEntry};
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+use sqs_worker::poller::{Poller, RunSummary};
+use sqs_worker::{Error, Message};
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------- helpers
+
+/// The fault worker example next to this test binary.
+fn worker_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("fault_worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples; with `--test faults` \
+         alone, run `cargo build --all-features --example fault_worker` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory for one test.
+fn scratch(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(common::unique(prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fault worker child process; killed when dropped.
+struct Worker {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Worker {
+    /// Starts the worker on `queue` through `endpoint`, writing side effects to
+    /// `dir/effects` and its output to `dir/NAME.{out,err}`.
+    fn start(name: &str, dir: &Path, endpoint: &str, queue: &str, env: &[(&str, &str)]) -> Worker {
+        let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
+        let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
+        let mut cmd = Command::new(worker_binary());
+        cmd.env("SQS_QUEUE_URL", queue)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env("RUST_LOG", "warn,sqs_worker_poller=info")
+            .env("FAULT_EFFECTS", dir.join("effects"))
+            .env("SQS_WORKER_WAIT_SECONDS", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Worker {
+            child: cmd.spawn().expect("start the fault worker"),
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        let read = |ext: &str| {
+            std::fs::read_to_string(self.dir.join(format!("{}.{ext}", self.name)))
+                .unwrap_or_default()
+        };
+        format!(
+            "--- {} stdout:\n{}--- stderr:\n{}",
+            self.name,
+            read("out"),
+            read("err")
+        )
+    }
+
+    /// Waits for the exit, at most `limit`.
+    async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{} still running after {limit:?}\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn sigkill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The effects file: per kind (`start`, `effect`, `completed`), how often each id appears.
+#[derive(Debug, Default)]
+struct Effects {
+    by_kind: HashMap<String, HashMap<String, usize>>,
+}
+
+impl Effects {
+    fn read(dir: &Path) -> Effects {
+        let text = std::fs::read_to_string(dir.join("effects")).unwrap_or_default();
+        let mut e = Effects::default();
+        for line in text.lines() {
+            if let Some((kind, id)) = line.split_once(' ') {
+                *e.by_kind
+                    .entry(kind.to_owned())
+                    .or_default()
+                    .entry(id.to_owned())
+                    .or_default() += 1;
+            }
+        }
+        e
+    }
+
+    fn kind(&self, kind: &str) -> HashMap<String, usize> {
+        self.by_kind.get(kind).cloned().unwrap_or_default()
+    }
+
+    fn distinct(&self, kind: &str) -> HashSet<String> {
+        self.kind(kind).into_keys().collect()
+    }
+
+    fn total(&self, kind: &str) -> usize {
+        self.kind(kind).values().sum()
+    }
+
+    /// Extra runs of the side effect beyond one per message.
+    fn duplicates(&self) -> usize {
+        self.total("effect") - self.kind("effect").len()
+    }
+}
+
+/// Sends `n` small messages, 10 per call, 4 calls at a time; returns their ids.
+async fn send_many(client: &aws_sdk_sqs::Client, url: &str, n: usize) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let chunks: Vec<Vec<usize>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(<[usize]>::to_vec)
+        .collect();
+    for group in chunks.chunks(4) {
+        let calls = group.iter().map(|chunk| {
+            let entries = chunk
+                .iter()
+                .map(|i| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(format!("{{\"n\":{i}}}"))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        for out in futures_join(calls).await {
+            let out = out.unwrap();
+            assert!(out.failed().is_empty(), "{:?}", out.failed());
+            ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
+        }
+    }
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+/// Sends `n` messages, pausing while more than `depth` are visible.
+async fn produce(
+    client: aws_sdk_sqs::Client,
+    url: String,
+    n: usize,
+    depth: u64,
+) -> HashSet<String> {
+    let mut sent = HashSet::new();
+    while sent.len() < n {
+        while common::depth(&client, &url).await.0 > depth {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent.extend(send_many(&client, &url, (n - sent.len()).min(100)).await);
+    }
+    sent
+}
+
+/// Awaits the futures concurrently, results in order.
+async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Waits until `cond` holds, at most `limit`.
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn until_async<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ------------------------------------------------------------- kill -9
+
+/// Sends `messages`, kills a worker with SIGKILL once `kill_after` side
+/// effects happened, drains the rest with a second worker; returns the
+/// effects and the number of messages in flight (received, not deleted) at
+/// the kill.
+async fn kill_mid_drain(
+    label: &str,
+    messages: usize,
+    kill_after: usize,
+    extra_env: &[(&str, &str)],
+) -> (HashSet<String>, Effects, u64) {
+    let client = common::sqs().await;
+    // A short visibility timeout: what the killed worker held comes back soon.
+    let url = common::create_queue(
+        &client,
+        &common::unique(label),
+        &[("VisibilityTimeout", "8")],
+    )
+    .await;
+    let t0 = Instant::now();
+    // Produced while consumed, the queue kept shallow (moto slows down with depth).
+    let producer = tokio::spawn(produce(client.clone(), url.clone(), messages, 200));
+    let dir = scratch(label);
+    let endpoint = common::server().endpoint.clone();
+    let mut env = vec![("SQS_WORKER_CONCURRENCY", "16"), ("FAULT_WORK_MS", "5")];
+    env.extend_from_slice(extra_env);
+    let mut first = Worker::start("first", &dir, &endpoint, &url, &env);
+    until(Duration::from_secs(120), "the first worker midway", || {
+        Effects::read(&dir).total("effect") >= kill_after
+    })
+    .await;
+    first.sigkill();
+    eprintln!("{label}: killed after {:.1?}", t0.elapsed());
+    // moto's counts are exact: what the dead worker received and did not delete.
+    let (_, in_flight) = common::depth(&client, &url).await;
+    assert!(in_flight > 0, "the kill caught messages in flight");
+
+    // Idle exit after the hidden messages came back and were drained.
+    env.push(("SQS_WORKER_IDLE_EXIT_SECONDS", "12"));
+    let mut second = Worker::start("second", &dir, &endpoint, &url, &env);
+    let sent = producer.await.unwrap();
+    eprintln!("{label}: {messages} sent after {:.1?}", t0.elapsed());
+    let status = second.wait(Duration::from_secs(180)).await;
+    eprintln!("{label}: drained after {:.1?}", t0.elapsed());
+    assert!(status.success(), "{status}\n{}", second.output());
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (0, 0),
+        "queue drained\n{}",
+        second.output()
+    );
+    (sent, Effects::read(&dir), in_flight)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Over a minute (about 80 s on 2 cores): 2,000 messages through moto.
+async fn kill_9_mid_drain_of_2000_then_a_new_worker_loses_nothing_slow() {
+    let messages = 2000;
+    let (sent, effects, in_flight) = kill_mid_drain("kill9", messages, 600, &[]).await;
+    let done = effects.distinct("effect");
+    let lost = sent.difference(&done).count();
+    let duplicates = effects.duplicates();
+    println!(
+        "FIGURES kill -9 mid-drain: messages {messages}, faults 1 (SIGKILL), lost {lost}, \
+         duplicates {duplicates} (in flight at the kill: {in_flight})"
+    );
+    assert_eq!(lost, 0, "every message's side effect happened");
+    assert!(done.is_subset(&sent));
+    assert!(
+        duplicates as u64 <= in_flight,
+        "duplicates {duplicates} > in flight at the kill {in_flight}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_the_dynamodb_idempotency_layer_no_duplicate_side_effects() {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&common::sdk_config().await);
+    let table = common::unique("fault-idem");
+    sqs_worker_dynamodb::DynamoDbStore::new(dynamodb, table.clone())
+        .create_table()
+        .await
+        .unwrap();
+    let messages = 1000;
+    let (sent, effects, in_flight) = kill_mid_drain(
+        "kill9-idem",
+        messages,
+        300,
+        &[
+            ("FAULT_IDEMPOTENCY_TABLE", table.as_str()),
+            ("FAULT_LEASE_SECS", "2"),
+        ],
+    )
+    .await;
+    let done = effects.distinct("effect");
+    let lost = sent.difference(&done).count();
+    let duplicates = effects.duplicates();
+    // The only window the layer cannot close: the side effect happened and
+    // the worker died before the store recorded the completion. Those
+    // messages show an effect and no completion from the first worker; the
+    // second worker runs them again after the lease expires.
+    let completed = effects.kind("completed");
+    let repeated: HashSet<String> = effects
+        .kind("effect")
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let in_window = repeated
+        .iter()
+        .filter(|id| completed.get(*id) == Some(&1))
+        .count();
+    println!(
+        "FIGURES kill -9 mid-drain, idempotency layer (DynamoDB, 2 s lease): messages {messages}, \
+         faults 1 (SIGKILL), lost {lost}, duplicate side effects {duplicates} (in flight at the \
+         kill: {in_flight}; killed between side effect and completion record: {in_window})"
+    );
+    assert_eq!(lost, 0);
+    // Every repeated side effect is one the first worker did not complete:
+    // nothing completed ran twice, though at the kill some completed
+    // messages were not yet deleted (those were acknowledged unrun).
+    for id in &repeated {
+        assert_eq!(effects.kind("effect")[id], 2, "{id} ran at most twice");
+        assert_eq!(
+            completed[id], 1,
+            "{id}: a completion was recorded once, by the second worker"
+        );
+    }
+    assert!(duplicates as u64 <= in_flight);
+    assert!(
+        duplicates <= 16,
+        "at most the concurrency can be caught between effect and completion: {duplicates}"
+    );
+}
+
+// ------------------------------------------------------------- SIGTERM
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_drain_finishes_in_flight_flushes_and_exits_0() {
+    let client = common::sqs().await;
+    // A visibility timeout far longer than the run: a message neither
+    // deleted nor released would still be hidden when the worker has exited.
+    let url = common::create_queue(
+        &client,
+        &common::unique("sigterm"),
+        &[("VisibilityTimeout", "20")],
+    )
+    .await;
+    let messages = 300;
+    let sent = send_many(&client, &url, messages).await;
+    let dir = scratch("sigterm");
+    let grace = Duration::from_secs(10);
+    let mut worker = Worker::start(
+        "worker",
+        &dir,
+        &common::server().endpoint,
+        &url,
+        &[
+            ("SQS_WORKER_CONCURRENCY", "10"),
+            ("FAULT_WORK_MS", "700"),
+            ("SQS_WORKER_GRACE_SECONDS", "10"),
+        ],
+    );
+    until(Duration::from_secs(60), "a few handled", || {
+        Effects::read(&dir).total("effect") >= 25
+    })
+    .await;
+    let before = Effects::read(&dir);
+    let running_at_term = before.total("start") - before.total("effect");
+    worker.sigterm();
+    let t0 = Instant::now();
+    let status = worker.wait(grace + Duration::from_secs(20)).await;
+    let took = t0.elapsed();
+    let (visible, hidden) = common::depth(&client, &url).await;
+    assert!(status.success(), "exit {status}\n{}", worker.output());
+    assert!(
+        took < grace + Duration::from_secs(5),
+        "exited {took:?} after SIGTERM (grace {grace:?})"
+    );
+    let effects = Effects::read(&dir);
+    let started = effects.distinct("start");
+    let done = effects.distinct("effect");
+    assert_eq!(
+        started, done,
+        "every handler in flight at SIGTERM finished (none stopped)"
+    );
+    assert_eq!(effects.duplicates(), 0);
+    assert!(
+        (visible + hidden) as usize >= messages - done.len(),
+        "visible {visible} + hidden {hidden}, {} handled",
+        done.len()
+    );
+    assert!(
+        worker.output().contains("summary: received"),
+        "{}",
+        worker.output()
+    );
+    // KNOWN ISSUE (reported to the poller's owner): a ReceiveMessage in
+    // flight at the signal is dropped; the messages the server had already
+    // handed to it stay invisible until their visibility timeout instead of
+    // being released at once. At most one receive's worth (10) per loop.
+    assert!(
+        hidden <= 10,
+        "unstarted messages visible again, except an aborted receive's: {hidden} hidden\n{}",
+        worker.output()
+    );
+    // A second worker drains the rest (the stranded ones after their
+    // timeout): nothing lost, nothing handled twice.
+    let mut rest = Worker::start("rest", &dir, &common::server().endpoint, &url, &[]);
+    until(Duration::from_secs(90), "the rest handled", || {
+        Effects::read(&dir).distinct("effect") == sent
+    })
+    .await;
+    // Anything handled and not deleted would come back and run again first.
+    until_async(Duration::from_secs(60), "the queue empty", || {
+        let client = client.clone();
+        let url = url.clone();
+        async move { common::depth(&client, &url).await == (0, 0) }
+    })
+    .await;
+    rest.sigterm();
+    assert!(rest.wait(Duration::from_secs(40)).await.success());
+    let effects = Effects::read(&dir);
+    println!(
+        "FIGURES SIGTERM mid-drain: messages {messages}, faults 1 (SIGTERM with {running_at_term} \
+         handlers running; exit 0 after {took:.1?}, grace {grace:?}), lost 0, duplicates {}, \
+         stranded until their visibility timeout by the aborted receive: {hidden}",
+        effects.duplicates()
+    );
+    assert_eq!(effects.duplicates(), 0);
+}
+
+// ------------------------------------------------------------- 15 s outage
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers() {
+    let client = common::sqs().await;
+    let url = common::create_queue(
+        &client,
+        &common::unique("outage15"),
+        &[("VisibilityTimeout", "30")],
+    )
+    .await;
+    let messages = 800;
+    let sent = send_many(&client, &url, messages).await;
+    let proxy = proxy::Proxy::start(&common::server().endpoint).await;
+    let dir = scratch("outage15");
+    let mut worker = Worker::start(
+        "worker",
+        &dir,
+        &proxy.endpoint,
+        &url,
+        &[("SQS_WORKER_CONCURRENCY", "8"), ("FAULT_WORK_MS", "5")],
+    );
+    until(
+        Duration::from_secs(60),
+        "some handled before the outage",
+        || Effects::read(&dir).total("effect") >= 150,
+    )
+    .await;
+    proxy.cut();
+    let at_cut = Effects::read(&dir).total("effect");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker survived the outage\n{}",
+        worker.output()
+    );
+    let during = Effects::read(&dir).total("effect") - at_cut;
+    proxy.restore();
+    until(Duration::from_secs(120), "every message handled", || {
+        Effects::read(&dir).distinct("effect") == sent
+    })
+    .await;
+    until_async(Duration::from_secs(60), "the queue empty", || {
+        let client = client.clone();
+        let url = url.clone();
+        async move { common::depth(&client, &url).await == (0, 0) }
+    })
+    .await;
+    worker.sigterm();
+    let status = worker.wait(Duration::from_secs(40)).await;
+    assert!(status.success(), "{status}\n{}", worker.output());
+    let effects = Effects::read(&dir);
+    let out = worker.output();
+    assert!(
+        out.contains("ReceiveMessage failed") || out.contains("retrying") || out.contains("failed"),
+        "the outage was logged:\n{out}"
+    );
+    println!(
+        "FIGURES server unreachable 15 s mid-drain: messages {messages}, faults 1 (15 s outage; \
+         {during} side effects during it), lost 0, duplicates {}",
+        effects.duplicates()
+    );
+    // Handlers finishing in the outage could not be deleted until it ended:
+    // at most the in-flight limit plus the unflushed deletes can repeat.
+    assert!(
+        effects.duplicates() <= 8 + during,
+        "{}",
+        effects.duplicates()
+    );
+}
+
+// ------------------------------------------------------------- in process
+
+/// A running in-process poller and the means to stop it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
+}
+
+impl Running {
+    fn start<P: sqs_worker::Processor>(builder: sqs_worker::poller::PollerBuilder<P>) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let poller = builder
+            .shutdown_signal(async move {
+                let _ = rx.await;
+            })
+            .build()
+            .unwrap();
+        Running {
+            stop: Some(tx),
+            task: tokio::spawn(poller.run()),
+        }
+    }
+
+    async fn stop(mut self) -> RunSummary {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the poller stops")
+            .unwrap()
+            .expect("the poller returns Ok")
+    }
+}
+
+type Calls = Arc<Mutex<Vec<(String, String, u32)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_hangs_forever_is_released_after_the_max_processing_time() {
+    let client = common::sqs().await;
+    let url = common::create_queue(
+        &client,
+        &common::unique("hang"),
+        &[("VisibilityTimeout", "2")],
+    )
+    .await;
+    let calls: Calls = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock()
+                .unwrap()
+                .push((m.id().to_owned(), m.body().to_owned(), m.receive_count()));
+            if m.body() == "hang" {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, Error>(())
+        }
+    };
+    let limit = Duration::from_secs(3);
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .concurrency(4)
+            .wait_time(Duration::from_secs(1))
+            .max_processing_time(limit)
+            .retry_policy(sqs_worker::FixedDelay(Duration::from_secs(30)))
+            .grace_period(Duration::from_millis(200)),
+    );
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("hang")
+        .send()
+        .await
+        .unwrap();
+    // Other messages keep flowing while it hangs, through the 3 other slots,
+    // long past the visibility timeout (the heartbeat extends the hung one).
+    let mut sent = HashSet::new();
+    for round in 0..6 {
+        let bodies: Vec<String> = (0..10).map(|i| format!("m{round}-{i}")).collect();
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .unwrap();
+            sent.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until(
+        Duration::from_secs(30),
+        "every other message handled",
+        || {
+            let got: HashSet<String> = calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, b, _)| b != "hang")
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            got == sent
+        },
+    )
+    .await;
+    // Stopped at the limit and failed (retry in 30 s): the slot is free and
+    // the message is not delivered again meanwhile.
+    let summary = running.stop().await;
+    let calls = calls.lock().unwrap().clone();
+    let hang: Vec<_> = calls.iter().filter(|(_, b, _)| b == "hang").collect();
+    assert_eq!(hang.len(), 1, "the hung message ran once: {hang:?}");
+    assert_eq!(
+        summary.failed, 1,
+        "the hung handler was stopped and failed: {summary}"
+    );
+    assert_eq!(summary.retried, 1, "and given its retry delay: {summary}");
+    assert_eq!(summary.succeeded as usize, sent.len(), "{summary}");
+    assert_eq!(summary.settlement_failures, 0, "{summary}");
+    let (visible, hidden) = common::depth(&client, &url).await;
+    assert_eq!(
+        (visible, hidden),
+        (0, 1),
+        "only the hung message remains, waiting for its retry"
+    );
+}
+
+/// Injects failed entries into `DeleteMessageBatch`: every other call with
+/// two or more entries loses its last entry on the way out (the server never
+/// sees it) and reports it back as `Failed` with a transient code, as SQS does
+/// under throttling.
+#[derive(Debug, Clone, Default)]
+struct FailSomeDeletes {
+    calls: Arc<AtomicU64>,
+    injected: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone)]
+struct Dropped(String);
+
+impl Storable for Dropped {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for FailSomeDeletes {
+    fn name(&self) -> &'static str {
+        "FailSomeDeletes"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(input) = context
+            .input_mut()
+            .downcast_mut::<DeleteMessageBatchInput>()
+        else {
+            return Ok(());
+        };
+        let Some(entries) = input.entries.as_mut() else {
+            return Ok(());
+        };
+        if entries.len() < 2 || self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            return Ok(());
+        }
+        let dropped = entries.pop().expect("two entries or more");
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        cfg.interceptor_state()
+            .store_put(Dropped(dropped.id().to_owned()));
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Dropped(id)) = cfg.load::<Dropped>().cloned() else {
+            return Ok(());
+        };
+        if let Some(Ok(output)) = context.output_or_error_mut()
+            && let Some(out) = output.downcast_mut::<DeleteMessageBatchOutput>()
+        {
+            let code = if id.len() % 2 == 0 {
+                "ThrottlingException"
+            } else {
+                "InternalError"
+            };
+            out.failed.push(
+                BatchResultErrorEntry::builder()
+                    .id(id)
+                    .code(code)
+                    .sender_fault(false)
+                    .message("injected by the fault test")
+                    .build()?,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
+    let plain = common::sqs().await;
+    let url = common::create_queue(
+        &plain,
+        &common::unique("delfail"),
+        &[("VisibilityTimeout", "5")],
+    )
+    .await;
+    let faults = FailSomeDeletes::default();
+    let conf = aws_sdk_sqs::config::Builder::from(&common::sdk_config().await)
+        .interceptor(faults.clone())
+        .build();
+    let faulty = aws_sdk_sqs::Client::from_conf(conf);
+    let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let r = runs.clone();
+    let handler = move |m: Message| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap().entry(m.id().to_owned()).or_default() += 1;
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(faulty)
+            .concurrency(20)
+            .wait_time(Duration::from_secs(1))
+            // Long enough to gather several deletes per call.
+            .flush_interval(Duration::from_millis(100)),
+    );
+    let messages = 300;
+    let sent = send_many(&plain, &url, messages).await;
+    until(Duration::from_secs(60), "every message handled", || {
+        runs.lock().unwrap().len() == messages
+    })
+    .await;
+    until_async(Duration::from_secs(30), "every message deleted", || {
+        let plain = plain.clone();
+        let url = url.clone();
+        async move { common::depth(&plain, &url).await == (0, 0) }
+    })
+    .await;
+    // Past the visibility timeout: an entry not really deleted would be back.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let summary = running.stop().await;
+    let runs = runs.lock().unwrap().clone();
+    let injected = faults.injected.load(Ordering::SeqCst);
+    let twice = runs.values().filter(|n| **n > 1).count();
+    println!(
+        "FIGURES failed DeleteMessageBatch entries: messages {messages}, faults {injected} \
+         (entries reported Failed with ThrottlingException/InternalError), lost 0, duplicates {twice}"
+    );
+    assert!(injected > 0, "faults were injected");
+    assert_eq!(runs.keys().cloned().collect::<HashSet<_>>(), sent);
+    assert_eq!(twice, 0, "no message ran twice: {runs:?}");
+    assert_eq!(summary.settlement_failures, 0, "{summary}");
+    assert_eq!(summary.deleted as usize, messages, "{summary}");
+    assert_eq!(common::depth(&plain, &url).await, (0, 0));
+}
