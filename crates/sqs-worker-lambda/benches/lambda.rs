@@ -2,6 +2,10 @@
 //! `SqsBatchResponse` (conversion, engine, response), with a handler that
 //! parses each JSON body and one record failing. Target (issue 8): ≤ 5 µs.
 //!
+//! Also from the invocation's JSON bytes to the response: deserializing an
+//! `SqsEvent` (what `LambdaService::handle` takes) against the lean
+//! `SqsPayload` that `run` uses.
+//!
 //! Run: `cargo bench -p sqs-worker-lambda --bench lambda`
 //! Prints the median of 7 runs, in µs per event, current-thread runtime.
 #![allow(missing_docs)]
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sqs_worker_core::{Engine, Error, Json};
 use sqs_worker_lambda::testing::{context, event, record};
-use sqs_worker_lambda::{LambdaService, SqsEvent};
+use sqs_worker_lambda::{LambdaService, SqsEvent, SqsPayload};
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -83,6 +87,38 @@ fn main() {
         println!(
             "{n:>4} records, 1 failing: {:>8.2} µs per event (event clone+drop baseline {baseline:.2} µs subtracted)",
             total - baseline
+        );
+    }
+
+    for n in [10usize, 100] {
+        let json = serde_json::to_vec(&sample(n)).expect("json");
+        let iters = if n == 10 { 20_000u32 } else { 2_000 };
+        let time = |lean: bool| {
+            let mut runs = Vec::new();
+            for _ in 0..7 {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let bytes = black_box(&json[..]);
+                        let resp = if lean {
+                            let p: SqsPayload = serde_json::from_slice(bytes).expect("payload");
+                            service.handle_payload(p, &ctx).await
+                        } else {
+                            let e: SqsEvent = serde_json::from_slice(bytes).expect("event");
+                            service.handle(e, &ctx).await
+                        };
+                        black_box(resp.expect("an SQS event"));
+                    }
+                });
+                runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(iters));
+            }
+            runs.sort_by(f64::total_cmp);
+            runs[3]
+        };
+        let (event, lean) = (time(false), time(true));
+        println!(
+            "{n:>4} records from JSON: via SqsEvent {event:>8.2} µs, via SqsPayload {lean:>8.2} µs ({:.0}% less)",
+            100.0 * (1.0 - lean / event)
         );
     }
 }

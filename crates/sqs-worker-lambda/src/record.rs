@@ -73,14 +73,68 @@ pub(crate) enum Converted {
     NoBody { id: String, group: Option<String> },
 }
 
-/// Converts one record. `lease` makes the lease for a message with this
-/// receipt handle (`None` when the record has none) and source ARN.
+/// What the adapter keeps of a record: the rest (`md5OfBody`, `awsRegion`,
+/// attribute names, …) is dropped, or with [`SqsPayload`](crate::SqsPayload)
+/// never allocated.
+#[derive(Debug, Default)]
+pub(crate) struct RecordParts {
+    pub(crate) message_id: Option<String>,
+    pub(crate) receipt_handle: Option<String>,
+    pub(crate) body: Option<String>,
+    pub(crate) attributes: SystemAttributes,
+    pub(crate) message_attributes: HashMap<String, MessageAttribute>,
+    pub(crate) event_source_arn: Option<String>,
+    pub(crate) event_source: EventSource,
+}
+
+/// A record's `eventSource`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) enum EventSource {
+    /// `aws:sqs`.
+    Sqs,
+    /// Something else.
+    Other(String),
+    /// None given.
+    #[default]
+    Missing,
+}
+
+impl From<SqsMessage> for RecordParts {
+    fn from(record: SqsMessage) -> Self {
+        let SqsMessage {
+            message_id,
+            receipt_handle,
+            body,
+            attributes,
+            message_attributes,
+            event_source_arn,
+            event_source,
+            ..
+        } = record;
+        Self {
+            message_id,
+            receipt_handle,
+            body,
+            attributes: SystemAttributes::from_pairs(attributes),
+            message_attributes: message_attributes_of(message_attributes),
+            event_source_arn,
+            event_source: match event_source {
+                Some(s) if s == SQS_EVENT_SOURCE => EventSource::Sqs,
+                Some(s) => EventSource::Other(s),
+                None => EventSource::Missing,
+            },
+        }
+    }
+}
+
+/// Converts one record. `lease` makes the lease for a message, given whether
+/// it has a receipt handle and its source ARN.
 pub(crate) fn convert(
     index: usize,
-    record: SqsMessage,
+    record: RecordParts,
     lease: impl FnOnce(bool, Option<&str>) -> Lease,
 ) -> Result<Converted, EventError> {
-    let SqsMessage {
+    let RecordParts {
         message_id,
         receipt_handle,
         body,
@@ -88,18 +142,20 @@ pub(crate) fn convert(
         message_attributes,
         event_source_arn,
         event_source,
-        ..
     } = record;
-    if event_source.as_deref() != Some(SQS_EVENT_SOURCE) {
-        return Err(EventError::NotSqs {
-            index,
-            found: event_source,
-        });
+    match event_source {
+        EventSource::Sqs => {}
+        EventSource::Other(found) => {
+            return Err(EventError::NotSqs {
+                index,
+                found: Some(found),
+            });
+        }
+        EventSource::Missing => return Err(EventError::NotSqs { index, found: None }),
     }
     let Some(id) = message_id else {
         return Err(EventError::MissingMessageId { index });
     };
-    let attributes = SystemAttributes::from_pairs(attributes);
     let Some(body) = body else {
         return Ok(Converted::NoBody {
             id,
@@ -109,7 +165,7 @@ pub(crate) fn convert(
     let lease = lease(receipt_handle.is_some(), event_source_arn.as_deref());
     let mut builder = Message::builder(id, body)
         .attributes(attributes)
-        .message_attributes(message_attributes_of(message_attributes))
+        .message_attributes(message_attributes)
         .lease(lease);
     if let Some(handle) = receipt_handle {
         builder = builder.receipt_handle(handle);
@@ -128,7 +184,7 @@ pub(crate) fn convert(
 /// body (the service reports such records failed instead of running them).
 pub fn message_from_record(mut record: SqsMessage, lease: Lease) -> Result<Message, EventError> {
     record.body.get_or_insert_with(String::new);
-    match convert(0, record, |_, _| lease)? {
+    match convert(0, record.into(), |_, _| lease)? {
         Converted::Message(m) => Ok(m),
         // Not reached: the body was set above.
         Converted::NoBody { id, .. } => Ok(Message::builder(id, "").build()),
@@ -154,14 +210,7 @@ fn message_attributes_of(
             data_type,
             ..
         } = a;
-        let data_type = data_type.unwrap_or_else(|| {
-            if binary_value.is_some() && string_value.is_none() {
-                "Binary".to_owned()
-            } else {
-                "String".to_owned()
-            }
-        });
-        match MessageAttribute::from_parts(data_type, string_value, binary_value.map(|b| b.0)) {
+        match attribute(data_type, string_value, binary_value.map(|b| b.0)) {
             Some(attr) => {
                 out.insert(name, attr);
             }
@@ -169,6 +218,22 @@ fn message_attributes_of(
         }
     }
     out
+}
+
+/// One message attribute; the data type defaults from the value present.
+pub(crate) fn attribute(
+    data_type: Option<String>,
+    string_value: Option<String>,
+    binary_value: Option<Vec<u8>>,
+) -> Option<MessageAttribute> {
+    let data_type = data_type.unwrap_or_else(|| {
+        if binary_value.is_some() && string_value.is_none() {
+            "Binary".to_owned()
+        } else {
+            "String".to_owned()
+        }
+    });
+    MessageAttribute::from_parts(data_type, string_value, binary_value)
 }
 
 /// The queue URL for an SQS queue ARN, `arn:PARTITION:sqs:REGION:ACCOUNT:NAME`
@@ -254,7 +319,7 @@ mod tests {
         r.message_attributes.insert("empty".into(), empty);
 
         let body_ptr = r.body.as_ref().map(|b| b.as_ptr());
-        let Converted::Message(m) = convert(0, r, |_, _| Lease::unbacked()).unwrap() else {
+        let Converted::Message(m) = convert(0, r.into(), |_, _| Lease::unbacked()).unwrap() else {
             panic!("expected a message")
         };
         assert_eq!(
@@ -300,13 +365,15 @@ mod tests {
 
     #[test]
     fn rejects_what_cannot_be_reported() {
-        let e = convert(3, record(Some("m"), Some("aws:sns")), |_, _| {
+        let e = convert(3, record(Some("m"), Some("aws:sns")).into(), |_, _| {
             Lease::unbacked()
         });
         assert!(matches!(e, Err(EventError::NotSqs { index: 3, .. })));
-        let e = convert(0, record(Some("m"), None), |_, _| Lease::unbacked());
+        let e = convert(0, record(Some("m"), None).into(), |_, _| Lease::unbacked());
         assert!(matches!(e, Err(EventError::NotSqs { found: None, .. })));
-        let e = convert(1, record(None, Some("aws:sqs")), |_, _| Lease::unbacked());
+        let e = convert(1, record(None, Some("aws:sqs")).into(), |_, _| {
+            Lease::unbacked()
+        });
         let Err(e) = e else {
             panic!("expected an error")
         };
@@ -314,7 +381,7 @@ mod tests {
         let mut no_body = record(Some("m"), Some("aws:sqs"));
         no_body.body = None;
         assert!(matches!(
-            convert(0, no_body, |_, _| Lease::unbacked()),
+            convert(0, no_body.into(), |_, _| Lease::unbacked()),
             Ok(Converted::NoBody { .. })
         ));
     }

@@ -6,8 +6,9 @@ use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sqs_worker_core::{BoxError, Engine, EngineConfig, Handler, IntoHandler, Processor};
 
+use crate::payload::SqsPayload;
 use crate::record::EventError;
-use crate::service::{DEFAULT_SAFETY_MARGIN, LambdaService, SqsPayload};
+use crate::service::{DEFAULT_SAFETY_MARGIN, LambdaService};
 
 /// Environment variables read by [`run`](crate::run) and
 /// [`LambdaRunner::with_env`].
@@ -243,7 +244,7 @@ impl<P: Processor> LambdaRunner<P> {
             let service = service.clone();
             async move {
                 let result: Result<SqsBatchResponse, EventError> =
-                    service.handle(event.payload.0, &event.context).await;
+                    service.handle_payload(event.payload, &event.context).await;
                 result
             }
         }))

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
-use serde::{Deserialize, Deserializer};
 use sqs_worker_core::{Lease, Message, Processor, observe};
 use tracing::Instrument;
 
+use crate::payload::SqsPayload;
 use crate::record::{Converted, EventError, convert};
 
 /// The default [safety margin](crate::LambdaRunner::safety_margin): the engine
@@ -120,6 +120,16 @@ impl<P: Processor> LambdaService<P> {
     pub async fn handle(
         &self,
         event: SqsEvent,
+        context: &Context,
+    ) -> Result<SqsBatchResponse, EventError> {
+        self.handle_payload(event.into(), context).await
+    }
+
+    /// Handles one invocation deserialized as the lean [`SqsPayload`] (what
+    /// [`run`](crate::run) does).
+    pub async fn handle_payload(
+        &self,
+        event: SqsPayload,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
         let now = Instant::now();
@@ -284,23 +294,5 @@ impl<P: Processor> Service<LambdaEvent<SqsEvent>> for LambdaService<P> {
     fn call(&mut self, req: LambdaEvent<SqsEvent>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { this.handle(req.payload, &req.context).await })
-    }
-}
-
-/// An [`SqsEvent`] as the runtime deserializes it for [`run`](crate::run):
-/// anything that is not shaped like an SQS event fails with a message that
-/// says so (the Lambda runtime then reports a function error, and Lambda
-/// returns the batch).
-#[derive(Debug, Clone, Default)]
-pub struct SqsPayload(pub SqsEvent);
-
-impl<'de> Deserialize<'de> for SqsPayload {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SqsEvent::deserialize(d).map(SqsPayload).map_err(|e| {
-            serde::de::Error::custom(format_args!(
-                "this function expects an Amazon SQS event ({{\"Records\": [...]}} from an SQS \
-                 event source mapping): {e}"
-            ))
-        })
     }
 }
