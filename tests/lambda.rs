@@ -541,3 +541,29 @@ async fn a_batch_engine_runs_behind_the_same_service() {
     let resp = call(&mut svc, ev, Duration::from_secs(30)).await.unwrap();
     assert_failed_ids(&resp, ["b", "d"]);
 }
+
+#[tokio::test]
+async fn the_lean_payload_of_run_answers_like_the_sqs_event() {
+    let svc = LambdaService::new(Engine::new(orders));
+    for name in ["sqs-standard-event.json", "sqs-fifo-event.json"] {
+        let json = fixture(name);
+        let ctx = context(Duration::from_secs(30));
+        let via_event = svc
+            .handle(serde_json::from_str(&json).unwrap(), &ctx)
+            .await
+            .unwrap();
+        let lean: SqsPayload = serde_json::from_str(&json).unwrap();
+        let via_payload = svc.handle_payload(lean, &ctx).await.unwrap();
+        let (mut a, mut b) = (failed_ids(&via_event), failed_ids(&via_payload));
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "{name}");
+        assert!(!a.is_empty(), "the sample bodies are not orders: {name}");
+    }
+    let s3: SqsPayload = serde_json::from_str(&fixture("s3-event.json")).unwrap();
+    let err = svc
+        .handle_payload(s3, &context(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EventError::NotSqs { .. }), "{err:?}");
+}
