@@ -14,6 +14,7 @@
 //! | `sqs_worker_messages_dead_lettered_total` | counter | |
 //! | `sqs_worker_visibility_extensions_total` | counter | |
 //! | `sqs_worker_settlement_failures_total` | counter | `action` |
+//! | `sqs_worker_sqs_requests_total` | counter | `action` (poller) |
 //! | `sqs_worker_handler_duration_seconds` | histogram | |
 //! | `sqs_worker_message_age_seconds` | histogram | |
 //! | `sqs_worker_receive_count` | histogram | |
@@ -46,6 +47,8 @@ pub mod names {
     pub const EXTENSIONS: &str = "sqs_worker_visibility_extensions_total";
     /// Delete / visibility / dead-letter calls that failed for good, by `action`.
     pub const SETTLEMENT_FAILURES: &str = "sqs_worker_settlement_failures_total";
+    /// HTTP requests a runner sent to SQS (retries included), by `action`.
+    pub const SQS_REQUESTS: &str = "sqs_worker_sqs_requests_total";
     /// Handler wall time.
     pub const HANDLER_DURATION: &str = "sqs_worker_handler_duration_seconds";
     /// Now − `SentTimestamp` when the message is handed to the engine.

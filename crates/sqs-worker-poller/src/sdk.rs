@@ -27,10 +27,31 @@ impl Intercept for RequestCounter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        let action = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("unknown", |m| action_label(m.name()));
+        metrics::counter!(sqs_worker_core::observe::names::SQS_REQUESTS, "action" => action)
+            .increment(1);
         Ok(())
+    }
+}
+
+/// A static label for the SQS actions the poller sends.
+fn action_label(name: &str) -> &'static str {
+    match name {
+        "ReceiveMessage" => "ReceiveMessage",
+        "DeleteMessageBatch" => "DeleteMessageBatch",
+        "DeleteMessage" => "DeleteMessage",
+        "ChangeMessageVisibilityBatch" => "ChangeMessageVisibilityBatch",
+        "ChangeMessageVisibility" => "ChangeMessageVisibility",
+        "SendMessage" => "SendMessage",
+        "SendMessageBatch" => "SendMessageBatch",
+        "GetQueueAttributes" => "GetQueueAttributes",
+        "GetQueueUrl" => "GetQueueUrl",
+        _ => "other",
     }
 }
 
