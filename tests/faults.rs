@@ -360,7 +360,8 @@ async fn kill_9_mid_drain_of_2000_then_a_new_worker_loses_nothing_slow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_with_the_dynamodb_idempotency_layer_no_duplicate_side_effects() {
+/// About 45 s alone, over a minute beside the other fault tests.
+async fn kill_9_with_the_dynamodb_idempotency_layer_no_duplicate_side_effects_slow() {
     let dynamodb = aws_sdk_dynamodb::Client::new(&common::sdk_config().await);
     let table = common::unique("fault-idem");
     sqs_worker_dynamodb::DynamoDbStore::new(dynamodb, table.clone())
@@ -519,7 +520,8 @@ async fn sigterm_mid_drain_finishes_in_flight_flushes_and_exits_0() {
 // ------------------------------------------------------------- 15 s outage
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers() {
+/// Over a minute: a 15 s outage amid 800 messages.
+async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers_slow() {
     let client = common::sqs().await;
     let url = common::create_queue(
         &client,
