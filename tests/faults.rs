@@ -868,3 +868,151 @@ async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
     assert_eq!(summary.deleted as usize, messages, "{summary}");
     assert_eq!(common::depth(&plain, &url).await, (0, 0));
 }
+
+/// An HTTP proxy to the local server that answers every other
+/// `DeleteMessageBatch` itself, without forwarding it, alternately with
+/// HTTP 400 `ThrottlingException` and HTTP 503 `ServiceUnavailable`. One
+/// request per connection (moto closes each connection after its response).
+struct ThrottlingProxy {
+    endpoint: String,
+    throttled: Arc<AtomicU64>,
+}
+
+impl ThrottlingProxy {
+    async fn start(upstream: &str) -> ThrottlingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let throttled = Arc::new(AtomicU64::new(0));
+        let deletes = Arc::new(AtomicU64::new(0));
+        let t = throttled.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (t, deletes, target) = (t.clone(), deletes.clone(), target.clone());
+                tokio::spawn(async move {
+                    // One request: headers, then Content-Length bytes of body.
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 16 * 1024];
+                    let head_end = loop {
+                        let Ok(n) = client.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                        if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&req[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while req.len() < head_end + len {
+                        let Ok(n) = client.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                    }
+                    if head.contains("amazonsqs.deletemessagebatch")
+                        && deletes.fetch_add(1, Ordering::SeqCst) % 2 == 0
+                    {
+                        let n = t.fetch_add(1, Ordering::SeqCst);
+                        let (status, kind) = if n % 2 == 0 {
+                            ("400 Bad Request", "ThrottlingException")
+                        } else {
+                            ("503 Service Unavailable", "ServiceUnavailable")
+                        };
+                        let body = format!(
+                            r#"{{"__type":"com.amazonaws.sqs#{kind}","message":"Rate exceeded (injected)"}}"#
+                        );
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                             x-amzn-query-error: {kind};Sender\r\n\
+                             x-amzn-requestid: 00000000-0000-0000-0000-000000000000\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = client.write_all(resp.as_bytes()).await;
+                        let _ = client.shutdown().await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    if server.write_all(&req).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy(&mut server, &mut client).await;
+                    let _ = client.shutdown().await;
+                });
+            }
+        });
+        ThrottlingProxy {
+            endpoint,
+            throttled,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_delete_calls_are_retried_and_nothing_runs_twice() {
+    let plain = common::sqs().await;
+    let url = common::create_queue(
+        &plain,
+        &common::unique("delthrottle"),
+        &[("VisibilityTimeout", "5")],
+    )
+    .await;
+    let proxy = ThrottlingProxy::start(&common::server().endpoint).await;
+    let client = aws_sdk_sqs::Client::new(&common::sdk_config_for(&proxy.endpoint).await);
+    let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let r = runs.clone();
+    let handler = move |m: Message| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap().entry(m.id().to_owned()).or_default() += 1;
+            Ok::<_, Error>(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client)
+            .concurrency(20)
+            .wait_time(Duration::from_secs(1)),
+    );
+    let messages = 200;
+    let sent = send_many(&plain, &url, messages).await;
+    until(Duration::from_secs(60), "every message handled", || {
+        runs.lock().unwrap().len() == messages
+    })
+    .await;
+    until_async(Duration::from_secs(30), "every message deleted", || {
+        let plain = plain.clone();
+        let url = url.clone();
+        async move { common::depth(&plain, &url).await == (0, 0) }
+    })
+    .await;
+    // Past the visibility timeout: a delete that never happened would show.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let summary = running.stop().await;
+    let runs = runs.lock().unwrap().clone();
+    let throttled = proxy.throttled.load(Ordering::SeqCst);
+    let twice = runs.values().filter(|n| **n > 1).count();
+    println!(
+        "FIGURES throttled DeleteMessageBatch calls: messages {messages}, faults {throttled} \
+         (HTTP 400 ThrottlingException / 503, not forwarded), lost 0, duplicates {twice}"
+    );
+    assert!(throttled > 0, "throttling was injected");
+    assert_eq!(runs.keys().cloned().collect::<HashSet<_>>(), sent);
+    assert_eq!(twice, 0, "no message ran twice");
+    assert_eq!(summary.settlement_failures, 0, "{summary}");
+    assert_eq!(common::depth(&plain, &url).await, (0, 0));
+}
