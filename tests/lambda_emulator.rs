@@ -341,11 +341,44 @@ fn the_orders_example_answers_batch_item_failures_through_the_runtime_api() {
         "bodies are never logged{}",
         logs()
     );
-    drop(function);
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        started.elapsed()
+    // CloudWatch EMF: after each invocation the function writes its metrics
+    // as EMF lines on stdout (installed by `sqs_worker::run` inside Lambda).
+    let emf: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    let total = |name: &str, kind: Option<&str>| -> u64 {
+        emf.iter()
+            .filter(|v| kind.is_none_or(|k| v["kind"] == k))
+            .filter_map(|v| v[name].as_u64())
+            .sum()
+    };
+    assert_eq!(
+        total("sqs_worker_messages_succeeded_total", None),
+        5,
+        "EMF{}",
+        logs()
     );
+    assert_eq!(
+        total("sqs_worker_messages_failed_total", Some("permanent")),
+        2,
+        "EMF{}",
+        logs()
+    );
+    assert_eq!(
+        total("sqs_worker_messages_failed_total", Some("group_blocked")),
+        1,
+        "EMF{}",
+        logs()
+    );
+    assert!(
+        emf.iter()
+            .all(|v| v["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "sqs-worker"),
+        "EMF{}",
+        logs()
+    );
+    drop(function);
+    eprintln!("emulator test took {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }

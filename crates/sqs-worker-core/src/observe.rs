@@ -157,9 +157,11 @@ pub fn received(batch: &[Message]) {
     metrics::counter!(names::RECEIVED).increment(batch.len() as u64);
     let age = metrics::histogram!(names::MESSAGE_AGE);
     let count = metrics::histogram!(names::RECEIVE_COUNT);
+    // One clock read for the batch.
+    let now_ms = now_ms();
     for m in batch {
-        if let Some(a) = m.age() {
-            age.record(a.as_secs_f64());
+        if let Some(sent) = m.attributes().sent_timestamp {
+            age.record(now_ms.saturating_sub(sent) as f64 / 1000.0);
         }
         count.record(f64::from(m.receive_count()));
     }

@@ -201,6 +201,9 @@ impl<P: Processor> LambdaService<P> {
         }
         .instrument(span)
         .await;
+        // CloudWatch EMF lines for this invocation (a no-op unless the EMF
+        // recorder is installed, as `sqs_worker::run` does inside Lambda).
+        observe::emf::flush();
         Ok(response)
     }
 
