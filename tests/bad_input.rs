@@ -631,15 +631,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// What a worker binary prints when it cannot start: `examples/orders.rs`
 /// returns `sqs_worker::run`'s error from `main`, which Rust prints with
-/// `Debug`. Ignored (known issue, reported to the poller's owner): a wrong
-/// queue prints `Error: QueueNotFound { queue: .., source: ..NonExistentQueue..
-/// (HTTP 400) }`, not the `Display` sentence asserted above; a missing region
-/// prints `DispatchFailure(DispatchFailure { source: ConnectorError { ..
-/// MissingSigningRegion .. } })`; missing credentials print the whole
-/// provider chain's `Debug`, after retries as if transient. Run with
-/// `cargo test --all-features --test bad_input -- --ignored`.
+/// `Debug`; `run` wraps errors in `RunError`, whose `Debug` is the readable
+/// cause chain. A wrong queue, a missing region and missing credentials each
+/// end the run with a sentence that says what to fix, not SDK internals.
 #[tokio::test]
-#[ignore = "known issue: start-up errors are printed with Debug, SDK internals included"]
 async fn a_worker_binary_prints_start_up_errors_without_sdk_internals() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe

@@ -65,6 +65,14 @@ pub enum PollerError {
         #[source]
         source: BoxError,
     },
+    /// The SQS client cannot sign requests (no region or no credentials).
+    #[error("cannot call SQS for queue {queue}: {problem}")]
+    Setup {
+        /// The queue URL or name.
+        queue: String,
+        /// What is missing and how to provide it.
+        problem: &'static str,
+    },
     /// Another SQS error that retrying will not fix.
     #[error("{operation} on queue {queue} failed")]
     Sqs {

@@ -101,6 +101,8 @@ pub(crate) enum Class {
     NoQueue,
     /// Credentials refused or permission missing.
     Denied,
+    /// The client cannot sign requests: no region or no credentials found.
+    Setup(SetupProblem),
     /// Anything else: retrying will not help.
     Fatal,
 }
@@ -155,8 +157,23 @@ fn no_queue_code(code: &str) -> bool {
 }
 
 /// Classifies an SDK error.
-pub(crate) fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Class {
+pub(crate) fn classify<E>(e: &SdkError<E>) -> Class
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match e {
+        SdkError::DispatchFailure(d) if !(d.is_io() || d.is_timeout()) => {
+            // A request that never left: a missing region or credentials is
+            // a set-up problem no retry fixes; anything else may pass.
+            let text = DisplayErrorContext(e).to_string().to_ascii_lowercase();
+            if text.contains("region") {
+                Class::Setup(SetupProblem::Region)
+            } else if text.contains("credential") {
+                Class::Setup(SetupProblem::Credentials)
+            } else {
+                Class::Transient
+            }
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             Class::Transient
         }
@@ -176,6 +193,29 @@ pub(crate) fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Class {
             }
         }
         _ => Class::Fatal,
+    }
+}
+
+/// What is missing for the client to sign requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SetupProblem {
+    /// No region.
+    Region,
+    /// No credentials.
+    Credentials,
+}
+
+impl SetupProblem {
+    fn hint(self) -> &'static str {
+        match self {
+            Self::Region => {
+                "no AWS region is configured: set AWS_REGION (or a region in the AWS profile)"
+            }
+            Self::Credentials => {
+                "no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with a task or instance role"
+            }
+        }
     }
 }
 
@@ -219,6 +259,12 @@ where
 /// characters: SQS quotes the handle in some error messages) so it never
 /// reaches a log.
 pub(crate) fn redact(text: &str) -> String {
+    // A quoted value in a message about a receipt handle is the handle, whatever its length.
+    let text = &if text.to_ascii_lowercase().contains("receipt handle") {
+        redact_quoted(text)
+    } else {
+        text.to_owned()
+    };
     const MIN: usize = 40;
     let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-');
     let mut out = String::with_capacity(text.len());
@@ -243,6 +289,22 @@ pub(crate) fn redact(text: &str) -> String {
     out
 }
 
+/// Replaces every double-quoted span with `"<redacted>"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        out.push('"');
+        out.push_str(if inside { "<redacted>" } else { part });
+        inside = !inside;
+    }
+    out
+}
+
 /// Turns a non-transient SDK error into the poller's error, naming the queue.
 pub(crate) fn fatal<E>(e: &SdkError<E>, queue: &str, operation: &'static str) -> PollerError
 where
@@ -252,6 +314,10 @@ where
     let queue = queue.to_owned();
     match classify(e) {
         Class::NoQueue => PollerError::QueueNotFound { queue, source },
+        Class::Setup(problem) => PollerError::Setup {
+            queue,
+            problem: problem.hint(),
+        },
         Class::Denied => PollerError::AccessDenied {
             queue,
             operation,
@@ -296,6 +362,14 @@ mod tests {
         let r = redact(&text);
         assert!(!r.contains(handle), "{r}");
         assert!(r.contains("is not a valid receipt handle"));
+        // Short handles (moto's) are caught by the quoting, whatever their length.
+        let short = "The input receipt handle \"jkndzdujunitxq\" is not a valid receipt handle";
+        let r = redact(short);
+        assert!(!r.contains("jkndzdujunitxq"), "{r}");
+        assert!(
+            r.contains("\"<redacted>\" is not a valid receipt handle"),
+            "{r}"
+        );
         let url = "http://127.0.0.1:5000/123456789012/orders-dlq-4242 message 5fea7756-0ea4-451a-a703-a558b933e274";
         assert_eq!(redact(url), url);
     }
