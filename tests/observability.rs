@@ -2,6 +2,7 @@
 //! ids and causes but never bodies, receipt handles or credentials; metrics
 //! come out of the Prometheus endpoint with the documented names; `/healthz`
 //! turns unhealthy when receiving keeps failing.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -162,6 +163,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 #[tokio::test]
+#[allow(clippy::await_holding_lock)] // the lock only serializes this file's tests
 async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
     let server = sqs_worker::telemetry::serve_metrics(
         "127.0.0.1:0".parse().unwrap(),
