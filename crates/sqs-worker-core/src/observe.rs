@@ -61,9 +61,18 @@ pub mod names {
 /// context, so traces connect across the queue: the `AWSTraceHeader` system
 /// attribute (X-Ray) and a W3C `traceparent` message attribute, when present.
 pub fn message_span(msg: &Message) -> Span {
-    let traceparent = msg
-        .message_attribute("traceparent")
-        .and_then(|a| a.as_str());
+    // SQS allows at most 10 message attributes: comparing names is cheaper
+    // than hashing one.
+    let attrs = msg.message_attributes();
+    let traceparent = if attrs.len() <= 16 {
+        attrs
+            .iter()
+            .find(|(k, _)| *k == "traceparent")
+            .map(|(_, a)| a)
+    } else {
+        attrs.get("traceparent")
+    }
+    .and_then(|a| a.as_str());
     tracing::info_span!(
         "sqs.message",
         messaging.system = "aws_sqs",

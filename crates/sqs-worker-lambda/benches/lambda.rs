@@ -8,6 +8,12 @@
 //!
 //! Run: `cargo bench -p sqs-worker-lambda --bench lambda`
 //! Prints the median of 7 runs, in µs per event, current-thread runtime.
+//!
+//! Under callgrind: `LAMBDA_BENCH_SCALE=1` (iterations per run, default 100)
+//! and `LAMBDA_BENCH_SIZES=10` (record counts, default `10,100`), e.g.
+//! `LAMBDA_BENCH_SCALE=1 LAMBDA_BENCH_SIZES=10 valgrind --tool=callgrind
+//! target/release/deps/lambda-*`; the inclusive cost of
+//! `LambdaService::handle`'s future over its calls is instructions per event.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -50,12 +56,16 @@ fn main() {
         .expect("runtime");
     let service = LambdaService::new(Engine::new(typed));
     let ctx = context(Duration::from_secs(900));
+    let scale: u32 = std::env::var("LAMBDA_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let sizes: Vec<usize> = std::env::var("LAMBDA_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 100]);
     println!("lambda adapter benchmark (median of 7 runs, µs per event, current-thread runtime)");
-    for n in [10usize, 100] {
-        let scale: u32 = std::env::var("LAMBDA_BENCH_SCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
+    for &n in &sizes {
         let iters = if n == 10 { 500 * scale } else { 50 * scale };
         let template = sample(n);
         // Each iteration clones the parsed event (fresh in cache, as after the
@@ -90,9 +100,9 @@ fn main() {
         );
     }
 
-    for n in [10usize, 100] {
+    for &n in &sizes {
         let json = serde_json::to_vec(&sample(n)).expect("json");
-        let iters = if n == 10 { 20_000u32 } else { 2_000 };
+        let iters = if n == 10 { 200 * scale } else { 20 * scale };
         let time = |lean: bool| {
             let mut runs = Vec::new();
             for _ in 0..7 {

@@ -343,52 +343,70 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     mut settle: S,
 ) {
     let cfg = &*engine.config;
-    let mut lanes = Lanes::plan(&batch);
-    let mut slots: Vec<Option<Message>> = batch.into_iter().map(Some).collect();
-    let mut in_flight = vec![false; slots.len()];
+    let mut st = State {
+        cfg,
+        lanes: Lanes::plan(&batch),
+        slots: batch.into_iter().map(Some).collect(),
+        in_flight: Vec::new(),
+        tally: observe::Tally::default(),
+    };
+    st.in_flight = vec![false; st.slots.len()];
     // tokio's clock (equal to std's, except under a paused test clock).
     let deadline = deadline.map(tokio::time::Instant::from_std);
     let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
     let limit = cfg.handler_timeout;
     let mut running = FuturesUnordered::new();
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    // Inline: the box of the last handler future that finished on its first
+    // poll, reused for the next one (most handlers finish without waiting, so
+    // a batch allocates one box instead of one task per message).
+    let mut spare = None;
 
-    let mut tally = observe::Tally::default();
     loop {
-        if running.len() < cfg.concurrency && !lanes.ready.is_empty() {
+        if running.len() < cfg.concurrency && !st.lanes.ready.is_empty() {
             // One clock read for every message started in this round.
             let now = tokio::time::Instant::now();
             if start_by.is_some_and(|s| now >= s) {
                 if running.is_empty() {
-                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle, &mut tally);
+                    return st.finish_unstarted(&mut settle);
                 }
                 // Let the running ones finish (until the deadline); start nothing more.
-                lanes.ready.clear();
-                for (i, slot) in slots.iter_mut().enumerate() {
-                    if !in_flight[i]
+                st.lanes.ready.clear();
+                for (i, slot) in st.slots.iter_mut().enumerate() {
+                    if !st.in_flight[i]
                         && let Some(m) = slot.take()
                     {
-                        unstarted(cfg, m, &mut settle, &mut tally);
+                        unstarted(cfg, m, &mut settle, &mut st.tally);
                     }
                 }
             }
             while running.len() < cfg.concurrency {
-                let Some(i) = lanes.ready.pop_front() else {
+                let Some(i) = st.lanes.ready.pop_front() else {
                     break;
                 };
-                let Some(msg) = slots[i as usize].clone() else {
+                let Some(msg) = st.slots[i as usize].clone() else {
                     continue;
                 };
                 let span = observe::message_span(&msg);
                 let h = engine.handler.clone();
                 let fut = async move { attempt(&*h, msg, limit).await }.instrument(span);
+                st.in_flight[i as usize] = true;
                 let run = match cfg.execution {
-                    Execution::Inline => Running::Inline { fut },
+                    Execution::Inline => {
+                        let mut fut = boxed(&mut spare, fut);
+                        // First poll now: a handler that finishes without
+                        // waiting settles at once, without joining the set.
+                        if let Poll::Ready(a) = poll_once(fut.as_mut()).await {
+                            spare = Some(fut);
+                            st.complete(i, now, a, &mut settle);
+                            continue;
+                        }
+                        Running::Inline { fut }
+                    }
                     Execution::Spawn => Running::Task {
                         handle: AbortOnDrop(tokio::spawn(fut)),
                     },
                 };
-                in_flight[i as usize] = true;
                 running.push(Tagged {
                     index: i,
                     started: now,
@@ -406,16 +424,56 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 r = running.next() => r,
                 () = sleep.as_mut() => {
                     drop(running);
-                    return finish_unstarted(cfg, &mut slots, &in_flight, &mut settle, &mut tally);
+                    return st.finish_unstarted(&mut settle);
                 }
             },
         };
         let Some((i, started, result)) = next else {
             break;
         };
-        in_flight[i as usize] = false;
-        let Some(msg) = slots[i as usize].take() else {
-            continue;
+        st.complete(i, started, result, &mut settle);
+    }
+}
+
+/// `fut` in the spare box if there is one, else in a new one.
+fn boxed<F>(spare: &mut Option<Pin<Box<F>>>, fut: F) -> Pin<Box<F>> {
+    match spare.take() {
+        Some(mut b) => {
+            b.set(fut);
+            b
+        }
+        None => Box::pin(fut),
+    }
+}
+
+/// Polls `fut` once with the current task's context.
+async fn poll_once<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+/// A batch in progress: who may start, who is running, what is left.
+struct State<'a> {
+    cfg: &'a EngineConfig,
+    lanes: Lanes,
+    slots: Vec<Option<Message>>,
+    in_flight: Vec<bool>,
+    tally: observe::Tally,
+}
+
+impl State<'_> {
+    /// Settles message `i`, whose handler (started at `started`) returned
+    /// `result`, and readies or blocks the rest of its FIFO group.
+    fn complete<S: FnMut(Settled)>(
+        &mut self,
+        i: u32,
+        started: tokio::time::Instant,
+        result: Attempt,
+        settle: &mut S,
+    ) {
+        let cfg = self.cfg;
+        self.in_flight[i as usize] = false;
+        let Some(msg) = self.slots[i as usize].take() else {
+            return;
         };
         let outcome = match result {
             Attempt::Ok => Outcome::Succeeded,
@@ -437,18 +495,18 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
             )),
         };
         let failed = matches!(outcome, Outcome::Failed(_));
-        tally.record(&msg, &outcome, Some(started.elapsed()));
+        self.tally.record(&msg, &outcome, Some(started.elapsed()));
         if failed && msg.group_id().is_some() {
-            let blocked: Vec<u32> = lanes.rest_of_lane(i).collect();
+            let blocked: Vec<u32> = self.lanes.rest_of_lane(i).collect();
             settle(Settled {
                 message: msg,
                 outcome,
             });
             for j in blocked {
-                if let Some(m) = slots[j as usize].take() {
+                if let Some(m) = self.slots[j as usize].take() {
                     let e = Error::msg("an earlier message of its FIFO group failed in this batch");
                     let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::GroupBlocked, e));
-                    tally.record(&m, &outcome, None);
+                    self.tally.record(&m, &outcome, None);
                     settle(Settled {
                         message: m,
                         outcome,
@@ -456,15 +514,27 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 }
             }
         } else {
-            let next = lanes.next[i as usize];
+            let next = self.lanes.next[i as usize];
             settle(Settled {
                 message: msg,
                 outcome,
             });
             if !failed && next != lanes::NONE {
-                lanes.ready.push_back(next);
+                self.lanes.ready.push_back(next);
             }
         }
+    }
+
+    /// Settles every message still in `slots`: those in `in_flight` as
+    /// [`FailureKind::DeadlineExceeded`], the rest as [`FailureKind::Unstarted`].
+    fn finish_unstarted<S: FnMut(Settled)>(&mut self, settle: &mut S) {
+        finish_unstarted(
+            self.cfg,
+            &mut self.slots,
+            &self.in_flight,
+            settle,
+            &mut self.tally,
+        );
     }
 }
 
