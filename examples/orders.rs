@@ -22,6 +22,10 @@
 //!   at once when `SQS_WORKER_DLQ_URL` is set, else to the queue's redrive policy;
 //! - an order with `amount_cents` 0 fails permanently too (business validation).
 //!
+//! With `SQS_WORKER_IDEMPOTENCY_TABLE` set (feature `dynamodb`, as
+//! `template.yaml` deploys it) the handler runs once per `order_id`, recorded
+//! in that DynamoDB table.
+//!
 //! Demo switch, off unless set: `ORDERS_FAIL_EVERY=N` makes every order whose
 //! `order_id` is a multiple of N fail on its first delivery with a retryable
 //! error (an imitation of a flaky payment service), so retries show: the
@@ -89,6 +93,21 @@ async fn charge(customer: &str, amount_cents: u64) -> Result<(), std::io::Error>
 
 #[tokio::main]
 async fn main() -> Result<(), sqs_worker::BoxError> {
+    // With SQS_WORKER_IDEMPOTENCY_TABLE (as template.yaml sets it), each order
+    // is charged once per order_id, however often SQS delivers it.
+    #[cfg(feature = "dynamodb")]
+    if std::env::var_os("SQS_WORKER_IDEMPOTENCY_TABLE").is_some() {
+        use sqs_worker::idempotency::{IdempotencyLayer, Layer, MissingKey};
+        let store = sqs_worker::dynamodb::DynamoDbStore::from_env().await?;
+        let once_per_order = IdempotencyLayer::new(store)
+            .key_from_json(|o: &Order| Some(o.order_id))
+            .validate_payload()
+            // A body that is not an order has no key: let the handler fail it
+            // with its own clear (permanent) decode error.
+            .on_missing_key(MissingKey::RunWithout)
+            .layer(sqs_worker::handler_fn(handle));
+        return sqs_worker::run(once_per_order).await;
+    }
     // Lambda if AWS_LAMBDA_RUNTIME_API is set, else the poller on SQS_QUEUE_URL.
     // Sets up logs (RUST_LOG; JSON with SQS_WORKER_LOG_FORMAT=json) first.
     sqs_worker::run(handle).await

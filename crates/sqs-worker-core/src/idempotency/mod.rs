@@ -14,8 +14,12 @@
 //!      permanent, if not); then the message is acknowledged **without
 //!      running the handler**;
 //!    - **in progress elsewhere** → the message fails with
-//!      [`Error::retry_after`] about the time left on that lease
-//!      ([`IdempotencyError::InProgress`]): retried later, never run twice at once;
+//!      [`Error::retry_after`] ([`IdempotencyError::InProgress`]): retried
+//!      later, never run twice at once. The delay starts at 1 s (the holder
+//!      usually finishes in milliseconds) and grows ×4 per delivery (1, 4,
+//!      16, 64 s…), never past the time left on that lease: a duplicate of a
+//!      quick job is acknowledged within a second or so, and one of a long
+//!      job does not burn through the queue's `maxReceiveCount` meanwhile;
 //!    - **acquired** → the handler runs under an in-progress lease;
 //! 3. while the handler runs, **renews the lease itself** every third of the
 //!    lease ([`IdempotencyLayer::renew_every`]). The lease is therefore
@@ -73,6 +77,14 @@ use crate::message::Message;
 /// The `tower_layer` trait [`IdempotencyLayer`] implements, re-exported so that
 /// `layer.layer(handler)` needs no extra dependency.
 pub use tower_layer::Layer;
+
+/// The retry delay for a message whose key is in progress elsewhere: 1 s on
+/// the first delivery, ×4 per delivery after, capped by the holder's lease.
+fn in_progress_delay(receive_count: u32, remaining: Duration) -> Duration {
+    let exp = receive_count.saturating_sub(1).min(10);
+    let grown = Duration::from_secs(1u64 << (2 * exp));
+    grown.min(remaining).max(Duration::from_secs(1))
+}
 
 /// Metric names.
 pub mod names {
@@ -290,7 +302,7 @@ impl Config {
             }
             Begun::InProgress { remaining } => {
                 metrics::counter!(names::IN_PROGRESS).increment(1);
-                let delay = remaining.max(Duration::from_secs(1));
+                let delay = in_progress_delay(msg.receive_count(), remaining);
                 Plan::Done(Err(Error::retry_after(
                     delay,
                     IdempotencyError::InProgress {

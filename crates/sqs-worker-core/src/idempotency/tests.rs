@@ -79,7 +79,8 @@ async fn concurrent_workers_run_once_and_the_other_is_retried_then_acknowledged(
     tokio::time::sleep(Duration::from_millis(10)).await;
     let e = worker_b.handle(msg("m1", "x")).await.unwrap_err();
     match e.action() {
-        Action::RetryAfter(d) => assert!(d > Duration::from_secs(20) && d <= LEASE, "{d:?}"),
+        // First delivery: retried after a second, not the whole lease.
+        Action::RetryAfter(d) => assert_eq!(d, Duration::from_secs(1)),
         other => panic!("expected retry-after, got {other:?}"),
     }
     assert!(matches!(
@@ -383,4 +384,19 @@ fn idempotent_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Idempotent<Counting>>();
     assert_send_sync::<IdempotencyLayer>();
+}
+
+#[test]
+fn in_progress_retry_delay_grows_per_delivery_and_stays_within_the_lease() {
+    let lease = Duration::from_secs(60);
+    let d = |n| super::in_progress_delay(n, lease);
+    assert_eq!(
+        [d(1), d(2), d(3), d(4), d(5)],
+        [1, 4, 16, 60, 60].map(Duration::from_secs)
+    );
+    assert_eq!(
+        super::in_progress_delay(1, Duration::ZERO),
+        Duration::from_secs(1)
+    );
+    assert_eq!(super::in_progress_delay(u32::MAX, lease), lease);
 }

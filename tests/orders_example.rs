@@ -1,0 +1,119 @@
+//! The flagship example as users deploy it: `examples/orders.rs` run as a
+//! long-poll worker process, configured only from the environment, with the
+//! DynamoDB idempotency table `template.yaml` gives it. Each order is charged
+//! once per `order_id`, however often it is delivered.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn orders_binary() -> std::path::PathBuf {
+    // target/debug/deps/<this test> → target/debug/examples/orders
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/orders");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds the examples; run `cargo build --example orders --all-features`",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test]
+async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
+    let config = common::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = common::queue(&sqs, "orders-example").await;
+    let table = common::unique("orders-idem");
+    sqs_worker::dynamodb::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table)
+        .create_table()
+        .await
+        .unwrap();
+
+    // Order 7 three times (a producer retrying), order 8 once.
+    let order =
+        |id: u64| format!(r#"{{"order_id": {id}, "customer": "c-{id}", "amount_cents": 1999}}"#);
+    for body in [order(7), order(8), order(7), order(7)] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let out = tokio::task::spawn_blocking({
+        let (url, table) = (url.clone(), table.clone());
+        move || {
+            Command::new(orders_binary())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("SQS_QUEUE_URL", &url)
+                .env("SQS_WORKER_IDEMPOTENCY_TABLE", &table)
+                .env("SQS_WORKER_IDLE_EXIT_SECONDS", "3")
+                .env("SQS_WORKER_WAIT_SECONDS", "1")
+                .env("SQS_WORKER_RECEIVERS", "1")
+                .env("AWS_ENDPOINT_URL", &common::server().endpoint)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("SQS_WORKER_LOG_FORMAT", "json")
+                .env("RUST_LOG", "info,orders=debug")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "exit {}:\n{logs}", out.status);
+
+    let charged = |id: u64| {
+        logs.lines()
+            .filter(|l| l.contains("order charged") && l.contains(&format!("\"order_id\":{id}")))
+            .count()
+    };
+    assert_eq!(charged(7), 1, "order 7 charged once:\n{logs}");
+    assert_eq!(charged(8), 1, "order 8 charged once:\n{logs}");
+    // Every delivery acknowledged: nothing left in the queue.
+    let mut depth = common::depth(&sqs, &url).await;
+    for _ in 0..20 {
+        if depth == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        depth = common::depth(&sqs, &url).await;
+    }
+    assert_eq!(depth, (0, 0), "{logs}");
+    // The completions are in the table.
+    let items = aws_sdk_dynamodb::Client::new(&config)
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let completed = items
+        .items()
+        .iter()
+        .filter(|i| {
+            i.get("status")
+                .and_then(|s| s.as_s().ok())
+                .map(String::as_str)
+                == Some("COMPLETED")
+        })
+        .count();
+    assert_eq!(completed, 2, "{items:?}");
+}
