@@ -14,7 +14,7 @@ use sqs_worker_core::{Lease, Message, Processor, observe};
 use tracing::Instrument;
 
 use crate::payload::SqsPayload;
-use crate::record::{Converted, EventError, convert};
+use crate::record::{Converted, EventError, RecordParts, convert};
 
 /// The default [safety margin](crate::LambdaRunner::safety_margin): the engine
 /// stops this long before the invocation deadline.
@@ -122,7 +122,9 @@ impl<P: Processor> LambdaService<P> {
         event: SqsEvent,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
-        self.handle_payload(event.into(), context).await
+        // Each record converted as it is reached: no intermediate vector.
+        self.handle_records(event.records.into_iter().map(RecordParts::from), context)
+            .await
     }
 
     /// Handles one invocation deserialized as the lean [`SqsPayload`] (what
@@ -132,32 +134,43 @@ impl<P: Processor> LambdaService<P> {
         event: SqsPayload,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
+        self.handle_records(event.records.into_iter(), context)
+            .await
+    }
+
+    async fn handle_records(
+        &self,
+        records: impl ExactSizeIterator<Item = RecordParts>,
+        context: &Context,
+    ) -> Result<SqsBatchResponse, EventError> {
         let now = Instant::now();
         let invocation = invocation_deadline(context, now);
         let deadline = invocation.map(|d| {
             d.checked_sub(self.inner.safety_margin)
                 .map_or(now, |d| d.max(now))
         });
-        let count = event.records.len();
-        let queue = event
-            .records
-            .first()
-            .and_then(|r| r.event_source_arn.as_deref())
-            .and_then(|arn| arn.rsplit(':').next())
-            .unwrap_or_default();
-        let span = tracing::info_span!(
-            "sqs.batch",
-            messaging.system = "aws_sqs",
-            messaging.operation.type = "process",
-            messaging.destination.name = queue,
-            messaging.batch.message_count = count,
-            faas.invocation_id = context.request_id.as_str(),
-        );
+        let count = records.len();
+        let mut records = records.peekable();
+        let span = {
+            let queue = records
+                .peek()
+                .and_then(|r| r.event_source_arn.as_deref())
+                .and_then(|arn| arn.rsplit(':').next())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "sqs.batch",
+                messaging.system = "aws_sqs",
+                messaging.operation.type = "process",
+                messaging.destination.name = queue,
+                messaging.batch.message_count = count,
+                faas.invocation_id = context.request_id.as_str(),
+            )
+        };
 
         let mut response = SqsBatchResponse::default();
         let mut messages = Vec::with_capacity(count);
         let mut blocked_groups: Vec<String> = Vec::new();
-        for (index, record) in event.records.into_iter().enumerate() {
+        for (index, record) in records.enumerate() {
             match convert(index, record, |has_handle, arn| {
                 self.lease(deadline, has_handle, arn)
             })? {
