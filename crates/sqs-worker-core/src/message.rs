@@ -45,6 +45,7 @@ impl std::fmt::Debug for Message {
 
 impl Message {
     /// Starts a message with its id and body (for tests and runners).
+    #[inline]
     pub fn builder(id: impl Into<String>, body: impl Into<String>) -> MessageBuilder {
         MessageBuilder {
             id: id.into(),
@@ -192,66 +193,77 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// The receipt handle.
+    #[inline]
     pub fn receipt_handle(mut self, handle: impl Into<String>) -> Self {
         self.receipt_handle = handle.into();
         self
     }
 
     /// Replaces the system attributes.
+    #[inline]
     pub fn attributes(mut self, attributes: SystemAttributes) -> Self {
         self.attributes = attributes;
         self
     }
 
     /// Sets one system attribute by its SQS name (e.g. `"ApproximateReceiveCount"`).
+    #[inline]
     pub fn system_attribute(mut self, name: &str, value: impl Into<String>) -> Self {
         self.attributes.set(name, value.into());
         self
     }
 
     /// `ApproximateReceiveCount`.
+    #[inline]
     pub fn receive_count(mut self, n: u32) -> Self {
         self.attributes.approximate_receive_count = Some(n);
         self
     }
 
     /// `MessageGroupId`.
+    #[inline]
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
         self.attributes.message_group_id = Some(group.into());
         self
     }
 
     /// `MessageDeduplicationId`.
+    #[inline]
     pub fn deduplication_id(mut self, id: impl Into<String>) -> Self {
         self.attributes.message_deduplication_id = Some(id.into());
         self
     }
 
     /// Adds a message attribute.
+    #[inline]
     pub fn message_attribute(mut self, name: impl Into<String>, value: MessageAttribute) -> Self {
         self.message_attributes.insert(name.into(), value);
         self
     }
 
     /// Replaces all message attributes.
+    #[inline]
     pub fn message_attributes(mut self, attrs: HashMap<String, MessageAttribute>) -> Self {
         self.message_attributes = attrs;
         self
     }
 
     /// The source queue URL or ARN.
+    #[inline]
     pub fn source(mut self, source: impl Into<String>) -> Self {
         self.source = Some(source.into());
         self
     }
 
     /// The visibility lease (runners set this).
+    #[inline]
     pub fn lease(mut self, lease: Lease) -> Self {
         self.lease = lease;
         self
     }
 
     /// The message.
+    #[inline]
     pub fn build(self) -> Message {
         Message {
             inner: Arc::new(Inner {
@@ -296,10 +308,10 @@ impl SystemAttributes {
     /// ignored; a number that does not parse leaves the field unset.
     pub fn set(&mut self, name: &str, value: String) {
         match name {
-            "ApproximateReceiveCount" => self.approximate_receive_count = value.parse().ok(),
-            "SentTimestamp" => self.sent_timestamp = value.parse().ok(),
+            "ApproximateReceiveCount" => self.approximate_receive_count = parse_decimal(&value),
+            "SentTimestamp" => self.sent_timestamp = parse_decimal(&value),
             "ApproximateFirstReceiveTimestamp" => {
-                self.approximate_first_receive_timestamp = value.parse().ok()
+                self.approximate_first_receive_timestamp = parse_decimal(&value)
             }
             "MessageGroupId" => self.message_group_id = Some(value),
             "MessageDeduplicationId" => self.message_deduplication_id = Some(value),
@@ -323,6 +335,24 @@ impl SystemAttributes {
         }
         attrs
     }
+}
+
+/// `s.parse::<T>().ok()` for an unsigned integer type, faster for the short
+/// decimal numbers SQS sends (no per-digit overflow check below 20 digits).
+pub(crate) fn parse_decimal<T: TryFrom<u64> + std::str::FromStr>(s: &str) -> Option<T> {
+    let digits = s.strip_prefix('+').unwrap_or(s).as_bytes();
+    if digits.is_empty() || digits.len() > 19 {
+        return s.parse().ok();
+    }
+    let mut n = 0u64;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    T::try_from(n).ok()
 }
 
 /// A message attribute: its SQS data type (e.g. `"String"`, `"Number.int"`,
@@ -429,6 +459,30 @@ mod tests {
             !dbg.contains("\"a\""),
             "Debug must not print the body: {dbg}"
         );
+    }
+
+    #[test]
+    fn decimal_parsing_matches_std() {
+        for s in [
+            "",
+            "+",
+            "-1",
+            "0",
+            "+7",
+            "4294967295",
+            "4294967296",
+            "1545082649183",
+            "18446744073709551615",
+            "18446744073709551616",
+            "00000000000000000000001",
+            "1a",
+            " 1",
+            "++1",
+            "٣",
+        ] {
+            assert_eq!(parse_decimal::<u32>(s), s.parse::<u32>().ok(), "{s:?}");
+            assert_eq!(parse_decimal::<u64>(s), s.parse::<u64>().ok(), "{s:?}");
+        }
     }
 
     #[test]
