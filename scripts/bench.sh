@@ -10,12 +10,15 @@
 #   SQS_WORKER_BENCH_ENDPOINT=http://127.0.0.1:5000 bash scripts/bench.sh
 #   SQS_WORKER_BENCH_SKIP_MICRO=1 bash scripts/bench.sh   # no cargo bench
 #
-# Every option after the script name goes to `sqs-worker-bench suite`.
+# Every option after the script name goes to `sqs-worker-bench suite`
+# (`target/release/sqs-worker-bench` without arguments lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 
 cargo build --release -p sqs-worker-bench
+# The Lambda cold start runs the `orders` example against a fake Runtime API.
+cargo build --release --example orders || echo "orders example not built: Lambda cold start skipped" >&2
 # A private copy: the shared target/ may be rebuilt while the suite runs.
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -33,7 +36,7 @@ if [ -z "$ENDPOINT" ]; then
   read -r ENDPOINT <&"${MOTO[0]}"
 fi
 
-"$BIN" suite --endpoint "$ENDPOINT" "$@"
+"$BIN" suite --endpoint "$ENDPOINT" --orders target/release/examples/orders "$@"
 
 if [ -z "${SQS_WORKER_BENCH_SKIP_MICRO:-}" ]; then
   echo

@@ -2,8 +2,8 @@
 //! message 1,000 ms; throughput against the ideal at concurrency `c`
 //! (ideal = N × mean handler time ÷ c).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -25,11 +25,12 @@ pub(crate) fn work(i: u64) -> Duration {
     }
 }
 
-/// Shared progress: handled count, and the instant the last one finished.
+/// Shared progress: handled count, and each handler's (start, end).
 struct Progress {
     n: u64,
     handled: AtomicU64,
     done: Notify,
+    spans: Mutex<Vec<(Instant, Instant)>>,
 }
 
 impl Progress {
@@ -38,14 +39,38 @@ impl Progress {
             n,
             handled: AtomicU64::new(0),
             done: Notify::new(),
+            spans: Mutex::new(Vec::with_capacity(n as usize)),
         })
     }
 
     async fn handle(&self, body: &str) {
+        let start = Instant::now();
         tokio::time::sleep(work(index(body))).await;
+        let end = Instant::now();
+        self.spans.lock().expect("lock").push((start, end));
         if self.handled.fetch_add(1, Relaxed) + 1 == self.n {
             self.done.notify_one();
         }
+    }
+
+    /// Slot utilization while work was waiting: the handler time spent in
+    /// [t0, last start] over `c` × that window. The end of a finite run
+    /// (the last 1 s message finishing while other slots have nothing left)
+    /// is left out, so this is the throughput against the ideal of an
+    /// endless stream.
+    fn steady_utilization(&self, t0: Instant, c: usize) -> f64 {
+        let spans = self.spans.lock().expect("lock");
+        let Some(last_start) = spans.iter().map(|s| s.0).max() else {
+            return 0.0;
+        };
+        let busy: f64 = spans
+            .iter()
+            .map(|&(s, e)| {
+                let (s, e) = (s.max(t0), e.min(last_start));
+                e.saturating_duration_since(s).as_secs_f64()
+            })
+            .sum();
+        busy / (c as f64 * last_start.duration_since(t0).as_secs_f64())
     }
 }
 
@@ -168,9 +193,9 @@ pub(crate) async fn run(endpoint: &str, url: &str, which: &str, n: u64, c: usize
     let p = Progress::new(n);
     let t0 = Instant::now();
     let end = match which {
-        "poller" => poller(&client, url, p, c).await,
-        "batch" => whole_batch(&client, url, p).await,
-        "tasks" => tasks(&client, url, p, c).await,
+        "poller" => poller(&client, url, p.clone(), c).await,
+        "batch" => whole_batch(&client, url, p.clone()).await,
+        "tasks" => tasks(&client, url, p.clone(), c).await,
         other => panic!("unknown head-of-line implementation {other:?}"),
     };
     let makespan = end.duration_since(t0).as_secs_f64();
@@ -184,6 +209,7 @@ pub(crate) async fn run(endpoint: &str, url: &str, which: &str, n: u64, c: usize
         "makespan_s": makespan,
         "ideal_s": ideal,
         "of_ideal": ideal / makespan,
+        "steady_utilization": p.steady_utilization(t0, c),
         "requests": counter.total(),
         "receives": counter.get("ReceiveMessage"),
     })

@@ -4,6 +4,8 @@
 //! of the first event (10 SQS records, one failing) posted back.
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -36,10 +38,84 @@ fn event() -> String {
     json!({ "Records": records }).to_string()
 }
 
-/// One cold start; returns (spawn → first /next, spawn → first response, response body).
+/// What the fake Runtime API saw.
+enum Seen {
+    Next(Duration),
+    Posted(Duration, String),
+}
+
+/// Serves one connection of the function's runtime client: the first
+/// `/invocation/next` gets the event, later ones hang (the function waits
+/// for its next event); posts are acknowledged and reported.
+async fn conn(
+    sock: tokio::net::TcpStream,
+    t0: Instant,
+    served: Arc<AtomicBool>,
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+) {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let request = line.trim().to_owned();
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        let _ = r.read_exact(&mut body).await;
+        let reply = if request.contains("/invocation/next") {
+            let _ = tx.send(Seen::Next(t0.elapsed()));
+            if served.swap(true, SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let ev = event();
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() + 60_000)
+                .unwrap_or(0);
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                 lambda-runtime-aws-request-id: req-1\r\n\
+                 lambda-runtime-deadline-ms: {deadline}\r\n\
+                 lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:orders\r\n\
+                 lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\
+                 content-length: {}\r\n\r\n{ev}",
+                ev.len()
+            )
+        } else {
+            let text = format!("{request} {}", String::from_utf8_lossy(&body));
+            let _ = tx.send(Seen::Posted(t0.elapsed(), text));
+            "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                .to_owned()
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One cold start; returns (spawn → first /next, spawn → first post, what was posted).
 async fn once(exe: &str) -> (Duration, Duration, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(exe)
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
@@ -53,80 +129,31 @@ async fn once(exe: &str) -> (Duration, Duration, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the Lambda function");
-    let (mut first_next, mut responded, mut answer) = (None, None, String::new());
-    'conns: while responded.is_none() {
-        let (sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
-            .await
-            .expect("the function never called the Runtime API")
-            .expect("accept");
-        let (r, mut w) = sock.into_split();
-        let mut r = BufReader::new(r);
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                continue 'conns;
-            }
-            let request = line.trim().to_owned();
-            let mut len = 0usize;
-            loop {
-                line.clear();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    continue 'conns;
+    let served = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(conn(sock, t0, served.clone(), tx.clone()));
+        }
+    });
+    let mut first_next = None;
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(seen) = rx.recv().await {
+            match seen {
+                Seen::Next(t) => {
+                    first_next.get_or_insert(t);
                 }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body).await;
-            let reply = if request.contains("/invocation/next") {
-                if first_next.is_some() {
-                    // The second /next: we are done; leave it hanging.
-                    break 'conns;
-                }
-                first_next = Some(t0.elapsed());
-                let ev = event();
-                let deadline = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() + 60_000)
-                    .unwrap_or(0);
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                     lambda-runtime-aws-request-id: req-1\r\n\
-                     lambda-runtime-deadline-ms: {deadline}\r\n\
-                     lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:orders\r\n\
-                     lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\
-                     content-length: {}\r\n\r\n{ev}",
-                    ev.len()
-                )
-            } else {
-                if request.contains("/response") {
-                    responded = Some(t0.elapsed());
-                    answer = String::from_utf8_lossy(&body).into_owned();
-                } else {
-                    answer = format!("{request}: {}", String::from_utf8_lossy(&body));
-                    responded = Some(t0.elapsed());
-                }
-                "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
-                    .to_owned()
-            };
-            if w.write_all(reply.as_bytes()).await.is_err() {
-                continue 'conns;
+                Seen::Posted(t, body) => return Some((t, body)),
             }
         }
-    }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
     let _ = child.kill().await;
-    (
-        first_next.unwrap_or_default(),
-        responded.unwrap_or_default(),
-        answer,
-    )
+    server.abort();
+    let (posted, body) = got.expect("the function posted no response within 30 s");
+    (first_next.unwrap_or_default(), posted, body)
 }
 
 /// `runs` cold starts of `exe`; prints each, returns the medians as JSON.

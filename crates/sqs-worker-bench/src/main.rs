@@ -22,8 +22,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage:
   sqs-worker-bench suite --endpoint URL [--rounds 5] [--only drain,idle,hol,lambda,vis]
-                         [--servers fake,moto] [--drain-n 3000] [--fake-drain-n 10000]
-                         [--hol-n 1000] [--fake-hol-n 10000] [--hol-rounds 3] [--vis-n 20]
+                         [--servers fake,moto] [--drain-n 3000] [--fake-drain-n 20000]
+                         [--hol-n 1000] [--fake-hol-n 6000] [--hol-rounds 3] [--vis-n 20]
                          [--prefill 1] [--low 50] [--high 100]
                          [--orders target/release/examples/orders] [--lambda-runs 7]
   sqs-worker-bench drain --endpoint URL --queue URL --impl raw|poller --n N

@@ -62,7 +62,7 @@ pub(crate) async fn run(args: &Args) {
 
     for server in servers.iter().filter(|_| only.contains("drain")) {
         let n: u64 = if *server == "fake" {
-            args.num("fake-drain-n", 10_000)
+            args.num("fake-drain-n", 20_000)
         } else {
             args.num("drain-n", 3000)
         };
@@ -199,7 +199,7 @@ pub(crate) async fn run(args: &Args) {
 
     for server in servers.iter().filter(|_| only.contains("hol")) {
         let n: u64 = if *server == "fake" {
-            args.num("fake-hol-n", 10_000)
+            args.num("fake-hol-n", 6000)
         } else {
             args.num("hol-n", 1000)
         };
@@ -238,10 +238,11 @@ pub(crate) async fn run(args: &Args) {
                 }
                 println!(
                     "hol {server} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
-                     receives {}  requests {}",
+                     steady {:.1}%  receives {}  requests {}",
                     f(&v, "makespan_s"),
                     f(&v, "ideal_s"),
                     100.0 * f(&v, "of_ideal"),
+                    100.0 * f(&v, "steady_utilization"),
                     v["receives"],
                     v["requests"]
                 );
@@ -249,14 +250,17 @@ pub(crate) async fn run(args: &Args) {
             }
         }
         println!("\n## head-of-line on {server}, N = {n}, concurrency 10, medians of {hol_rounds}");
-        println!("| consumer | makespan s | ideal s | % of ideal | requests/msg |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| consumer | makespan s | ideal s | % of ideal | steady-state % of ideal | requests/msg |"
+        );
+        println!("|---|---|---|---|---|---|");
         for (name, runs) in impls.iter().zip(&by) {
             println!(
-                "| {name} | {:.2} | {:.2} | {:.1}% | {:.3} |",
+                "| {name} | {:.2} | {:.2} | {:.1}% | {:.1}% | {:.3} |",
                 median(col(runs, "makespan_s")),
                 median(col(runs, "ideal_s")),
                 100.0 * median(col(runs, "of_ideal")),
+                100.0 * median(col(runs, "steady_utilization")),
                 median(col(runs, "requests")) / n as f64
             );
         }
