@@ -186,6 +186,13 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// Records the same handler time for `n` messages.
+    pub(crate) fn handler_times(&mut self, t: Duration, n: usize) {
+        self.durations
+            .get_or_insert_with(|| metrics::histogram!(names::HANDLER_DURATION))
+            .record_many(t.as_secs_f64(), n);
+    }
+
     /// Records a settled message, and logs a failure (message id, kind,
     /// cause; never the body).
     pub(crate) fn record(

@@ -380,6 +380,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                     }
                 }
             }
+            let mut done_now = 0;
             while running.len() < cfg.concurrency {
                 let Some(i) = st.lanes.ready.pop_front() else {
                     break;
@@ -398,7 +399,10 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                         // waiting settles at once, without joining the set.
                         if let Poll::Ready(a) = poll_once(fut.as_mut()).await {
                             spare = Some(fut);
-                            st.complete(i, now, a, &mut settle);
+                            // Its handler time is read with the others of this
+                            // round, once, below.
+                            st.complete(i, None, a, &mut settle);
+                            done_now += 1;
                             continue;
                         }
                         Running::Inline { fut }
@@ -412,6 +416,11 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                     started: now,
                     running: run,
                 });
+            }
+            // One clock read for every handler that finished on its first poll
+            // in this round (each timed from the round's start, as before).
+            if done_now > 0 {
+                st.tally.handler_times(now.elapsed(), done_now);
             }
         }
         if running.is_empty() {
@@ -431,7 +440,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
         let Some((i, started, result)) = next else {
             break;
         };
-        st.complete(i, started, result, &mut settle);
+        st.complete(i, Some(started), result, &mut settle);
     }
 }
 
@@ -461,12 +470,13 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    /// Settles message `i`, whose handler (started at `started`) returned
-    /// `result`, and readies or blocks the rest of its FIFO group.
+    /// Settles message `i`, whose handler (started at `started`; `None`: the
+    /// caller records its time) returned `result`, and readies or blocks the
+    /// rest of its FIFO group.
     fn complete<S: FnMut(Settled)>(
         &mut self,
         i: u32,
-        started: tokio::time::Instant,
+        started: Option<tokio::time::Instant>,
         result: Attempt,
         settle: &mut S,
     ) {
@@ -495,7 +505,8 @@ impl State<'_> {
             )),
         };
         let failed = matches!(outcome, Outcome::Failed(_));
-        self.tally.record(&msg, &outcome, Some(started.elapsed()));
+        self.tally
+            .record(&msg, &outcome, started.map(|t| t.elapsed()));
         if failed && msg.group_id().is_some() {
             let blocked: Vec<u32> = self.lanes.rest_of_lane(i).collect();
             settle(Settled {
