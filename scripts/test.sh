@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 bash scripts/setup.sh
 python3 scripts/check_template.py
-cargo test --workspace --all-features --locked
+cargo test --workspace --all-features --locked --no-fail-fast
