@@ -355,19 +355,21 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     let deadline = deadline.map(tokio::time::Instant::from_std);
     let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
     let limit = cfg.handler_timeout;
-    let mut running = FuturesUnordered::new();
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    // Both made on first need: a batch whose handlers all finish on their
+    // first poll needs neither (each costs allocations).
+    let mut running = None;
+    let mut sleep = None;
     // Inline: the box of the last handler future that finished on its first
     // poll, reused for the next one (most handlers finish without waiting, so
     // a batch allocates one box instead of one task per message).
     let mut spare = None;
 
     loop {
-        if running.len() < cfg.concurrency && !st.lanes.ready.is_empty() {
+        if len(&running) < cfg.concurrency && !st.lanes.ready.is_empty() {
             // One clock read for every message started in this round.
             let now = tokio::time::Instant::now();
             if start_by.is_some_and(|s| now >= s) {
-                if running.is_empty() {
+                if len(&running) == 0 {
                     return st.finish_unstarted(&mut settle);
                 }
                 // Let the running ones finish (until the deadline); start nothing more.
@@ -381,7 +383,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 }
             }
             let mut done_now = 0;
-            while running.len() < cfg.concurrency {
+            while len(&running) < cfg.concurrency {
                 let Some(i) = st.lanes.ready.pop_front() else {
                     break;
                 };
@@ -411,11 +413,13 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                         handle: AbortOnDrop(tokio::spawn(fut)),
                     },
                 };
-                running.push(Tagged {
-                    index: i,
-                    started: now,
-                    running: run,
-                });
+                running
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(Tagged {
+                        index: i,
+                        started: now,
+                        running: run,
+                    });
             }
             // One clock read for every handler that finished on its first poll
             // in this round (each timed from the round's start, as before).
@@ -423,25 +427,33 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 st.tally.handler_times(now.elapsed(), done_now);
             }
         }
-        if running.is_empty() {
+        let Some(set) = running.as_mut().filter(|r| !r.is_empty()) else {
             break;
-        }
-        let next = match &mut sleep {
-            None => running.next().await,
-            Some(sleep) => tokio::select! {
-                biased;
-                r = running.next() => r,
-                () = sleep.as_mut() => {
-                    drop(running);
-                    return st.finish_unstarted(&mut settle);
+        };
+        let next = match deadline {
+            None => set.next().await,
+            Some(d) => {
+                let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+                tokio::select! {
+                    biased;
+                    r = set.next() => r,
+                    () = sleep.as_mut() => {
+                        drop(running);
+                        return st.finish_unstarted(&mut settle);
+                    }
                 }
-            },
+            }
         };
         let Some((i, started, result)) = next else {
             break;
         };
         st.complete(i, Some(started), result, &mut settle);
     }
+}
+
+/// How many messages are running.
+fn len<T>(running: &Option<FuturesUnordered<T>>) -> usize {
+    running.as_ref().map_or(0, FuturesUnordered::len)
 }
 
 /// `fut` in the spare box if there is one, else in a new one.
