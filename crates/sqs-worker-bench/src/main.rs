@@ -82,10 +82,15 @@ fn main() {
         die("a subcommand is required");
     };
     let args = Args::parse(rest);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // SQS_WORKER_BENCH_WORKERS: tokio worker threads (default: one per CPU).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("SQS_WORKER_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = builder.enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async {
         match cmd.as_str() {
             "suite" => {
