@@ -365,7 +365,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     let mut spare = None;
 
     loop {
-        if len(&running) < cfg.concurrency && !st.lanes.ready.is_empty() {
+        if len(&running) < cfg.concurrency && st.lanes.has_ready() {
             // One clock read for every message started in this round.
             let now = tokio::time::Instant::now();
             if start_by.is_some_and(|s| now >= s) {
@@ -373,7 +373,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                     return st.finish_unstarted(&mut settle);
                 }
                 // Let the running ones finish (until the deadline); start nothing more.
-                st.lanes.ready.clear();
+                st.lanes.clear_ready();
                 for (i, slot) in st.slots.iter_mut().enumerate() {
                     if !st.in_flight[i]
                         && let Some(m) = slot.take()
@@ -384,7 +384,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
             }
             let mut done_now = 0;
             while len(&running) < cfg.concurrency {
-                let Some(i) = st.lanes.ready.pop_front() else {
+                let Some(i) = st.lanes.pop_ready() else {
                     break;
                 };
                 let Some(msg) = st.slots[i as usize].clone() else {
@@ -537,13 +537,13 @@ impl State<'_> {
                 }
             }
         } else {
-            let next = self.lanes.next[i as usize];
+            let next = self.lanes.next(i);
             settle(Settled {
                 message: msg,
                 outcome,
             });
             if !failed && next != lanes::NONE {
-                self.lanes.ready.push_back(next);
+                self.lanes.push_ready(next);
             }
         }
     }
