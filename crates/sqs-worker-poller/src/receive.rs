@@ -27,6 +27,12 @@ use crate::stats::Stats;
 /// How long a receive in flight at shutdown may still answer.
 const STOP_RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
+/// While the queue has a backlog, how long a receive loop waits for enough
+/// free capacity to ask for a full receive (rather than sending one
+/// `ReceiveMessage` per freed slot, which costs a request each and keeps the
+/// second receive loop from ever seeing a full receive).
+const FILL_WAIT: Duration = Duration::from_millis(10);
+
 /// Resolves once `stop` is true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -97,6 +103,8 @@ pub(crate) struct Receiver<P> {
     /// full (a backlog), so a trickle is not split into tiny receives.
     pub(crate) primary: bool,
     pub(crate) backlog: Arc<watch::Sender<bool>>,
+    /// The global in-flight limit (the semaphore's size).
+    pub(crate) concurrency: usize,
 }
 
 impl<P: Processor> Receiver<P> {
@@ -128,7 +136,27 @@ impl<P: Processor> Receiver<P> {
                 p = self.capacity.clone().acquire_owned() => p,
             };
             let Ok(mut permits) = first else { break };
-            let extra = self.capacity.available_permits().min(self.max_messages - 1);
+            // With a backlog and room for at least two full receives, gather
+            // a full receive's capacity first (briefly). Below that, waiting
+            // for slots would leave capacity idle behind slow messages, so
+            // the loop receives whatever is free.
+            let fill = self.max_messages - 1;
+            if self.concurrency >= 2 * self.max_messages
+                && fill > 0
+                && *self.backlog.borrow()
+                && self.capacity.available_permits() < fill
+                && let Ok(Ok(more)) = tokio::time::timeout(
+                    FILL_WAIT,
+                    self.capacity.clone().acquire_many_owned(fill as u32),
+                )
+                .await
+            {
+                permits.merge(more);
+            }
+            let extra = self
+                .capacity
+                .available_permits()
+                .min(self.max_messages - permits.num_permits());
             if extra > 0
                 && let Ok(more) = self.capacity.clone().try_acquire_many_owned(extra as u32)
             {
@@ -198,7 +226,8 @@ impl<P: Processor> Receiver<P> {
                 }
             };
             let messages = out.messages.unwrap_or_default();
-            let full = messages.len() >= asked && asked == self.max_messages;
+            // Everything asked for came back: there may well be more waiting.
+            let full = messages.len() >= asked;
             self.backlog
                 .send_if_modified(|b| std::mem::replace(b, full) != full);
             if messages.is_empty() {

@@ -191,6 +191,7 @@ impl<P: Processor> Poller<P> {
                 dead_letter: s.dead_letter_queue.is_some(),
                 primary: i == 0,
                 backlog: backlog.clone(),
+                concurrency: s.concurrency,
             };
             loops.spawn(receiver.run(stop_rx.clone()));
         }
