@@ -14,6 +14,8 @@
 //!   (feature `lambda`); in the poller, a Prometheus `/metrics` endpoint with
 //!   a `/healthz` check on `SQS_WORKER_METRICS_ADDR` when set (feature
 //!   `poller`), see [`serve_metrics`].
+//! - Traces: with feature `opentelemetry`, `otel` links each message span to
+//!   the producer's trace and exports through your tracer.
 
 use std::sync::OnceLock;
 
@@ -111,6 +113,8 @@ pub fn init() -> Result<(), BoxError> {
     Ok(())
 }
 
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 #[cfg(feature = "poller")]
 mod prometheus;
 #[cfg(feature = "poller")]

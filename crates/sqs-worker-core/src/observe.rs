@@ -63,6 +63,14 @@ pub mod names {
 /// context, so traces connect across the queue: the `AWSTraceHeader` system
 /// attribute (X-Ray) and a W3C `traceparent` message attribute, when present.
 pub fn message_span(msg: &Message) -> Span {
+    let span = message_span_fields(msg);
+    if let Some(hook) = SPAN_HOOK.get() {
+        hook(&span, msg);
+    }
+    span
+}
+
+fn message_span_fields(msg: &Message) -> Span {
     // SQS allows at most 10 message attributes: comparing names is cheaper
     // than hashing one.
     let attrs = msg.message_attributes();
@@ -85,6 +93,18 @@ pub fn message_span(msg: &Message) -> Span {
         traceparent = traceparent,
         outcome = field::Empty,
     )
+}
+
+/// A function called with each message span as it is created (e.g. to set
+/// its OpenTelemetry parent from the producer's trace context).
+pub type SpanHook = fn(&Span, &Message);
+
+static SPAN_HOOK: std::sync::OnceLock<SpanHook> = std::sync::OnceLock::new();
+
+/// Installs the process-wide [`SpanHook`]; `false` if one is installed already.
+/// `sqs_worker::telemetry::otel::link_producer_traces` uses it.
+pub fn set_message_span_hook(hook: SpanHook) -> bool {
+    SPAN_HOOK.set(hook).is_ok()
 }
 
 /// The health of a runner's receive path, for health checks (`/healthz`).

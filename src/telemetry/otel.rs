@@ -1,0 +1,158 @@
+//! OpenTelemetry (feature `opentelemetry`): message spans that continue the
+//! producer's trace, exported through any `tracing-opentelemetry` tracer.
+//!
+//! ```no_run
+//! # fn tracer() -> opentelemetry::trace::noop::NoopTracer { opentelemetry::trace::noop::NoopTracer::new() }
+//! use tracing_subscriber::prelude::*;
+//!
+//! // Your exporter's tracer (OTLP, X-Ray, stdout, …):
+//! let tracer = tracer();
+//! tracing_subscriber::registry()
+//!     .with(sqs_worker::telemetry::otel::layer(tracer))
+//!     .init();
+//! sqs_worker::telemetry::otel::link_producer_traces();
+//! ```
+//!
+//! The producer's context comes from the W3C `traceparent` message attribute
+//! when present, else from the `AWSTraceHeader` system attribute (X-Ray's
+//! `Root=1-…;Parent=…;Sampled=…`, which SQS sets when the producer is traced by
+//! X-Ray). Each `sqs.message` span then has the producer's span as its parent,
+//! so one trace runs from the send to the handler.
+
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::Message;
+
+pub use tracing_opentelemetry::OpenTelemetryLayer;
+
+/// The `tracing` layer that exports spans through `tracer`.
+pub fn layer<S, T>(tracer: T) -> OpenTelemetryLayer<S, T>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    T: opentelemetry::trace::Tracer + 'static,
+    T::Span: Send + Sync,
+{
+    tracing_opentelemetry::layer().with_tracer(tracer)
+}
+
+/// Makes every message span a child of its producer's span (see the module
+/// docs). Returns `false` if another message-span hook is installed already.
+pub fn link_producer_traces() -> bool {
+    crate::observe::set_message_span_hook(|span, msg| {
+        if let Some(parent) = producer_context(msg) {
+            let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+        }
+    })
+}
+
+/// The producer's span context carried by `msg`, if any (a malformed header
+/// is ignored).
+pub fn producer_context(msg: &Message) -> Option<SpanContext> {
+    msg.message_attribute("traceparent")
+        .and_then(|a| a.as_str())
+        .and_then(parse_traceparent)
+        .or_else(|| msg.trace_header().and_then(parse_xray))
+}
+
+/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
+pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    remote(trace, span, flags & 1 == 1)
+}
+
+/// X-Ray `AWSTraceHeader`: `Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`.
+pub fn parse_xray(value: &str) -> Option<SpanContext> {
+    let (mut root, mut parent, mut sampled) = (None, None, false);
+    for field in value.split(';') {
+        match field.trim().split_once('=')? {
+            ("Root", v) => root = Some(v),
+            ("Parent", v) => parent = Some(v),
+            ("Sampled", v) => sampled = v == "1",
+            _ => {}
+        }
+    }
+    let mut root = root?.split('-');
+    let (version, time, id) = (root.next()?, root.next()?, root.next()?);
+    if version != "1" || time.len() != 8 || id.len() != 24 {
+        return None;
+    }
+    remote(&format!("{time}{id}"), parent?, sampled)
+}
+
+fn remote(trace: &str, span: &str, sampled: bool) -> Option<SpanContext> {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(trace) || !hex(span) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_w3c_and_xray_headers() {
+        let c =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(
+            format!("{:032x}", c.trace_id()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(format!("{:016x}", c.span_id()), "00f067aa0ba902b7");
+        assert!(c.is_sampled() && c.is_remote());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+        let x = parse_xray(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:032x}", x.trace_id()),
+            "5759e988bd862e3fe1be46a994272793"
+        );
+        assert_eq!(format!("{:016x}", x.span_id()), "53995c3f42cd8ad8");
+        assert!(x.is_sampled());
+        assert!(parse_xray("Root=1-5759e988-bd862e3fe1be46a994272793").is_none());
+        assert!(parse_xray("garbage").is_none());
+    }
+}

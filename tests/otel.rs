@@ -1,0 +1,71 @@
+//! OpenTelemetry: each message span continues its producer's trace (W3C
+//! `traceparent` attribute, else X-Ray `AWSTraceHeader`) and is exported
+//! through the tracer the user installs.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use sqs_worker::{Engine, Error, Message, MessageAttribute, Processor};
+use tracing_subscriber::prelude::*;
+
+#[tokio::test]
+async fn message_spans_are_children_of_the_producers_span_and_exported() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(sqs_worker::telemetry::otel::layer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    assert!(sqs_worker::telemetry::otel::link_producer_traces());
+
+    let batch = vec![
+        Message::builder("w3c", "{}")
+            .message_attribute(
+                "traceparent",
+                MessageAttribute::string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            )
+            .build(),
+        Message::builder("xray", "{}")
+            .system_attribute(
+                "AWSTraceHeader",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            )
+            .build(),
+        Message::builder("none", "{}").build(),
+    ];
+    let report = Engine::new(|_m: Message| async { Ok::<(), Error>(()) })
+        .run(batch, None)
+        .await;
+    assert!(report.all_succeeded());
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let span_of = |id: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == "sqs.message"
+                    && s.attributes.iter().any(|kv| {
+                        kv.key.as_str() == "messaging.message.id" && kv.value.as_str() == id
+                    })
+            })
+            .unwrap_or_else(|| panic!("no exported span for {id}: {spans:#?}"))
+    };
+    let w3c = span_of("w3c");
+    assert_eq!(
+        format!("{:032x}", w3c.span_context.trace_id()),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(format!("{:016x}", w3c.parent_span_id), "00f067aa0ba902b7");
+    let xray = span_of("xray");
+    assert_eq!(
+        format!("{:032x}", xray.span_context.trace_id()),
+        "5759e988bd862e3fe1be46a994272793"
+    );
+    assert_eq!(format!("{:016x}", xray.parent_span_id), "53995c3f42cd8ad8");
+    // Without a producer context the span starts a trace of its own.
+    let none = span_of("none");
+    assert_ne!(none.span_context.trace_id(), w3c.span_context.trace_id());
+    assert_ne!(none.span_context.trace_id(), xray.span_context.trace_id());
+}
