@@ -47,6 +47,9 @@ fi
 
 if [ "${1:-}" = --offline ]; then
     echo "deny: offline: skipping the advisories check (it needs the RustSec database from github.com)" >&2
+    # `--offline` means no advisory database fetch; the crates themselves come
+    # from crates.io as usual (cargo metadata needs every platform's).
+    cargo fetch --locked --quiet
     exec "$DENY" --offline check --hide-inclusion-graph bans licenses sources
 fi
 "$DENY" check --hide-inclusion-graph bans licenses sources
