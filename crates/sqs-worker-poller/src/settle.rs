@@ -213,12 +213,17 @@ impl Acker {
         loop {
             let mut entries = Vec::with_capacity(pending.len());
             for (i, m) in pending.iter().enumerate() {
-                if let Ok(e) = DeleteMessageBatchRequestEntry::builder()
+                match DeleteMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .receipt_handle(m.receipt_handle())
                     .build()
                 {
-                    entries.push(e);
+                    Ok(e) => entries.push(e),
+                    // Both required fields are set, so this cannot happen; if
+                    // it did, the message comes back after its visibility timeout.
+                    Err(e) => {
+                        tracing::error!(messaging.message.id = m.id(), error = %e, "cannot build a delete entry")
+                    }
                 }
             }
             let out = {
@@ -285,13 +290,18 @@ impl Acker {
         loop {
             let mut entries = Vec::with_capacity(pending.len());
             for (i, c) in pending.iter().enumerate() {
-                if let Ok(e) = ChangeMessageVisibilityBatchRequestEntry::builder()
+                match ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
                     .receipt_handle(c.message.receipt_handle())
                     .visibility_timeout(c.seconds)
                     .build()
                 {
-                    entries.push(e);
+                    Ok(e) => entries.push(e),
+                    // Required fields are set, so this cannot happen; if it did,
+                    // the message comes back after its visibility timeout.
+                    Err(e) => {
+                        tracing::error!(messaging.message.id = c.message.id(), error = %e, "cannot build a visibility entry")
+                    }
                 }
             }
             let out = {
