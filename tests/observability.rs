@@ -4,33 +4,16 @@
 //! turns unhealthy when receiving keeps failing.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+#[path = "common/capture.rs"]
+mod capture;
+
+use capture::Capture;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqs_worker::telemetry::{LogFormat, log_subscriber};
 use sqs_worker::{Engine, Error, Json, Message, Processor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct Order {

@@ -9,11 +9,13 @@
 //! (run by `scripts/test.sh` and CI); the dependency tree by `scripts/deny.sh`.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+#[path = "common/capture.rs"]
+mod capture;
 mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::io::Write;
+use capture::Capture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,26 +29,6 @@ const ACCESS_KEY: &str = "AKIAMARKERACCESSKEY7";
 const SECRET_KEY: &str = "SECRET-MARKER-wJalrXUtnFEMI-K7MDENG";
 const SESSION_TOKEN: &str = "SESSION-MARKER-FwoGZXIvYXdzEJr";
 const BODY_SECRET: &str = "4111-1111-1111-1111";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct Order {
