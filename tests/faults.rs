@@ -88,6 +88,8 @@ impl Worker {
             .env("RUST_LOG", "warn,sqs_worker_poller=info")
             .env("FAULT_EFFECTS", dir.join("effects"))
             .env("SQS_WORKER_WAIT_SECONDS", "1")
+            // One receive loop: see `.receivers(1)` in the in-process tests.
+            .env("SQS_WORKER_RECEIVERS", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -846,6 +848,9 @@ async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
         Poller::builder(url.as_str(), handler)
             .client(faulty)
             .concurrency(20)
+            // One receive loop: moto's ReceiveMessage takes no lock, so two
+            // concurrent receives can get the same message (SQS does not).
+            .receivers(1)
             .wait_time(Duration::from_secs(1))
             // Long enough to gather several deletes per call.
             .flush_interval(Duration::from_millis(100)),
@@ -997,6 +1002,9 @@ async fn throttled_delete_calls_are_retried_and_nothing_runs_twice() {
         Poller::builder(url.as_str(), handler)
             .client(client)
             .concurrency(20)
+            // One receive loop: moto's ReceiveMessage takes no lock, so two
+            // concurrent receives can get the same message (SQS does not).
+            .receivers(1)
             .wait_time(Duration::from_secs(1)),
     );
     let messages = 200;
