@@ -19,15 +19,56 @@ pub struct Message {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    id: String,
-    receipt_handle: String,
-    body: String,
-    attributes: SystemAttributes,
-    message_attributes: HashMap<String, MessageAttribute>,
-    source: Option<String>,
-    lease: Lease,
+/// What a message holds. Runners fill it in one go
+/// ([`Message::from_parts`]); everyone else uses [`Message::builder`].
+/// Construct it with [`MessageParts::new`] and set fields, or with a struct
+/// literal ending in `..MessageParts::new(id, body)`: fields may be added.
+pub struct MessageParts {
+    /// The SQS message id.
+    pub id: String,
+    /// The receipt handle of this delivery (empty when there is none).
+    pub receipt_handle: String,
+    /// The body.
+    pub body: String,
+    /// The typed system attributes.
+    pub attributes: SystemAttributes,
+    /// The message attributes.
+    pub message_attributes: MessageAttributes,
+    /// The source queue URL (poller) or ARN (Lambda).
+    pub source: Option<Source>,
+    /// The visibility lease.
+    pub lease: Lease,
 }
+
+impl MessageParts {
+    /// Parts with an id and a body, everything else empty.
+    pub fn new(id: String, body: String) -> Self {
+        Self {
+            id,
+            receipt_handle: String::new(),
+            body,
+            attributes: SystemAttributes::default(),
+            message_attributes: MessageAttributes::new(),
+            source: None,
+            lease: Lease::unbacked(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MessageParts {
+    /// Like [`Message`]'s: never the body or the receipt handle.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageParts")
+            .field("id", &self.id)
+            .field("body_len", &self.body.len())
+            .field("attributes", &self.attributes)
+            .field("message_attributes", &self.message_attributes.len())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+type Inner = MessageParts;
 
 impl std::fmt::Debug for Message {
     /// Never prints the body or the receipt handle: they may hold personal data
@@ -44,17 +85,20 @@ impl std::fmt::Debug for Message {
 }
 
 impl Message {
-    /// Starts a message with its id and body (for tests and runners).
+    /// Starts a message with its id and body (for tests and tools).
     #[inline]
     pub fn builder(id: impl Into<String>, body: impl Into<String>) -> MessageBuilder {
         MessageBuilder {
-            id: id.into(),
-            body: body.into(),
-            receipt_handle: String::new(),
-            attributes: SystemAttributes::default(),
-            message_attributes: HashMap::new(),
-            source: None,
-            lease: Lease::unbacked(),
+            parts: MessageParts::new(id.into(), body.into()),
+        }
+    }
+
+    /// A message from all its parts at once: what runners use, since it moves
+    /// the parts into the message's one allocation without a builder chain.
+    #[inline]
+    pub fn from_parts(parts: MessageParts) -> Self {
+        Self {
+            inner: Arc::new(parts),
         }
     }
 
@@ -131,7 +175,7 @@ impl Message {
     }
 
     /// All message attributes.
-    pub fn message_attributes(&self) -> &HashMap<String, MessageAttribute> {
+    pub fn message_attributes(&self) -> &MessageAttributes {
         &self.inner.message_attributes
     }
 
@@ -142,7 +186,7 @@ impl Message {
 
     /// The source queue: its URL (poller) or ARN (Lambda), when known.
     pub fn source(&self) -> Option<&str> {
-        self.inner.source.as_deref()
+        self.inner.source.as_ref().map(Source::as_str)
     }
 
     /// The visibility lease of this delivery: time left, and extension.
@@ -182,100 +226,294 @@ fn millis_to_time(ms: u64) -> SystemTime {
 #[derive(Debug)]
 #[must_use]
 pub struct MessageBuilder {
-    id: String,
-    body: String,
-    receipt_handle: String,
-    attributes: SystemAttributes,
-    message_attributes: HashMap<String, MessageAttribute>,
-    source: Option<String>,
-    lease: Lease,
+    parts: MessageParts,
 }
 
 impl MessageBuilder {
     /// The receipt handle.
     #[inline]
     pub fn receipt_handle(mut self, handle: impl Into<String>) -> Self {
-        self.receipt_handle = handle.into();
+        self.parts.receipt_handle = handle.into();
         self
     }
 
     /// Replaces the system attributes.
     #[inline]
     pub fn attributes(mut self, attributes: SystemAttributes) -> Self {
-        self.attributes = attributes;
+        self.parts.attributes = attributes;
         self
     }
 
     /// Sets one system attribute by its SQS name (e.g. `"ApproximateReceiveCount"`).
     #[inline]
     pub fn system_attribute(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.attributes.set(name, value.into());
+        self.parts.attributes.set(name, value.into());
         self
     }
 
     /// `ApproximateReceiveCount`.
     #[inline]
     pub fn receive_count(mut self, n: u32) -> Self {
-        self.attributes.approximate_receive_count = Some(n);
+        self.parts.attributes.approximate_receive_count = Some(n);
         self
     }
 
     /// `MessageGroupId`.
     #[inline]
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
-        self.attributes.message_group_id = Some(group.into());
+        self.parts.attributes.message_group_id = Some(group.into());
         self
     }
 
     /// `MessageDeduplicationId`.
     #[inline]
     pub fn deduplication_id(mut self, id: impl Into<String>) -> Self {
-        self.attributes.message_deduplication_id = Some(id.into());
+        self.parts.attributes.message_deduplication_id = Some(id.into());
         self
     }
 
-    /// Adds a message attribute.
+    /// Adds a message attribute (replacing one of the same name).
     #[inline]
     pub fn message_attribute(mut self, name: impl Into<String>, value: MessageAttribute) -> Self {
-        self.message_attributes.insert(name.into(), value);
+        self.parts.message_attributes.insert(name, value);
         self
     }
 
-    /// Replaces all message attributes.
+    /// Replaces all message attributes (a [`MessageAttributes`] or a
+    /// `HashMap<String, MessageAttribute>`).
     #[inline]
-    pub fn message_attributes(mut self, attrs: HashMap<String, MessageAttribute>) -> Self {
-        self.message_attributes = attrs;
+    pub fn message_attributes(mut self, attrs: impl Into<MessageAttributes>) -> Self {
+        self.parts.message_attributes = attrs.into();
         self
     }
 
     /// The source queue URL or ARN.
     #[inline]
-    pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.source = Some(source.into());
+    pub fn source(mut self, source: impl Into<Source>) -> Self {
+        self.parts.source = Some(source.into());
         self
     }
 
     /// The visibility lease (runners set this).
     #[inline]
     pub fn lease(mut self, lease: Lease) -> Self {
-        self.lease = lease;
+        self.parts.lease = lease;
         self
     }
 
     /// The message.
     #[inline]
     pub fn build(self) -> Message {
-        Message {
-            inner: Arc::new(Inner {
-                id: self.id,
-                receipt_handle: self.receipt_handle,
-                body: self.body,
-                attributes: self.attributes,
-                message_attributes: self.message_attributes,
-                source: self.source,
-                lease: self.lease,
-            }),
+        Message::from_parts(self.parts)
+    }
+}
+
+/// A message's source queue (URL or ARN): its own string, or one shared by
+/// every message from the queue (the poller's queue URL), which costs a
+/// reference count instead of a copy per message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source(SourceRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum SourceRepr {
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Source {
+    /// The URL or ARN.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            SourceRepr::Owned(s) => s,
+            SourceRepr::Shared(s) => s,
         }
+    }
+}
+
+impl std::ops::Deref for Source {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Source {
+    fn from(s: String) -> Self {
+        Self(SourceRepr::Owned(s))
+    }
+}
+
+impl From<&str> for Source {
+    fn from(s: &str) -> Self {
+        Self(SourceRepr::Owned(s.to_owned()))
+    }
+}
+
+impl From<Arc<str>> for Source {
+    fn from(s: Arc<str>) -> Self {
+        Self(SourceRepr::Shared(s))
+    }
+}
+
+impl From<&Arc<str>> for Source {
+    fn from(s: &Arc<str>) -> Self {
+        Self(SourceRepr::Shared(s.clone()))
+    }
+}
+
+/// The message attributes of a message, by name.
+///
+/// SQS allows at most 10 per message, so they are kept as a short list in
+/// arrival order and found by comparing names: cheaper to build, drop and
+/// search than a hash map at that size. Names are unique
+/// ([`insert`](Self::insert) replaces). Equality ignores order.
+#[derive(Clone, Default)]
+pub struct MessageAttributes {
+    entries: Vec<(String, MessageAttribute)>,
+}
+
+impl MessageAttributes {
+    /// No attributes.
+    pub const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// No attributes, with room for `n`.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// The attribute called `name`.
+    pub fn get(&self, name: &str) -> Option<&MessageAttribute> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, a)| a)
+    }
+
+    /// Whether there is an attribute called `name`.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets `name` to `value`, returning the value it replaces.
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        value: MessageAttribute,
+    ) -> Option<MessageAttribute> {
+        let name = name.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, old)) => Some(std::mem::replace(old, value)),
+            None => {
+                self.entries.push((name, value));
+                None
+            }
+        }
+    }
+
+    /// Removes the attribute called `name`.
+    pub fn remove(&mut self, name: &str) -> Option<MessageAttribute> {
+        let i = self.entries.iter().position(|(k, _)| k == name)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Names and attributes, in arrival order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &MessageAttribute)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The names, in arrival order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+}
+
+impl std::fmt::Debug for MessageAttributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for MessageAttributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl Eq for MessageAttributes {}
+
+impl<'a> IntoIterator for &'a MessageAttributes {
+    type Item = (&'a String, &'a MessageAttribute);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, MessageAttribute)>,
+        fn(&'a (String, MessageAttribute)) -> (&'a String, &'a MessageAttribute),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl IntoIterator for MessageAttributes {
+    type Item = (String, MessageAttribute);
+    type IntoIter = std::vec::IntoIter<(String, MessageAttribute)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<K: Into<String>> FromIterator<(K, MessageAttribute)> for MessageAttributes {
+    fn from_iter<I: IntoIterator<Item = (K, MessageAttribute)>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut out = Self::with_capacity(iter.size_hint().0);
+        out.extend(iter);
+        out
+    }
+}
+
+impl<K: Into<String>> Extend<(K, MessageAttribute)> for MessageAttributes {
+    fn extend<I: IntoIterator<Item = (K, MessageAttribute)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<S> From<HashMap<String, MessageAttribute, S>> for MessageAttributes {
+    fn from(map: HashMap<String, MessageAttribute, S>) -> Self {
+        // Keys of a map are unique already.
+        Self {
+            entries: map.into_iter().collect(),
+        }
+    }
+}
+
+impl From<MessageAttributes> for HashMap<String, MessageAttribute> {
+    fn from(attrs: MessageAttributes) -> Self {
+        attrs.entries.into_iter().collect()
     }
 }
 
@@ -483,6 +721,59 @@ mod tests {
             assert_eq!(parse_decimal::<u32>(s), s.parse::<u32>().ok(), "{s:?}");
             assert_eq!(parse_decimal::<u64>(s), s.parse::<u64>().ok(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn message_attributes_by_name() {
+        let mut a = MessageAttributes::new();
+        assert!(a.insert("x", MessageAttribute::string("1")).is_none());
+        a.insert("y", MessageAttribute::number(2));
+        let old = a.insert("x", MessageAttribute::string("3"));
+        assert_eq!(old, Some(MessageAttribute::string("1")), "insert replaces");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.get("x").and_then(|v| v.as_str()), Some("3"));
+        assert!(a.get("z").is_none() && a.contains_key("y"));
+        assert_eq!(a.keys().collect::<Vec<_>>(), ["x", "y"], "arrival order");
+
+        // Equal whatever the order; a HashMap converts both ways.
+        let b: MessageAttributes = [
+            ("y", MessageAttribute::number(2)),
+            ("x", MessageAttribute::string("3")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(a, b);
+        let map: HashMap<String, MessageAttribute> = b.clone().into();
+        assert_eq!(MessageAttributes::from(map), a);
+        assert_ne!(a, MessageAttributes::new());
+        assert_eq!(a.clone().remove("y"), Some(MessageAttribute::number(2)));
+        assert_eq!(
+            format!("{a:?}"),
+            r#"{"x": MessageAttribute { data_type: "String", value: String("3") }, "y": MessageAttribute { data_type: "Number", value: Number("2") }}"#
+        );
+    }
+
+    #[test]
+    fn shared_and_owned_sources_read_alike() {
+        let url: Arc<str> = "https://sqs.eu-west-1.amazonaws.com/1/q".into();
+        let shared = Message::builder("a", "").source(&url).build();
+        let owned = Message::builder("b", "").source(url.to_string()).build();
+        assert_eq!(shared.source(), Some(&*url));
+        assert_eq!(shared.source(), owned.source());
+        assert_eq!(Arc::strong_count(&url), 2, "shared, not copied");
+    }
+
+    #[test]
+    fn parts_debug_hides_body_and_handle() {
+        let mut p = MessageParts::new("m-1".into(), "secret body".into());
+        p.receipt_handle = "AQEB-handle".into();
+        let dbg = format!("{p:?}");
+        assert!(dbg.contains("m-1") && !dbg.contains("secret") && !dbg.contains("AQEB"));
+        let m = Message::from_parts(p);
+        assert_eq!(
+            (m.body(), m.receipt_handle()),
+            ("secret body", "AQEB-handle")
+        );
     }
 
     #[test]

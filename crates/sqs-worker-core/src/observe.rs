@@ -63,6 +63,13 @@ pub mod names {
 /// context, so traces connect across the queue: the `AWSTraceHeader` system
 /// attribute (X-Ray) and a W3C `traceparent` message attribute, when present.
 pub fn message_span(msg: &Message) -> Span {
+    // No subscriber wants INFO spans (none installed, or a stricter level):
+    // skip building one. The macro's disabled path would still evaluate
+    // every field for the `log` crate fallback, which `lambda_runtime`
+    // switches on, on every message.
+    if tracing::Level::INFO > tracing::level_filters::LevelFilter::current() {
+        return Span::none();
+    }
     let span = message_span_fields(msg);
     if let Some(hook) = SPAN_HOOK.get() {
         hook(&span, msg);
@@ -71,18 +78,9 @@ pub fn message_span(msg: &Message) -> Span {
 }
 
 fn message_span_fields(msg: &Message) -> Span {
-    // SQS allows at most 10 message attributes: comparing names is cheaper
-    // than hashing one.
-    let attrs = msg.message_attributes();
-    let traceparent = if attrs.len() <= 16 {
-        attrs
-            .iter()
-            .find(|(k, _)| *k == "traceparent")
-            .map(|(_, a)| a)
-    } else {
-        attrs.get("traceparent")
-    }
-    .and_then(|a| a.as_str());
+    let traceparent = msg
+        .message_attribute("traceparent")
+        .and_then(|a| a.as_str());
     tracing::info_span!(
         "sqs.message",
         messaging.system = "aws_sqs",

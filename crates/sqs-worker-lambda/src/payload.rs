@@ -10,14 +10,13 @@
 //! and fields the adapter does not use are skipped without allocating.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use sqs_worker_core::{MessageAttribute, SystemAttributes};
+use sqs_worker_core::{MessageAttributes, SystemAttributes};
 
 use crate::record::{EventSource, RecordParts, SQS_EVENT_SOURCE, attribute};
 
@@ -194,7 +193,7 @@ impl<'de> Deserialize<'de> for SystemAttrs {
 }
 
 /// The `messageAttributes` object, straight into [`MessageAttribute`]s.
-struct MessageAttrs(HashMap<String, MessageAttribute>);
+struct MessageAttrs(MessageAttributes);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,10 +215,7 @@ impl<'de> Deserialize<'de> for MessageAttrs {
                 f.write_str("the SQS message attributes")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MessageAttrs, A::Error> {
-                let mut out = HashMap::new();
-                if let Some(n) = map.size_hint() {
-                    out.reserve(n);
-                }
+                let mut out = MessageAttributes::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some((name, v)) = map.next_entry::<String, AttrValue>()? {
                     let binary = v.binary_value.map(|b| b.0);
                     match attribute(v.data_type, v.string_value, binary) {

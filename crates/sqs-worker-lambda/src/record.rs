@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
-use sqs_worker_core::{Lease, Message, MessageAttribute, SystemAttributes};
+use sqs_worker_core::{
+    Lease, Message, MessageAttribute, MessageAttributes, MessageParts, SystemAttributes,
+};
 
 /// The `eventSource` of every record of an SQS event.
 pub const SQS_EVENT_SOURCE: &str = "aws:sqs";
@@ -82,7 +84,7 @@ pub(crate) struct RecordParts {
     pub(crate) receipt_handle: Option<String>,
     pub(crate) body: Option<String>,
     pub(crate) attributes: SystemAttributes,
-    pub(crate) message_attributes: HashMap<String, MessageAttribute>,
+    pub(crate) message_attributes: MessageAttributes,
     pub(crate) event_source_arn: Option<String>,
     pub(crate) event_source: EventSource,
 }
@@ -163,17 +165,15 @@ pub(crate) fn convert(
         });
     };
     let lease = lease(receipt_handle.is_some(), event_source_arn.as_deref());
-    let mut builder = Message::builder(id, body)
-        .attributes(attributes)
-        .message_attributes(message_attributes)
-        .lease(lease);
-    if let Some(handle) = receipt_handle {
-        builder = builder.receipt_handle(handle);
-    }
-    if let Some(arn) = event_source_arn {
-        builder = builder.source(arn);
-    }
-    Ok(Converted::Message(builder.build()))
+    Ok(Converted::Message(Message::from_parts(MessageParts {
+        id,
+        receipt_handle: receipt_handle.unwrap_or_default(),
+        body,
+        attributes,
+        message_attributes,
+        source: event_source_arn.map(Into::into),
+        lease,
+    })))
 }
 
 /// Converts a record to a [`Message`] outside an invocation (tests, tools):
@@ -195,14 +195,11 @@ pub fn message_from_record(mut record: SqsMessage, lease: Lease) -> Result<Messa
 /// decoded (the event carries them as Base64, which deserialization decodes).
 /// `stringListValues` / `binaryListValues` are reserved by SQS and never sent;
 /// an attribute with only those (or no value at all) is skipped.
-fn message_attributes_of(
-    attrs: HashMap<String, SqsMessageAttribute>,
-) -> HashMap<String, MessageAttribute> {
-    let mut out = HashMap::new();
+fn message_attributes_of(attrs: HashMap<String, SqsMessageAttribute>) -> MessageAttributes {
     if attrs.is_empty() {
-        return out;
+        return MessageAttributes::new();
     }
-    out.reserve(attrs.len());
+    let mut out = MessageAttributes::with_capacity(attrs.len());
     for (name, a) in attrs {
         let SqsMessageAttribute {
             string_value,

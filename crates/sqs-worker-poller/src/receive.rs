@@ -11,8 +11,8 @@ use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use backon::BackoffBuilder;
 use sqs_worker_core::{
-    Lease, Message, MessageAttribute, Processor, Settled, SystemAttributes, VisibilityControl,
-    observe,
+    Lease, Message, MessageAttribute, MessageAttributes, MessageParts, Processor, Settled,
+    SystemAttributes, VisibilityControl, observe,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -83,7 +83,7 @@ impl Activity {
 /// What a receive loop needs.
 pub(crate) struct Receiver<P> {
     pub(crate) client: aws_sdk_sqs::Client,
-    pub(crate) queue_url: String,
+    pub(crate) queue_url: Arc<str>,
     pub(crate) queue_name: String,
     pub(crate) processor: P,
     pub(crate) capacity: Arc<Semaphore>,
@@ -172,7 +172,7 @@ impl<P: Processor> Receiver<P> {
             let call = self
                 .client
                 .receive_message()
-                .queue_url(&self.queue_url)
+                .queue_url(&*self.queue_url)
                 .max_number_of_messages(asked as i32)
                 .wait_time_seconds(self.wait_seconds)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -317,20 +317,26 @@ impl<P: Processor> Receiver<P> {
             );
             return None;
         };
-        let id = m.message_id.unwrap_or_default();
-        let attributes = SystemAttributes::from_pairs(m.attributes.unwrap_or_default());
-        let mut builder = Message::builder(id, m.body.unwrap_or_default())
-            .receipt_handle(handle)
-            .attributes(attributes)
-            .source(self.queue_url.clone())
-            .lease(Lease::extendable(Some(deadline), self.control.clone()));
-        for (name, v) in m.message_attributes.unwrap_or_default() {
-            let string = v.string_value;
-            let binary = v.binary_value.map(|b| b.into_inner());
-            if let Some(a) = MessageAttribute::from_parts(v.data_type, string, binary) {
-                builder = builder.message_attribute(name, a);
+        let mut message_attributes = MessageAttributes::new();
+        if let Some(attrs) = m.message_attributes {
+            message_attributes = MessageAttributes::with_capacity(attrs.len());
+            for (name, v) in attrs {
+                let string = v.string_value;
+                let binary = v.binary_value.map(|b| b.into_inner());
+                if let Some(a) = MessageAttribute::from_parts(v.data_type, string, binary) {
+                    message_attributes.insert(name, a);
+                }
             }
         }
-        Some(builder.build())
+        Some(Message::from_parts(MessageParts {
+            id: m.message_id.unwrap_or_default(),
+            receipt_handle: handle,
+            body: m.body.unwrap_or_default(),
+            attributes: SystemAttributes::from_pairs(m.attributes.unwrap_or_default()),
+            message_attributes,
+            // Shared by every message of the queue: a reference count, not a copy.
+            source: Some((&self.queue_url).into()),
+            lease: Lease::extendable(Some(deadline), self.control.clone()),
+        }))
     }
 }

@@ -170,7 +170,7 @@ impl<P: Processor> Poller<P> {
         for i in 0..s.receivers {
             let receiver = Receiver {
                 client: clients.receive.clone(),
-                queue_url: facts.url.clone(),
+                queue_url: facts.url.as_str().into(),
                 queue_name: queue_name(&facts.url),
                 processor: self.processor.clone(),
                 capacity: capacity.clone(),
