@@ -63,11 +63,7 @@ pub mod names {
 /// context, so traces connect across the queue: the `AWSTraceHeader` system
 /// attribute (X-Ray) and a W3C `traceparent` message attribute, when present.
 pub fn message_span(msg: &Message) -> Span {
-    // No subscriber wants INFO spans (none installed, or a stricter level):
-    // skip building one. The macro's disabled path would still evaluate
-    // every field for the `log` crate fallback, which `lambda_runtime`
-    // switches on, on every message.
-    if tracing::Level::INFO > tracing::level_filters::LevelFilter::current() {
+    if info_spans_off() {
         return Span::none();
     }
     let span = message_span_fields(msg);
@@ -91,6 +87,16 @@ fn message_span_fields(msg: &Message) -> Span {
         traceparent = traceparent,
         outcome = field::Empty,
     )
+}
+
+/// Whether no subscriber takes INFO spans (none is installed, or all filter
+/// at a stricter level): runners then skip building their spans. (The
+/// macros' disabled path would still evaluate every field for the `log`
+/// crate fallback, which `lambda_runtime` switches on, on every message;
+/// without a subscriber those spans lead nowhere.)
+#[inline]
+pub fn info_spans_off() -> bool {
+    tracing::Level::INFO > tracing::level_filters::LevelFilter::current()
 }
 
 /// A function called with each message span as it is created (e.g. to set

@@ -122,9 +122,14 @@ impl<P: Processor> LambdaService<P> {
         event: SqsEvent,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
+        let span = batch_span(&event.records, |r| &r.event_source_arn, context);
         // Each record converted as it is reached: no intermediate vector.
-        self.handle_records(event.records.into_iter().map(RecordParts::from), context)
-            .await
+        self.handle_records(
+            event.records.into_iter().map(RecordParts::from),
+            span,
+            context,
+        )
+        .await
     }
 
     /// Handles one invocation deserialized as the lean [`SqsPayload`] (what
@@ -134,13 +139,15 @@ impl<P: Processor> LambdaService<P> {
         event: SqsPayload,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
-        self.handle_records(event.records.into_iter(), context)
+        let span = batch_span(&event.records, |r| &r.event_source_arn, context);
+        self.handle_records(event.records.into_iter(), span, context)
             .await
     }
 
     async fn handle_records(
         &self,
         records: impl ExactSizeIterator<Item = RecordParts>,
+        span: tracing::Span,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
         let now = Instant::now();
@@ -150,22 +157,6 @@ impl<P: Processor> LambdaService<P> {
                 .map_or(now, |d| d.max(now))
         });
         let count = records.len();
-        let mut records = records.peekable();
-        let span = {
-            let queue = records
-                .peek()
-                .and_then(|r| r.event_source_arn.as_deref())
-                .and_then(|arn| arn.rsplit(':').next())
-                .unwrap_or_default();
-            tracing::info_span!(
-                "sqs.batch",
-                messaging.system = "aws_sqs",
-                messaging.operation.type = "process",
-                messaging.destination.name = queue,
-                messaging.batch.message_count = count,
-                faas.invocation_id = context.request_id.as_str(),
-            )
-        };
 
         let mut response = SqsBatchResponse::default();
         let mut messages = Vec::with_capacity(count);
@@ -265,6 +256,31 @@ impl<P: Processor> LambdaService<P> {
             None => Lease::unbacked(),
         }
     }
+}
+
+/// The invocation's span (none when no subscriber takes INFO spans), named
+/// after the queue of the first record.
+fn batch_span<R>(
+    records: &[R],
+    arn: impl Fn(&R) -> &Option<String>,
+    context: &Context,
+) -> tracing::Span {
+    if observe::info_spans_off() {
+        return tracing::Span::none();
+    }
+    let queue = records
+        .first()
+        .and_then(|r| arn(r).as_deref())
+        .and_then(|arn| arn.rsplit(':').next())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "sqs.batch",
+        messaging.system = "aws_sqs",
+        messaging.operation.type = "process",
+        messaging.destination.name = queue,
+        messaging.batch.message_count = records.len(),
+        faas.invocation_id = context.request_id.as_str(),
+    )
 }
 
 fn blocked(groups: &[String], m: &Message) -> bool {
