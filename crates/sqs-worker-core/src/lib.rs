@@ -51,8 +51,8 @@ pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
 pub use self::idempotency::{IdempotencyLayer, IdempotencyStore, Idempotent, MemoryStore};
 pub use self::json::{DecodeError, Json};
 pub use self::message::{
-    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, MessageParts,
-    Source, SystemAttributes,
+    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, MessageKey,
+    MessageKeyHasher, MessageParts, Source, SystemAttributes,
 };
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
 pub use self::visibility::{

@@ -10,13 +10,16 @@
 //!   delete never overtakes an extension of the same message in flight.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use sqs_worker_core::observe::names;
-use sqs_worker_core::{BoxFuture, Message, VisibilityControl, VisibilityError};
+use sqs_worker_core::{
+    BoxFuture, Message, MessageKey, MessageKeyHasher, VisibilityControl, VisibilityError,
+};
 use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
 
 use crate::sdk::{self, Class};
@@ -31,9 +34,13 @@ pub(crate) struct Entry {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// In-flight messages by [`Message::key`] (an address: no receipt handle
+/// copied or hashed per message).
+pub(crate) type Table = HashMap<MessageKey, Entry, BuildHasherDefault<MessageKeyHasher>>;
+
 /// The lease table and what the heartbeat needs.
 pub(crate) struct Leases {
-    pub(crate) table: Mutex<HashMap<String, Entry>>,
+    pub(crate) table: Mutex<Table>,
     /// Heartbeat: write; settlement calls: read.
     pub(crate) gate: RwLock<()>,
     pub(crate) client: aws_sdk_sqs::Client,
@@ -46,7 +53,7 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic while holding this lock leaves the map consistent (single
         // inserts and removes), so a poisoned lock is still usable.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
@@ -72,7 +79,7 @@ impl Leases {
             capped: false,
             _permit: permit,
         };
-        let key = entry.message.receipt_handle().to_owned();
+        let key = entry.message.key();
         if self.lock().insert(key, entry).is_none() {
             self.stats.in_flight.fetch_add(1, Relaxed);
         }
@@ -80,8 +87,8 @@ impl Leases {
 
     /// Takes a message out of the table (it settled). `None` if it was
     /// already taken (released at shutdown).
-    pub(crate) fn remove(&self, receipt_handle: &str) -> Option<Entry> {
-        let e = self.lock().remove(receipt_handle);
+    pub(crate) fn remove(&self, message: &Message) -> Option<Entry> {
+        let e = self.lock().remove(&message.key());
         if e.is_some() {
             self.stats.in_flight.fetch_sub(1, Relaxed);
         }
@@ -116,7 +123,7 @@ impl Leases {
         let mut due = Vec::new();
         {
             let mut table = self.lock();
-            for (handle, e) in table.iter_mut() {
+            for (key, e) in table.iter_mut() {
                 if e.deadline.saturating_duration_since(now) > self.heartbeat * 2 {
                     continue;
                 }
@@ -136,7 +143,7 @@ impl Leases {
                     continue;
                 }
                 let secs = self.extension.min(left).as_secs_f64().ceil().max(1.0) as i32;
-                due.push((handle.clone(), e.message.id().to_owned(), secs));
+                due.push((*key, e.message.clone(), secs));
             }
         }
         for chunk in due.chunks(10) {
@@ -144,12 +151,12 @@ impl Leases {
         }
     }
 
-    async fn extend_batch(&self, chunk: &[(String, String, i32)], asked: Instant) {
+    async fn extend_batch(&self, chunk: &[(MessageKey, Message, i32)], asked: Instant) {
         let mut entries = Vec::with_capacity(chunk.len());
-        for (i, (handle, _, secs)) in chunk.iter().enumerate() {
+        for (i, (_, message, secs)) in chunk.iter().enumerate() {
             match ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(i.to_string())
-                .receipt_handle(handle)
+                .receipt_handle(message.receipt_handle())
                 .visibility_timeout(*secs)
                 .build()
             {
@@ -180,11 +187,11 @@ impl Leases {
         };
         let mut table = self.lock();
         for ok in out.successful() {
-            let Some((handle, _, secs)) = ok.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+            let Some((key, _, secs)) = ok.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
             else {
                 continue;
             };
-            if let Some(e) = table.get_mut(handle) {
+            if let Some(e) = table.get_mut(key) {
                 e.deadline = asked + Duration::from_secs(*secs as u64);
                 e.message.lease().set_deadline(e.deadline);
             }
@@ -197,7 +204,7 @@ impl Leases {
                 .parse::<usize>()
                 .ok()
                 .and_then(|i| chunk.get(i))
-                .map(|c| c.1.as_str());
+                .map(|c| c.1.id());
             Stats::add(&self.stats.settlement_failures, 1);
             metrics::counter!(names::SETTLEMENT_FAILURES, "action" => "extend").increment(1);
             tracing::warn!(
@@ -236,7 +243,7 @@ impl VisibilityControl for Control {
         Box::pin(async move {
             let settled = || VisibilityError::Settled(message.id().to_owned());
             let leases = self.0.upgrade().ok_or_else(settled)?;
-            if !leases.lock().contains_key(message.receipt_handle()) {
+            if !leases.lock().contains_key(&message.key()) {
                 return Err(settled());
             }
             let asked = Instant::now();
@@ -256,7 +263,7 @@ impl VisibilityControl for Control {
                         source: Box::new(sdk::describe(&e)),
                     }
                 })?;
-            if let Some(e) = leases.lock().get_mut(message.receipt_handle()) {
+            if let Some(e) = leases.lock().get_mut(&message.key()) {
                 e.deadline = asked + Duration::from_secs(secs as u64);
             }
             Stats::add(&leases.stats.extensions, 1);

@@ -253,12 +253,16 @@ impl<P: Processor> Receiver<P> {
             }
             observe::received(&batch);
             Stats::add(&stats.received, batch.len() as u64);
-            let span = tracing::info_span!(
-                "sqs.batch",
-                messaging.system = "aws_sqs",
-                messaging.destination.name = %self.queue_name,
-                messaging.batch.message_count = batch.len(),
-            );
+            let span = if observe::info_spans_off() {
+                tracing::Span::none()
+            } else {
+                tracing::info_span!(
+                    "sqs.batch",
+                    messaging.system = "aws_sqs",
+                    messaging.destination.name = %self.queue_name,
+                    messaging.batch.message_count = batch.len(),
+                )
+            };
             let processor = self.processor.clone();
             let leases = self.leases.clone();
             let tx = self.settle.clone();
@@ -268,7 +272,7 @@ impl<P: Processor> Receiver<P> {
                 async move {
                     let settle = move |s: Settled| {
                         // Out of the lease table first: no extension can follow.
-                        let Some(entry) = leases.remove(s.message.receipt_handle()) else {
+                        let Some(entry) = leases.remove(&s.message) else {
                             return;
                         };
                         activity.touch();

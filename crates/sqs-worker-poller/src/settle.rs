@@ -117,18 +117,29 @@ impl Acker {
         let mut changes: Vec<Change> = Vec::with_capacity(10);
         let mut tasks = JoinSet::new();
         let mut flush_at: Option<Instant> = None;
+        // One timer, reset when a new flush is due (a timer made per job would
+        // be registered and cancelled in the runtime's wheel every time).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed_for: Option<Instant> = None;
         loop {
             let job = match flush_at {
                 None => rx.recv().await,
-                Some(at) => tokio::select! {
-                    biased;
-                    job = rx.recv() => job,
-                    () = tokio::time::sleep_until(at.into()) => {
-                        self.flush(&mut tasks, &mut deletes, &mut changes);
-                        flush_at = None;
-                        continue;
+                Some(at) => {
+                    if armed_for != Some(at) {
+                        timer.as_mut().reset(at.into());
+                        armed_for = Some(at);
                     }
-                },
+                    tokio::select! {
+                        biased;
+                        job = rx.recv() => job,
+                        () = timer.as_mut() => {
+                            self.flush(&mut tasks, &mut deletes, &mut changes);
+                            flush_at = None;
+                            continue;
+                        }
+                    }
+                }
             };
             let Some(job) = job else { break };
             match job {

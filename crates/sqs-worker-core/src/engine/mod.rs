@@ -257,16 +257,28 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-async fn attempt<H: Handler>(handler: &H, msg: Message, limit: Option<Duration>) -> Attempt {
+/// Runs one handler. With a time `limit` (counted from `started`), the
+/// handler is polled once first: one that finishes without waiting (most do)
+/// never needs a timer, so only handlers that wait pay for one.
+async fn attempt<H: Handler>(
+    handler: &H,
+    msg: Message,
+    limit: Option<Duration>,
+    started: tokio::time::Instant,
+) -> Attempt {
     let fut = AssertUnwindSafe(handler.handle(msg)).catch_unwind();
     let res = match limit {
         None => fut.await,
-        // Boxed so the common no-limit future stays small (it is moved into
-        // the batch's task set on every start).
-        Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
-            Ok(r) => r,
-            Err(_) => return Attempt::TimedOut(limit),
-        },
+        Some(limit) => {
+            let mut fut = std::pin::pin!(fut);
+            match poll_once(fut.as_mut()).await {
+                Poll::Ready(r) => r,
+                Poll::Pending => match tokio::time::timeout_at(started + limit, fut).await {
+                    Ok(r) => r,
+                    Err(_) => return Attempt::TimedOut(limit),
+                },
+            }
+        }
     };
     match res {
         Ok(Ok(())) => Attempt::Ok,
@@ -392,7 +404,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 };
                 let span = observe::message_span(&msg);
                 let h = engine.handler.clone();
-                let fut = async move { attempt(&*h, msg, limit).await }.instrument(span);
+                let fut = async move { attempt(&*h, msg, limit, now).await }.instrument(span);
                 st.in_flight[i as usize] = true;
                 let run = match cfg.execution {
                     Execution::Inline => {
