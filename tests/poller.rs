@@ -834,3 +834,41 @@ async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
         (1, 1, 1)
     );
 }
+
+/// `Execution::Spawn`: handlers that compute without awaiting run on both
+/// worker threads even within one receive (the default `Inline` runs a
+/// receive's messages inside its batch task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_execution_spreads_computing_handlers_over_threads() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "spawn").await;
+    let threads: Arc<Mutex<Vec<std::thread::ThreadId>>> = Arc::default();
+    let t = threads.clone();
+    let handler = move |_m: Message| {
+        // 30 ms of computing, no await: only its own task lets a second
+        // thread run the next message meanwhile.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(30) {
+            std::hint::spin_loop();
+        }
+        t.lock().unwrap().push(std::thread::current().id());
+        async { Ok::<_, Error>(()) }
+    };
+    let bodies: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
+    send(&client, &url, &bodies).await;
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .execution(sqs_worker::Execution::Spawn),
+    );
+    until(Duration::from_secs(30), "10 messages handled", || {
+        threads.lock().unwrap().len() >= 10
+    })
+    .await;
+    let summary = running.stop().await;
+    assert_eq!(summary.deleted, 10);
+    let distinct: HashSet<_> = threads.lock().unwrap().iter().copied().collect();
+    assert_eq!(distinct.len(), 2, "handlers ran on both worker threads");
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqs_worker_core::{
-    Engine, EngineConfig, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, Processor,
-    RetryPolicy,
+    Engine, EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT,
+    Processor, RetryPolicy,
 };
 
 use crate::error::ConfigError;
@@ -128,6 +128,7 @@ pub struct PollerBuilder<P> {
     make: MakeProcessor<P>,
     custom_processor: bool,
     retry: Option<Arc<dyn RetryPolicy>>,
+    execution: Execution,
     client: Option<aws_sdk_sqs::Client>,
     shutdown: Option<Signal>,
 }
@@ -313,6 +314,7 @@ impl<P: Processor> PollerBuilder<P> {
             make,
             custom_processor,
             retry: None,
+            execution: Execution::Inline,
             client: None,
             shutdown: None,
         }
@@ -329,6 +331,20 @@ impl<P: Processor> PollerBuilder<P> {
     /// all receive loops. Default 32.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
+        self
+    }
+
+    /// How handlers are driven. Default [`Execution::Inline`]: the messages
+    /// of one receive run concurrently inside that batch's task, and batches
+    /// run in parallel on the runtime's worker threads — the cheapest, and
+    /// enough for handlers that wait on I/O. [`Execution::Spawn`] gives each
+    /// message a task of its own, so handlers that compute for long stretches
+    /// without awaiting spread over every worker thread even within one
+    /// batch. (Handlers that block a thread belong in
+    /// `tokio::task::spawn_blocking` either way.) Not used with
+    /// [`Poller::with_processor`], whose processor has its own settings.
+    pub fn execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
         self
     }
 
@@ -509,7 +525,7 @@ impl<P: Processor> PollerBuilder<P> {
             .unwrap_or_else(|| Arc::new(ExponentialBackoff::default()));
         let engine_config = EngineConfig::default()
             .concurrency(s.max_messages)
-            .execution(sqs_worker_core::Execution::Spawn)
+            .execution(self.execution)
             .handler_timeout(Some(s.max_processing_time))
             .retry_policy_arc(retry);
         let processor = (self.make)(engine_config);

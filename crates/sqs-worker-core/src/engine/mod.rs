@@ -44,13 +44,16 @@ use crate::retry::{ExponentialBackoff, RetryPolicy};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Execution {
-    /// Each message is polled inside the batch's own task. Cheapest; handlers
-    /// that block a thread hold back the rest of the batch. The Lambda
-    /// adapter's default (one event at a time, often one vCPU).
+    /// Each message is polled inside the batch's own task: the messages of a
+    /// batch interleave at their awaits, and separate batches (the poller
+    /// runs each receive as a task) use the other worker threads. Cheapest;
+    /// a handler that computes for long without awaiting holds back the rest
+    /// of its batch meanwhile. The default of both runners.
     #[default]
     Inline,
-    /// Each message is its own `tokio` task, so CPU-heavy handlers use every
-    /// worker thread. The poller's default.
+    /// Each message is its own `tokio` task, so handlers that compute for
+    /// long stretches use every worker thread even within one batch; costs
+    /// a task per message.
     Spawn,
 }
 
