@@ -187,3 +187,52 @@ async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
 }
+
+/// With a subscriber, a handler's log lines carry the message's span (its
+/// id), and the invocation's summary line the invocation's span (the request
+/// id): the runners build their spans whenever a subscriber takes them.
+#[test]
+fn logs_carry_the_message_and_invocation_spans() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let capture = Capture::default();
+    let subscriber = log_subscriber(LogFormat::Json, capture.clone(), false);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let service = sqs_worker::lambda::LambdaService::new(Engine::new(|m: Message| async move {
+        tracing::info!("charging the card");
+        if m.id() == "span-msg-2" {
+            return Err(Error::msg("card declined"));
+        }
+        Ok::<(), Error>(())
+    }));
+    let event = sqs_worker::lambda::testing::event(
+        ["span-msg-1", "span-msg-2"].map(|id| sqs_worker::lambda::testing::record(id, "{}")),
+    );
+    let mut ctx = sqs_worker::lambda::testing::context(Duration::from_secs(60));
+    ctx.request_id = "req-7f3a".into();
+    let resp = rt.block_on(service.handle(event, &ctx)).unwrap();
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    let logs = capture.text();
+    let line = |what: &str| {
+        logs.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line in:\n{logs}"))
+    };
+    let handler = line("charging the card");
+    for needle in ["sqs.message", "span-msg-1"] {
+        assert!(
+            handler.contains(needle),
+            "handler line lacks {needle:?}: {handler}"
+        );
+    }
+    let summary = line("batch done");
+    for needle in ["sqs.batch", "req-7f3a"] {
+        assert!(
+            summary.contains(needle),
+            "summary line lacks {needle:?}: {summary}"
+        );
+    }
+}
