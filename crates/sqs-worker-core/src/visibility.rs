@@ -86,6 +86,19 @@ fn to_nanos(t: Instant) -> u64 {
         .max(1)
 }
 
+impl Clone for Lease {
+    /// A lease with this one's current deadline and control, from then on
+    /// independent of it (runners make one per invocation and clone it per
+    /// message).
+    fn clone(&self) -> Self {
+        Self {
+            deadline: AtomicU64::new(self.deadline.load(Ordering::Acquire)),
+            control: self.control.clone(),
+            unsupported_reason: self.unsupported_reason,
+        }
+    }
+}
+
 impl Lease {
     /// A lease with no deadline and no way to extend it.
     pub fn unbacked() -> Self {
@@ -157,6 +170,24 @@ impl Lease {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_cloned_lease_starts_equal_then_moves_on_its_own() {
+        let t0 = Instant::now() + Duration::from_secs(30);
+        let template = Lease::fixed(t0, "fixed for the test");
+        let copy = template.clone();
+        assert_eq!(copy.deadline(), template.deadline());
+        copy.set_deadline(t0 + Duration::from_secs(60));
+        assert!(
+            copy.deadline() > template.deadline(),
+            "independent after the clone"
+        );
+        assert!(
+            template
+                .deadline()
+                .is_some_and(|d| d.duration_since(t0) < Duration::from_millis(1))
+        );
+    }
 
     struct Recorder(Mutex<Vec<(String, Duration)>>);
     impl VisibilityControl for Recorder {

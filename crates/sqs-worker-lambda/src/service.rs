@@ -161,9 +161,10 @@ impl<P: Processor> LambdaService<P> {
         let mut response = SqsBatchResponse::default();
         let mut messages = Vec::with_capacity(count);
         let mut blocked_groups: Vec<String> = Vec::new();
+        let leases = self.leases(deadline);
         for (index, record) in records.enumerate() {
             match convert(index, record, |has_handle, arn| {
-                self.lease(deadline, has_handle, arn)
+                leases.for_record(has_handle, arn)
             })? {
                 Converted::Message(m) => {
                     if blocked(&blocked_groups, &m) {
@@ -242,19 +243,44 @@ impl<P: Processor> LambdaService<P> {
             .await;
     }
 
-    fn lease(&self, deadline: Option<Instant>, has_handle: bool, arn: Option<&str>) -> Lease {
+    /// The leases of this invocation's messages, made once and cloned per
+    /// record.
+    fn leases(&self, deadline: Option<Instant>) -> InvocationLeases {
+        InvocationLeases {
+            fixed: match deadline {
+                Some(d) => Lease::fixed(d, FIXED_LEASE),
+                None => Lease::unbacked(),
+            },
+            #[cfg(feature = "sqs-client")]
+            extendable: self
+                .inner
+                .client
+                .as_ref()
+                .map(|settler| Lease::extendable(deadline, settler.visibility())),
+        }
+    }
+}
+
+/// An invocation's lease templates.
+struct InvocationLeases {
+    /// For records the adapter cannot extend.
+    fixed: Lease,
+    /// With an SQS client: for records with a receipt handle and queue ARN.
+    #[cfg(feature = "sqs-client")]
+    extendable: Option<Lease>,
+}
+
+impl InvocationLeases {
+    fn for_record(&self, has_handle: bool, arn: Option<&str>) -> Lease {
         #[cfg(feature = "sqs-client")]
-        if let Some(settler) = &self.inner.client
+        if let Some(lease) = &self.extendable
             && has_handle
             && arn.is_some()
         {
-            return Lease::extendable(deadline, settler.visibility());
+            return lease.clone();
         }
         let _ = (has_handle, arn);
-        match deadline {
-            Some(d) => Lease::fixed(d, FIXED_LEASE),
-            None => Lease::unbacked(),
-        }
+        self.fixed.clone()
     }
 }
 

@@ -406,11 +406,11 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                     continue;
                 };
                 let span = observe::message_span(&msg);
-                let h = engine.handler.clone();
-                let fut = async move { attempt(&*h, msg, limit, now).await }.instrument(span);
                 st.in_flight[i as usize] = true;
                 let run = match cfg.execution {
                     Execution::Inline => {
+                        // Polled only inside this batch: it may borrow the handler.
+                        let fut = attempt(&*engine.handler, msg, limit, now).instrument(span);
                         let mut fut = boxed(&mut spare, fut);
                         // First poll now: a handler that finishes without
                         // waiting settles at once, without joining the set.
@@ -424,9 +424,14 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                         }
                         Running::Inline { fut }
                     }
-                    Execution::Spawn => Running::Task {
-                        handle: AbortOnDrop(tokio::spawn(fut)),
-                    },
+                    Execution::Spawn => {
+                        let h = engine.handler.clone();
+                        let fut =
+                            async move { attempt(&*h, msg, limit, now).await }.instrument(span);
+                        Running::Task {
+                            handle: AbortOnDrop(tokio::spawn(fut)),
+                        }
+                    }
                 };
                 running
                     .get_or_insert_with(FuturesUnordered::new)
