@@ -196,9 +196,6 @@ pub fn message_from_record(mut record: SqsMessage, lease: Lease) -> Result<Messa
 /// `stringListValues` / `binaryListValues` are reserved by SQS and never sent;
 /// an attribute with only those (or no value at all) is skipped.
 fn message_attributes_of(attrs: HashMap<String, SqsMessageAttribute>) -> MessageAttributes {
-    if attrs.is_empty() {
-        return MessageAttributes::new();
-    }
     let mut out = MessageAttributes::with_capacity(attrs.len());
     for (name, a) in attrs {
         let SqsMessageAttribute {

@@ -122,7 +122,11 @@ impl<P: Processor> LambdaService<P> {
         event: SqsEvent,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
-        let span = batch_span(&event.records, |r| &r.event_source_arn, context);
+        let first_arn = event
+            .records
+            .first()
+            .and_then(|r| r.event_source_arn.as_deref());
+        let span = batch_span(first_arn, event.records.len(), context);
         // Each record converted as it is reached: no intermediate vector.
         self.handle_records(
             event.records.into_iter().map(RecordParts::from),
@@ -139,7 +143,11 @@ impl<P: Processor> LambdaService<P> {
         event: SqsPayload,
         context: &Context,
     ) -> Result<SqsBatchResponse, EventError> {
-        let span = batch_span(&event.records, |r| &r.event_source_arn, context);
+        let first_arn = event
+            .records
+            .first()
+            .and_then(|r| r.event_source_arn.as_deref());
+        let span = batch_span(first_arn, event.records.len(), context);
         self.handle_records(event.records.into_iter(), span, context)
             .await
     }
@@ -286,17 +294,11 @@ impl InvocationLeases {
 
 /// The invocation's span (none when no subscriber takes INFO spans), named
 /// after the queue of the first record.
-fn batch_span<R>(
-    records: &[R],
-    arn: impl Fn(&R) -> &Option<String>,
-    context: &Context,
-) -> tracing::Span {
+fn batch_span(first_arn: Option<&str>, count: usize, context: &Context) -> tracing::Span {
     if observe::info_spans_off() {
         return tracing::Span::none();
     }
-    let queue = records
-        .first()
-        .and_then(|r| arn(r).as_deref())
+    let queue = first_arn
         .and_then(|arn| arn.rsplit(':').next())
         .unwrap_or_default();
     tracing::info_span!(
@@ -304,7 +306,7 @@ fn batch_span<R>(
         messaging.system = "aws_sqs",
         messaging.operation.type = "process",
         messaging.destination.name = queue,
-        messaging.batch.message_count = records.len(),
+        messaging.batch.message_count = count,
         faas.invocation_id = context.request_id.as_str(),
     )
 }

@@ -123,7 +123,7 @@ impl Leases {
         let mut due = Vec::new();
         {
             let mut table = self.lock();
-            for (key, e) in table.iter_mut() {
+            for e in table.values_mut() {
                 if e.deadline.saturating_duration_since(now) > self.heartbeat * 2 {
                     continue;
                 }
@@ -143,7 +143,7 @@ impl Leases {
                     continue;
                 }
                 let secs = self.extension.min(left).as_secs_f64().ceil().max(1.0) as i32;
-                due.push((*key, e.message.clone(), secs));
+                due.push((e.message.clone(), secs));
             }
         }
         for chunk in due.chunks(10) {
@@ -151,9 +151,9 @@ impl Leases {
         }
     }
 
-    async fn extend_batch(&self, chunk: &[(MessageKey, Message, i32)], asked: Instant) {
+    async fn extend_batch(&self, chunk: &[(Message, i32)], asked: Instant) {
         let mut entries = Vec::with_capacity(chunk.len());
-        for (i, (_, message, secs)) in chunk.iter().enumerate() {
+        for (i, (message, secs)) in chunk.iter().enumerate() {
             match ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(i.to_string())
                 .receipt_handle(message.receipt_handle())
@@ -187,11 +187,11 @@ impl Leases {
         };
         let mut table = self.lock();
         for ok in out.successful() {
-            let Some((key, _, secs)) = ok.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+            let Some((message, secs)) = ok.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
             else {
                 continue;
             };
-            if let Some(e) = table.get_mut(key) {
+            if let Some(e) = table.get_mut(&message.key()) {
                 e.deadline = asked + Duration::from_secs(*secs as u64);
                 e.message.lease().set_deadline(e.deadline);
             }
@@ -204,7 +204,7 @@ impl Leases {
                 .parse::<usize>()
                 .ok()
                 .and_then(|i| chunk.get(i))
-                .map(|c| c.1.id());
+                .map(|c| c.0.id());
             Stats::add(&self.stats.settlement_failures, 1);
             metrics::counter!(names::SETTLEMENT_FAILURES, "action" => "extend").increment(1);
             tracing::warn!(

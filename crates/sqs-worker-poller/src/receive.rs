@@ -321,17 +321,20 @@ impl<P: Processor> Receiver<P> {
             );
             return None;
         };
-        let mut message_attributes = MessageAttributes::new();
-        if let Some(attrs) = m.message_attributes {
-            message_attributes = MessageAttributes::with_capacity(attrs.len());
-            for (name, v) in attrs {
-                let string = v.string_value;
-                let binary = v.binary_value.map(|b| b.into_inner());
-                if let Some(a) = MessageAttribute::from_parts(v.data_type, string, binary) {
-                    message_attributes.insert(name, a);
-                }
-            }
-        }
+        let message_attributes =
+            m.message_attributes
+                .map_or_else(MessageAttributes::new, |attrs| {
+                    let mut out = MessageAttributes::with_capacity(attrs.len());
+                    for (name, v) in attrs {
+                        let binary = v.binary_value.map(|b| b.into_inner());
+                        if let Some(a) =
+                            MessageAttribute::from_parts(v.data_type, v.string_value, binary)
+                        {
+                            out.insert(name, a);
+                        }
+                    }
+                    out
+                });
         Some(Message::from_parts(MessageParts {
             id: m.message_id.unwrap_or_default(),
             receipt_handle: handle,
