@@ -13,8 +13,9 @@
 //! - an optional batch deadline: messages not started when its safety margin
 //!   is reached are [`FailureKind::Unstarted`], messages still running at the
 //!   deadline [`FailureKind::DeadlineExceeded`];
-//! - the retry delay of each failure, from the [`RetryPolicy`].
+//! - the retry delay of each failure, from the [`RetryPolicy`](crate::RetryPolicy).
 
+mod config;
 mod lanes;
 mod outcome;
 
@@ -30,6 +31,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
+pub use self::config::{EngineConfig, Execution};
 use self::lanes::Lanes;
 pub(crate) use self::outcome::kind_of as outcome_kind;
 use self::outcome::kind_of;
@@ -38,130 +40,6 @@ use crate::error::Error;
 use crate::handler::{Handler, IntoHandler};
 use crate::message::Message;
 use crate::observe;
-use crate::retry::{ExponentialBackoff, RetryPolicy};
-
-/// How handler futures are driven.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Execution {
-    /// Each message is polled inside the batch's own task: the messages of a
-    /// batch interleave at their awaits, and separate batches (the poller
-    /// runs each receive as a task) use the other worker threads. Cheapest;
-    /// a handler that computes for long without awaiting holds back the rest
-    /// of its batch meanwhile. The default of both runners.
-    #[default]
-    Inline,
-    /// Each message is its own `tokio` task, so handlers that compute for
-    /// long stretches use every worker thread even within one batch; costs
-    /// a task per message.
-    Spawn,
-}
-
-/// Engine settings. Build with [`EngineConfig::default`] and the setters.
-#[derive(Clone)]
-pub struct EngineConfig {
-    concurrency: usize,
-    execution: Execution,
-    handler_timeout: Option<Duration>,
-    pub(crate) start_margin: Duration,
-    retry: Arc<dyn RetryPolicy>,
-}
-
-impl std::fmt::Debug for EngineConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineConfig")
-            .field("concurrency", &self.concurrency)
-            .field("execution", &self.execution)
-            .field("handler_timeout", &self.handler_timeout)
-            .field("start_margin", &self.start_margin)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 16,
-            execution: Execution::Inline,
-            handler_timeout: None,
-            start_margin: Duration::ZERO,
-            retry: Arc::new(ExponentialBackoff::default()),
-        }
-    }
-}
-
-impl EngineConfig {
-    /// At most `n` handlers run at once within a batch (at least 1).
-    #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
-        self
-    }
-
-    /// How handler futures are driven.
-    #[must_use]
-    pub fn execution(mut self, execution: Execution) -> Self {
-        self.execution = execution;
-        self
-    }
-
-    /// Stop a handler after `limit` and fail its message ([`FailureKind::TimedOut`]).
-    #[must_use]
-    pub fn handler_timeout(mut self, limit: Option<Duration>) -> Self {
-        self.handler_timeout = limit;
-        self
-    }
-
-    /// With a batch deadline, start no message when less than `margin` is left.
-    #[must_use]
-    pub fn start_margin(mut self, margin: Duration) -> Self {
-        self.start_margin = margin;
-        self
-    }
-
-    /// The retry policy that sets each failure's retry delay.
-    #[must_use]
-    pub fn retry_policy(mut self, policy: impl RetryPolicy) -> Self {
-        self.retry = Arc::new(policy);
-        self
-    }
-
-    /// The retry policy, shared.
-    #[must_use]
-    pub fn retry_policy_arc(mut self, policy: Arc<dyn RetryPolicy>) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// The configured concurrency.
-    pub fn get_concurrency(&self) -> usize {
-        self.concurrency
-    }
-
-    /// The configured per-message time limit.
-    pub fn get_handler_timeout(&self) -> Option<Duration> {
-        self.handler_timeout
-    }
-
-    /// The retry policy.
-    pub fn get_retry_policy(&self) -> &Arc<dyn RetryPolicy> {
-        &self.retry
-    }
-
-    pub(crate) fn failure(&self, msg: &Message, kind: FailureKind, error: Error) -> Failure {
-        let retry_delay = match kind {
-            FailureKind::Unstarted | FailureKind::GroupBlocked | FailureKind::Permanent => {
-                Duration::ZERO
-            }
-            _ => self.retry.delay(msg.receive_count(), &error),
-        };
-        Failure {
-            kind,
-            error,
-            retry_delay,
-        }
-    }
-}
 
 /// What runners drive: a batch in, every message settled exactly once out.
 ///
@@ -358,25 +236,18 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     mut settle: S,
 ) {
     let cfg = &*engine.config;
-    let mut st = State {
-        cfg,
-        lanes: Lanes::plan(&batch),
-        slots: batch.into_iter().map(Some).collect(),
-        in_flight: Vec::new(),
-        tally: observe::Tally::default(),
-    };
-    st.in_flight = vec![false; st.slots.len()];
+    let mut st = State::new(cfg, batch);
     // tokio's clock (equal to std's, except under a paused test clock).
     let deadline = deadline.map(tokio::time::Instant::from_std);
     let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
-    let limit = cfg.handler_timeout;
+    let (handler, limit) = (&*engine.handler, cfg.handler_timeout);
+    // Polled only inside this batch: an inline handler future may borrow the handler.
+    let inline = |msg, now, span| attempt(handler, msg, limit, now).instrument(span);
     // Both made on first need: a batch whose handlers all finish on their
     // first poll needs neither (each costs allocations).
     let mut running = None;
     let mut sleep = None;
-    // Inline: the box of the last handler future that finished on its first
-    // poll, reused for the next one (most handlers finish without waiting, so
-    // a batch allocates one box instead of one task per message).
+    // The box of the last inline future that finished on its first poll, reused.
     let mut spare = None;
 
     loop {
@@ -387,88 +258,135 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 if len(&running) == 0 {
                     return st.finish_unstarted(&mut settle);
                 }
-                // Let the running ones finish (until the deadline); start nothing more.
-                st.lanes.clear_ready();
-                for (i, slot) in st.slots.iter_mut().enumerate() {
-                    if !st.in_flight[i]
-                        && let Some(m) = slot.take()
-                    {
-                        unstarted(cfg, m, &mut settle, &mut st.tally);
-                    }
-                }
+                st.stop_starting(&mut settle);
             }
-            let mut done_now = 0;
-            while len(&running) < cfg.concurrency {
-                let Some(i) = st.lanes.pop_ready() else {
-                    break;
-                };
-                let Some(msg) = st.slots[i as usize].clone() else {
-                    continue;
-                };
-                let span = observe::message_span(&msg);
-                st.in_flight[i as usize] = true;
-                let run = match cfg.execution {
-                    Execution::Inline => {
-                        // Polled only inside this batch: it may borrow the handler.
-                        let fut = attempt(&*engine.handler, msg, limit, now).instrument(span);
-                        let mut fut = boxed(&mut spare, fut);
-                        // First poll now: a handler that finishes without
-                        // waiting settles at once, without joining the set.
-                        if let Poll::Ready(a) = poll_once(fut.as_mut()).await {
-                            spare = Some(fut);
-                            // Its handler time is read with the others of this
-                            // round, once, below.
-                            st.complete(i, None, a, &mut settle);
-                            done_now += 1;
-                            continue;
-                        }
-                        Running::Inline { fut }
-                    }
-                    Execution::Spawn => {
-                        let h = engine.handler.clone();
-                        let fut =
-                            async move { attempt(&*h, msg, limit, now).await }.instrument(span);
-                        Running::Task {
-                            handle: AbortOnDrop(tokio::spawn(fut)),
-                        }
-                    }
-                };
-                running
-                    .get_or_insert_with(FuturesUnordered::new)
-                    .push(Tagged {
-                        index: i,
-                        started: now,
-                        running: run,
-                    });
-            }
-            // One clock read for every handler that finished on its first poll
-            // in this round (each timed from the round's start, as before).
-            if done_now > 0 {
-                st.tally.handler_times(now.elapsed(), done_now);
-            }
+            let round = Round {
+                engine,
+                inline: &inline,
+                now,
+            };
+            round
+                .start_ready(&mut st, &mut running, &mut spare, &mut settle)
+                .await;
         }
         let Some(set) = running.as_mut().filter(|r| !r.is_empty()) else {
             break;
         };
-        let next = match deadline {
-            None => set.next().await,
-            Some(d) => {
-                let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
-                tokio::select! {
-                    biased;
-                    r = set.next() => r,
-                    () = sleep.as_mut() => {
-                        drop(running);
-                        return st.finish_unstarted(&mut settle);
+        match next_finished(set, deadline, &mut sleep).await {
+            Waited::Finished((i, started, result)) => {
+                st.complete(i, Some(started), result, &mut settle);
+            }
+            Waited::Drained => break,
+            Waited::Deadline => {
+                drop(running);
+                return st.finish_unstarted(&mut settle);
+            }
+        }
+    }
+}
+
+/// The running handlers of a batch: inline futures (boxed, of type `F`) or tasks.
+type RunningSet<F> = Option<FuturesUnordered<Tagged<Pin<Box<F>>>>>;
+
+/// One round of starting messages: the engine, how to make an inline handler
+/// future, and the round's start time.
+struct Round<'a, H, M> {
+    engine: &'a Engine<H>,
+    inline: &'a M,
+    now: tokio::time::Instant,
+}
+
+impl<H, M, F> Round<'_, H, M>
+where
+    H: Handler,
+    M: Fn(Message, tokio::time::Instant, tracing::Span) -> F,
+    F: Future<Output = Attempt>,
+{
+    /// Starts ready messages until the concurrency limit; an inline handler
+    /// that finishes on its first poll settles at once, without joining `running`.
+    async fn start_ready<S: FnMut(Settled)>(
+        &self,
+        st: &mut State<'_>,
+        running: &mut RunningSet<F>,
+        spare: &mut Option<Pin<Box<F>>>,
+        settle: &mut S,
+    ) {
+        let cfg = st.cfg;
+        let now = self.now;
+        let mut done_now = 0;
+        while len(running) < cfg.concurrency {
+            let Some(i) = st.lanes.pop_ready() else {
+                break;
+            };
+            let Some(msg) = st.slots[i as usize].clone() else {
+                continue;
+            };
+            let span = observe::message_span(&msg);
+            st.in_flight[i as usize] = true;
+            let run = match cfg.execution {
+                Execution::Inline => {
+                    let mut fut = boxed(spare, (self.inline)(msg, now, span));
+                    if let Poll::Ready(a) = poll_once(fut.as_mut()).await {
+                        *spare = Some(fut);
+                        // Timed with the others of this round, below.
+                        st.complete(i, None, a, settle);
+                        done_now += 1;
+                        continue;
+                    }
+                    Running::Inline { fut }
+                }
+                Execution::Spawn => {
+                    let (h, limit) = (self.engine.handler.clone(), cfg.handler_timeout);
+                    let fut = async move { attempt(&*h, msg, limit, now).await }.instrument(span);
+                    Running::Task {
+                        handle: AbortOnDrop(tokio::spawn(fut)),
                     }
                 }
-            }
-        };
-        let Some((i, started, result)) = next else {
-            break;
-        };
-        st.complete(i, Some(started), result, &mut settle);
+            };
+            running
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(Tagged {
+                    index: i,
+                    started: now,
+                    running: run,
+                });
+        }
+        // One clock read for every handler that finished on its first poll.
+        if done_now > 0 {
+            st.tally.handler_times(now.elapsed(), done_now);
+        }
     }
+}
+
+/// What waiting on the running set gave.
+enum Waited<T> {
+    /// A message finished.
+    Finished(T),
+    /// Nothing is running any more.
+    Drained,
+    /// The batch deadline was reached first.
+    Deadline,
+}
+
+/// Waits for the next running message to finish, or for the batch deadline
+/// (its timer made on first need, in `sleep`).
+async fn next_finished<St: futures_util::Stream + Unpin>(
+    set: &mut St,
+    deadline: Option<tokio::time::Instant>,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) -> Waited<St::Item> {
+    let next = match deadline {
+        None => set.next().await,
+        Some(d) => {
+            let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+            tokio::select! {
+                biased;
+                r = set.next() => r,
+                () = sleep.as_mut() => return Waited::Deadline,
+            }
+        }
+    };
+    next.map_or(Waited::Drained, Waited::Finished)
 }
 
 /// How many messages are running.
@@ -501,7 +419,33 @@ struct State<'a> {
     tally: observe::Tally,
 }
 
-impl State<'_> {
+impl<'a> State<'a> {
+    /// The batch, none of it started.
+    fn new(cfg: &'a EngineConfig, batch: Vec<Message>) -> Self {
+        let n = batch.len();
+        Self {
+            cfg,
+            lanes: Lanes::plan(&batch),
+            slots: batch.into_iter().map(Some).collect(),
+            in_flight: vec![false; n],
+            tally: observe::Tally::default(),
+        }
+    }
+
+    /// The start margin is reached: start nothing more and settle every
+    /// message not yet started [`FailureKind::Unstarted`]; running ones go on
+    /// until the deadline.
+    fn stop_starting<S: FnMut(Settled)>(&mut self, settle: &mut S) {
+        self.lanes.clear_ready();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !self.in_flight[i]
+                && let Some(m) = slot.take()
+            {
+                unstarted(self.cfg, m, settle, &mut self.tally);
+            }
+        }
+    }
+
     /// Settles message `i`, whose handler (started at `started`; `None`: the
     /// caller records its time) returned `result`, and readies or blocks the
     /// rest of its FIFO group.
