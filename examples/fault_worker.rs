@@ -31,7 +31,8 @@ use sqs_worker::idempotency::{
     StoreError,
 };
 use sqs_worker::poller::Poller;
-use sqs_worker::{BoxError, BoxFuture, Error, Message};
+use sqs_worker::{BoxError, Error, Message};
+use sqs_worker_core::runner::BoxFuture;
 use sqs_worker_dynamodb::DynamoDbStore;
 
 /// The effects file, shared by the handler and the store.

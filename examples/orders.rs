@@ -119,8 +119,8 @@ mod tests {
 
     #[tokio::test]
     async fn valid_orders_succeed_and_bad_bodies_are_permanent() {
-        let engine = sqs_worker::Engine::new(handle);
-        use sqs_worker::Processor;
+        let engine = sqs_worker_core::runner::Engine::new(handle);
+        use sqs_worker_core::runner::Processor;
         let report = engine
             .run(
                 vec![

@@ -23,9 +23,21 @@
 //!
 //! Features: `poller` and `lambda` (default) bring the two runners,
 //! `dynamodb` the DynamoDB idempotency store, `full` all of them.
+//!
+//! The root is the handler author's API. Writing a runner of your own (or
+//! driving the engine directly)? The runner interface is
+//! [`sqs_worker_core::runner`]: add the `sqs-worker-core` crate.
 
+// The user API, by name: what handler authors use. Runner authors use
+// `sqs_worker_core::runner` (the engine, settlement outcomes, spans, health).
 #[doc(inline)]
-pub use sqs_worker_core::*;
+pub use sqs_worker_core::{
+    Action, AttributeValue, BatchHandler, BatchResults, BoxError, DecodeError, EngineConfig, Error,
+    Execution, ExponentialBackoff, FixedDelay, FnHandler, Handler, IntoHandler, Jitter, Json,
+    Lease, MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
+    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, VisibilityError, handler_fn,
+    idempotency,
+};
 
 /// The long-poll runner (feature `poller`).
 #[cfg(feature = "poller")]

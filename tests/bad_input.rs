@@ -34,7 +34,7 @@ struct Order {
 type Seen = Arc<Mutex<Vec<Message>>>;
 
 /// Runs a poller until `done` holds or `limit` passes, then stops it.
-async fn poll_until<P: sqs_worker::Processor>(
+async fn poll_until<P: sqs_worker_core::runner::Processor>(
     builder: sqs_worker::poller::PollerBuilder<P>,
     limit: Duration,
     mut done: impl FnMut() -> bool,

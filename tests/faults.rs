@@ -611,7 +611,9 @@ struct Running {
 }
 
 impl Running {
-    fn start<P: sqs_worker::Processor>(builder: sqs_worker::poller::PollerBuilder<P>) -> Running {
+    fn start<P: sqs_worker_core::runner::Processor>(
+        builder: sqs_worker::poller::PollerBuilder<P>,
+    ) -> Running {
         let (tx, rx) = oneshot::channel::<()>();
         let poller = builder
             .shutdown_signal(async move {

@@ -415,7 +415,7 @@ async fn lambda_concurrent_invocations_run_a_record_once() {
     let store = store().await;
     let charges = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = |work: Duration| {
-        LambdaService::new(sqs_worker::Engine::new(
+        LambdaService::new(sqs_worker_core::runner::Engine::new(
             by_order(&store).layer(charging(&charges, work)),
         ))
     };

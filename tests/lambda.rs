@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use lambda_runtime::{LambdaEvent, Service};
-use sqs_worker::{AttributeValue, Engine, EngineConfig, Error, Json, Message};
+use sqs_worker::{AttributeValue, EngineConfig, Error, Json, Message};
+use sqs_worker_core::runner::Engine;
 use sqs_worker_lambda::testing::{
     assert_all_succeeded, assert_failed_ids, context, event, failed_ids, fifo_record, record,
 };
@@ -515,7 +516,8 @@ async fn with_a_client_handlers_can_extend_visibility() {
 
 #[tokio::test]
 async fn a_batch_engine_runs_behind_the_same_service() {
-    use sqs_worker::{BatchEngine, BatchResults};
+    use sqs_worker::BatchResults;
+    use sqs_worker_core::runner::BatchEngine;
     let engine = BatchEngine::new(|batch: Vec<Message>| async move {
         let mut results = BatchResults::new();
         for m in &batch {

@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sqs_worker::telemetry::{LogFormat, log_subscriber};
-use sqs_worker::{Engine, Error, Json, Message, Processor};
+use sqs_worker::{Error, Json, Message};
+use sqs_worker_core::runner::{Engine, Processor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(serde::Deserialize)]
@@ -179,11 +180,11 @@ async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
 
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200);
-    sqs_worker::observe::health().receive_failed();
+    sqs_worker_core::runner::observe::health().receive_failed();
     let (status, body) = http_get(addr, "/healthz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("every SQS receive has failed"), "{body}");
-    sqs_worker::observe::health().receive_succeeded();
+    sqs_worker_core::runner::observe::health().receive_succeeded();
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
 }

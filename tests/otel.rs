@@ -5,7 +5,8 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use sqs_worker::{Engine, Error, Message, MessageAttribute, Processor};
+use sqs_worker::{Error, Message, MessageAttribute};
+use sqs_worker_core::runner::{Engine, Processor};
 use tracing_subscriber::prelude::*;
 
 #[tokio::test]

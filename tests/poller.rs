@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dlq_attributes};
-use sqs_worker::{Error, FixedDelay, Message, Processor};
+use sqs_worker::{Error, FixedDelay, Message};
+use sqs_worker_core::runner::Processor;
 use tokio::sync::{Notify, oneshot};
 
 fn init_logs() {
@@ -737,7 +738,8 @@ async fn idle_exit_stops_a_drained_queue_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_engine_runs_under_the_poller() {
-    use sqs_worker::{BatchEngine, BatchResults};
+    use sqs_worker::BatchResults;
+    use sqs_worker_core::runner::BatchEngine;
     init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "batch").await;

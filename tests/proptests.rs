@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use proptest::prelude::*;
-use sqs_worker::{
-    AttributeValue, Engine, EngineConfig, Error, Execution, FailureKind, Lease, Message, Processor,
-};
+use sqs_worker::{AttributeValue, EngineConfig, Error, Execution, Lease, Message};
+use sqs_worker_core::runner::{Engine, FailureKind, Processor};
 use sqs_worker_lambda::testing::{event, failed_ids, record, run_event};
 use sqs_worker_lambda::{SqsPayload, message_from_record};
 

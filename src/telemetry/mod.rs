@@ -107,7 +107,7 @@ pub fn init() -> Result<(), BoxError> {
     init_logs(format);
     if in_lambda() {
         // Fails harmlessly when the user installed a recorder of their own.
-        let _ = crate::observe::emf::install();
+        let _ = sqs_worker_core::runner::observe::emf::install();
     }
     let _ = DONE.set(());
     Ok(())

@@ -40,7 +40,7 @@ where
 /// Makes every message span a child of its producer's span (see the module
 /// docs). Returns `false` if another message-span hook is installed already.
 pub fn link_producer_traces() -> bool {
-    crate::observe::set_message_span_hook(|span, msg| {
+    sqs_worker_core::runner::observe::set_message_span_hook(|span, msg| {
         if let Some(parent) = producer_context(msg) {
             let _ = span.set_parent(Context::new().with_remote_span_context(parent));
         }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::BoxError;
-use crate::observe::{HealthStatus, health};
+use sqs_worker_core::runner::observe::{HealthStatus, health};
 
 /// How long every receive must have failed before `/healthz` says unhealthy,
 /// unless `SQS_WORKER_UNHEALTHY_AFTER_SECONDS` says otherwise.

@@ -8,7 +8,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use sqs_worker_core::{Engine, EngineConfig, Error, Json, Message, Processor};
+use sqs_worker_core::runner::{Engine, Processor};
+use sqs_worker_core::{EngineConfig, Error, Json, Message};
 
 #[derive(serde::Deserialize)]
 struct Order {

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use crate::engine::{EngineConfig, FailureKind, Outcome, Processor, Settled, panic_text};
 use crate::error::Error;
 use crate::message::Message;
-use crate::observe;
+use crate::runner::observe;
 
 /// Handles a whole batch at once and says, per message id, what happened.
 ///
@@ -82,7 +82,7 @@ impl BatchResults {
 }
 
 /// Runs a [`BatchHandler`] over batches; a [`Processor`] like
-/// [`Engine`](crate::Engine).
+/// [`Engine`](crate::runner::Engine).
 pub struct BatchEngine<B> {
     handler: Arc<B>,
     config: Arc<EngineConfig>,
@@ -121,10 +121,6 @@ impl<B: BatchHandler> BatchEngine<B> {
 }
 
 impl<B: BatchHandler> Processor for BatchEngine<B> {
-    fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
     async fn process<S>(&self, batch: Vec<Message>, deadline: Option<Instant>, mut settle: S)
     where
         S: FnMut(Settled) + Send,
@@ -151,7 +147,7 @@ impl<B: BatchHandler> Processor for BatchEngine<B> {
             }
             let started = tokio::time::Instant::now();
             let run = AssertUnwindSafe(self.handler.handle_batch(batch.clone())).catch_unwind();
-            let limit = match (deadline, cfg.get_handler_timeout()) {
+            let limit = match (deadline, cfg.handler_timeout) {
                 (Some(d), Some(t)) => Some(d.min(started + t)),
                 (d, t) => d.or_else(|| t.map(|t| started + t)),
             };

@@ -1,13 +1,15 @@
 //! The runner-neutral core of [sqs-worker]: [`Message`], [`Handler`],
-//! [`Error`], the batch [`Engine`], the [`RetryPolicy`] and idempotency.
+//! [`Error`], the [`RetryPolicy`] and [`idempotency`], with no AWS SDK.
 //!
-//! Runners (the long-poll consumer, the Lambda adapter) only translate: SQS
-//! messages or a Lambda event in, the engine's [`Settled`] outcomes out, as
-//! deletes, visibility changes or `batchItemFailures`. Everything that decides
-//! what success means lives here, with no AWS SDK.
+//! The crate root is what handler authors use. Runners (the long-poll
+//! consumer, the Lambda adapter, your own) only translate: SQS messages or a
+//! Lambda event in, the engine's settled outcomes out, as deletes, visibility
+//! changes or `batchItemFailures`; what they use is in [`runner`]. Everything
+//! that decides what success means lives here.
 //!
 //! ```
-//! use sqs_worker_core::{Engine, Error, Json, Message, Processor};
+//! use sqs_worker_core::runner::{Engine, Processor};
+//! use sqs_worker_core::{Error, Json, Message};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Order { order_id: u64 }
@@ -38,26 +40,20 @@ mod handler;
 pub mod idempotency;
 mod json;
 mod message;
-pub mod observe;
 mod retry;
+pub mod runner;
 mod visibility;
 
-pub use self::batch::{BatchEngine, BatchHandler, BatchResults};
-pub use self::engine::{
-    BatchReport, Engine, EngineConfig, Execution, Failure, FailureKind, Outcome, Processor, Settled,
-};
+pub use self::batch::{BatchHandler, BatchResults};
+pub use self::engine::{EngineConfig, Execution};
 pub use self::error::{Action, BoxError, Error, ResultExt};
 pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
-pub use self::idempotency::{IdempotencyLayer, IdempotencyStore, Idempotent, MemoryStore};
 pub use self::json::{DecodeError, Json};
 pub use self::message::{
-    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, MessageKey,
-    MessageKeyHasher, MessageParts, Source, SystemAttributes,
+    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, SystemAttributes,
 };
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
-pub use self::visibility::{
-    BoxFuture, Lease, MAX_VISIBILITY_TIMEOUT, VisibilityControl, VisibilityError,
-};
+pub use self::visibility::{Lease, MAX_VISIBILITY_TIMEOUT, VisibilityError};
 
 /// The SQS limit on a message body: 1 MiB (since 2025).
 pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;

@@ -69,10 +69,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use sqs_worker_core::BoxFuture;
 use sqs_worker_core::idempotency::{
     Begun, Completed, IdempotencyStore, LeaseToken, PayloadHash, StoreError,
 };
+use sqs_worker_core::runner::BoxFuture;
 
 pub use self::table::CreateTableError;
 

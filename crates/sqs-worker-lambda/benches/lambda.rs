@@ -21,7 +21,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use sqs_worker_core::{Engine, Error, Json};
+use sqs_worker_core::runner::Engine;
+use sqs_worker_core::{Error, Json};
 use sqs_worker_lambda::testing::{context, event, record};
 use sqs_worker_lambda::{LambdaService, SqsEvent, SqsPayload};
 

@@ -32,11 +32,9 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
 };
 use futures_util::stream::{self, StreamExt};
-use sqs_worker_core::observe::names;
-use sqs_worker_core::{
-    AttributeValue, BoxError, BoxFuture, Failure, MAX_VISIBILITY_TIMEOUT, Message,
-    VisibilityControl, VisibilityError,
-};
+use sqs_worker_core::runner::observe::names;
+use sqs_worker_core::runner::{BoxFuture, Failure, VisibilityControl};
+use sqs_worker_core::{AttributeValue, BoxError, MAX_VISIBILITY_TIMEOUT, Message, VisibilityError};
 
 use crate::record::queue_url_from_arn;
 

@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
-use sqs_worker_core::{
-    Lease, Message, MessageAttribute, MessageAttributes, MessageParts, SystemAttributes,
-};
+use sqs_worker_core::runner::MessageParts;
+use sqs_worker_core::{Lease, Message, MessageAttribute, MessageAttributes, SystemAttributes};
 
 /// The `eventSource` of every record of an SQS event.
 pub const SQS_EVENT_SOURCE: &str = "aws:sqs";
@@ -165,15 +164,18 @@ pub(crate) fn convert(
         });
     };
     let lease = lease(receipt_handle.is_some(), event_source_arn.as_deref());
-    Ok(Converted::Message(Message::from_parts(MessageParts {
-        id,
-        receipt_handle: receipt_handle.unwrap_or_default(),
-        body,
-        attributes,
-        message_attributes,
-        source: event_source_arn.map(Into::into),
-        lease,
-    })))
+    Ok(Converted::Message(
+        MessageParts {
+            id,
+            receipt_handle: receipt_handle.unwrap_or_default(),
+            body,
+            attributes,
+            message_attributes,
+            source: event_source_arn.map(Into::into),
+            lease,
+        }
+        .into_message(),
+    ))
 }
 
 /// Converts a record to a [`Message`] outside an invocation (tests, tools):

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
-use sqs_worker_core::{BoxError, Engine, EngineConfig, Handler, IntoHandler, Processor};
+use sqs_worker_core::runner::{Engine, Processor};
+use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
 use crate::payload::SqsPayload;
 use crate::record::EventError;
@@ -112,7 +113,7 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
 
 impl<P: Processor> LambdaRunner<P> {
     /// A runner for any processor, e.g. a
-    /// [`BatchEngine`](sqs_worker_core::BatchEngine).
+    /// [`BatchEngine`](sqs_worker_core::runner::BatchEngine).
     pub fn from_processor(processor: P) -> Self {
         Self {
             processor,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
-use sqs_worker_core::{Lease, Message, Processor, observe};
+use sqs_worker_core::runner::{Processor, observe};
+use sqs_worker_core::{Lease, Message};
 use tracing::Instrument;
 
 use crate::payload::SqsPayload;
@@ -29,8 +30,8 @@ const FIXED_LEASE: &str = "no SQS client is configured for this Lambda function,
                            has no receipt handle or queue ARN";
 
 /// A `tower::Service<LambdaEvent<SqsEvent>>` that runs every record of the
-/// event through a [`Processor`] ([`Engine`](sqs_worker_core::Engine) or
-/// [`BatchEngine`](sqs_worker_core::BatchEngine)) and answers the partial
+/// event through a [`Processor`] ([`Engine`](sqs_worker_core::runner::Engine) or
+/// [`BatchEngine`](sqs_worker_core::runner::BatchEngine)) and answers the partial
 /// batch response.
 ///
 /// - The engine's deadline is the invocation deadline minus the safety
@@ -233,7 +234,7 @@ impl<P: Processor> LambdaService<P> {
             self.inner
                 .processor
                 .process(messages, deadline, |s| {
-                    if let sqs_worker_core::Outcome::Failed(f) = s.outcome {
+                    if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
                         failed.push((s.message, f));
                     }
                 })

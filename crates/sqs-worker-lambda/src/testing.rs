@@ -38,7 +38,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use lambda_runtime::Context;
-use sqs_worker_core::{Engine, IntoHandler, Lease, Message, Processor};
+use sqs_worker_core::runner::{Engine, Processor};
+use sqs_worker_core::{IntoHandler, Lease, Message};
 
 use crate::record::{EventError, SQS_EVENT_SOURCE, message_from_record};
 use crate::service::LambdaService;

@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{
-    Engine, EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT,
-    Processor, RetryPolicy,
+    EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy,
 };
 
 use crate::error::ConfigError;
@@ -158,7 +158,7 @@ impl Poller<()> {
     }
 
     /// A poller on `queue` driving any [`Processor`], e.g. a
-    /// [`BatchEngine`](sqs_worker_core::BatchEngine). The processor's own
+    /// [`BatchEngine`](sqs_worker_core::runner::BatchEngine). The processor's own
     /// [`EngineConfig`] applies (retry policy, handler timeout, execution);
     /// [`PollerBuilder::retry_policy`] is then refused.
     pub fn with_processor<P: Processor>(queue: impl Into<Queue>, processor: P) -> PollerBuilder<P> {

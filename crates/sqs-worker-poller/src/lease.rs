@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
-use sqs_worker_core::observe::names;
-use sqs_worker_core::{
-    BoxFuture, Message, MessageKey, MessageKeyHasher, VisibilityControl, VisibilityError,
-};
+use sqs_worker_core::runner::observe::names;
+use sqs_worker_core::runner::{BoxFuture, MessageKey, MessageKeyHasher, VisibilityControl};
+use sqs_worker_core::{Message, VisibilityError};
 use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
 
 use crate::sdk::{self, Class};
@@ -79,7 +78,7 @@ impl Leases {
             capped: false,
             _permit: permit,
         };
-        let key = entry.message.key();
+        let key = MessageKey::of(&entry.message);
         if self.lock().insert(key, entry).is_none() {
             self.stats.in_flight.fetch_add(1, Relaxed);
         }
@@ -88,7 +87,7 @@ impl Leases {
     /// Takes a message out of the table (it settled). `None` if it was
     /// already taken (released at shutdown).
     pub(crate) fn remove(&self, message: &Message) -> Option<Entry> {
-        let e = self.lock().remove(&message.key());
+        let e = self.lock().remove(&MessageKey::of(&message));
         if e.is_some() {
             self.stats.in_flight.fetch_sub(1, Relaxed);
         }
@@ -191,7 +190,7 @@ impl Leases {
             else {
                 continue;
             };
-            if let Some(e) = table.get_mut(&message.key()) {
+            if let Some(e) = table.get_mut(&MessageKey::of(&message)) {
                 e.deadline = asked + Duration::from_secs(*secs as u64);
                 e.message.lease().set_deadline(e.deadline);
             }
@@ -243,7 +242,7 @@ impl VisibilityControl for Control {
         Box::pin(async move {
             let settled = || VisibilityError::Settled(message.id().to_owned());
             let leases = self.0.upgrade().ok_or_else(settled)?;
-            if !leases.lock().contains_key(&message.key()) {
+            if !leases.lock().contains_key(&MessageKey::of(&message)) {
                 return Err(settled());
             }
             let asked = Instant::now();
@@ -263,7 +262,7 @@ impl VisibilityControl for Control {
                         source: Box::new(sdk::describe(&e)),
                     }
                 })?;
-            if let Some(e) = leases.lock().get_mut(&message.key()) {
+            if let Some(e) = leases.lock().get_mut(&MessageKey::of(&message)) {
                 e.deadline = asked + Duration::from_secs(secs as u64);
             }
             Stats::add(&leases.stats.extensions, 1);

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use backon::BackoffBuilder;
-use sqs_worker_core::{
-    Lease, Message, MessageAttribute, MessageAttributes, MessageParts, Processor, Settled,
-    SystemAttributes, VisibilityControl, observe,
-};
+use sqs_worker_core::runner::{MessageParts, Processor, Settled, VisibilityControl, observe};
+use sqs_worker_core::{Lease, Message, MessageAttribute, MessageAttributes, SystemAttributes};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -335,15 +333,18 @@ impl<P: Processor> Receiver<P> {
                     }
                     out
                 });
-        Some(Message::from_parts(MessageParts {
-            id: m.message_id.unwrap_or_default(),
-            receipt_handle: handle,
-            body: m.body.unwrap_or_default(),
-            attributes: SystemAttributes::from_pairs(m.attributes.unwrap_or_default()),
-            message_attributes,
-            // Shared by every message of the queue: a reference count, not a copy.
-            source: Some((&self.queue_url).into()),
-            lease: Lease::extendable(Some(deadline), self.control.clone()),
-        }))
+        Some(
+            MessageParts {
+                id: m.message_id.unwrap_or_default(),
+                receipt_handle: handle,
+                body: m.body.unwrap_or_default(),
+                attributes: SystemAttributes::from_pairs(m.attributes.unwrap_or_default()),
+                message_attributes,
+                // Shared by every message of the queue: a reference count, not a copy.
+                source: Some((&self.queue_url).into()),
+                lease: Lease::extendable(Some(deadline), self.control.clone()),
+            }
+            .into_message(),
+        )
     }
 }

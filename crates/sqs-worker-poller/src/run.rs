@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::QueueAttributeName;
 use backon::Retryable;
-use sqs_worker_core::Processor;
+use sqs_worker_core::runner::Processor;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 

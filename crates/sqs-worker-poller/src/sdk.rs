@@ -33,7 +33,7 @@ impl Intercept for RequestCounter {
         let action = cfg
             .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
             .map_or("unknown", |m| action_label(m.name()));
-        metrics::counter!(sqs_worker_core::observe::names::SQS_REQUESTS, "action" => action)
+        metrics::counter!(sqs_worker_core::runner::observe::names::SQS_REQUESTS, "action" => action)
             .increment(1);
         Ok(())
     }

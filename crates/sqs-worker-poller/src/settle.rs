@@ -13,10 +13,9 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
 };
 use backon::{BackoffBuilder, Retryable};
-use sqs_worker_core::observe::names;
-use sqs_worker_core::{
-    AttributeValue, FailureKind, MAX_VISIBILITY_TIMEOUT, Message, Outcome, Settled,
-};
+use sqs_worker_core::runner::observe::names;
+use sqs_worker_core::runner::{FailureKind, Outcome, Settled};
+use sqs_worker_core::{AttributeValue, MAX_VISIBILITY_TIMEOUT, Message};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 

@@ -30,7 +30,7 @@ pub enum Execution {
 pub struct EngineConfig {
     pub(super) concurrency: usize,
     pub(super) execution: Execution,
-    pub(super) handler_timeout: Option<Duration>,
+    pub(crate) handler_timeout: Option<Duration>,
     pub(crate) start_margin: Duration,
     retry: Arc<dyn RetryPolicy>,
 }
@@ -99,21 +99,6 @@ impl EngineConfig {
     pub fn retry_policy_arc(mut self, policy: Arc<dyn RetryPolicy>) -> Self {
         self.retry = policy;
         self
-    }
-
-    /// The configured concurrency.
-    pub fn get_concurrency(&self) -> usize {
-        self.concurrency
-    }
-
-    /// The configured per-message time limit.
-    pub fn get_handler_timeout(&self) -> Option<Duration> {
-        self.handler_timeout
-    }
-
-    /// The retry policy.
-    pub fn get_retry_policy(&self) -> &Arc<dyn RetryPolicy> {
-        &self.retry
     }
 
     pub(crate) fn failure(&self, msg: &Message, kind: FailureKind, error: Error) -> Failure {

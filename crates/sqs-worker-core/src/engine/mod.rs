@@ -39,11 +39,11 @@ pub use self::outcome::{BatchReport, Failure, FailureKind, Outcome, Settled};
 use crate::error::Error;
 use crate::handler::{Handler, IntoHandler};
 use crate::message::Message;
-use crate::observe;
+use crate::runner::observe;
 
 /// What runners drive: a batch in, every message settled exactly once out.
 ///
-/// [`Engine`] (one message at a time) and [`BatchEngine`](crate::BatchEngine)
+/// [`Engine`] (one message at a time) and [`BatchEngine`](crate::runner::BatchEngine)
 /// (the whole batch at once) implement it.
 pub trait Processor: Clone + Send + Sync + 'static {
     /// Processes `batch`, calling `settle` once per message as each finishes.
@@ -56,9 +56,6 @@ pub trait Processor: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send
     where
         S: FnMut(Settled) + Send;
-
-    /// The engine settings.
-    fn config(&self) -> &EngineConfig;
 
     /// Processes `batch` and collects the report.
     fn run(
@@ -112,11 +109,6 @@ impl<H: Handler> Engine<H> {
             handler: Arc::new(handler.into_handler()),
             config: Arc::new(config),
         }
-    }
-
-    /// The handler.
-    pub fn handler(&self) -> &Arc<H> {
-        &self.handler
     }
 }
 
@@ -212,10 +204,6 @@ impl<F: Future<Output = Attempt>> Future for Tagged<F> {
 }
 
 impl<H: Handler> Processor for Engine<H> {
-    fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
     fn process<S>(
         &self,
         batch: Vec<Message>,

@@ -24,7 +24,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// ```
 /// use std::time::Duration;
 /// use sqs_worker_core::idempotency::{IdempotencyLayer, KeyFn, Layer, MemoryStore};
-/// use sqs_worker_core::{Engine, Error, Json, handler_fn};
+/// use sqs_worker_core::{Error, Json, handler_fn};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Order { order_id: u64 }
@@ -38,8 +38,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 ///     .key(KeyFn::json(|o: &Order| Some(o.order_id)))
 ///     .validate_payload()
 ///     .lease(Duration::from_secs(30));
-/// let engine = Engine::new(layer.layer(handler_fn(charge)));
-/// # let _ = engine;
+/// let once_per_order = layer.layer(handler_fn(charge));
+/// # let _ = once_per_order;
 /// ```
 ///
 /// Order with other layers: an outer layer sees everything inside as one

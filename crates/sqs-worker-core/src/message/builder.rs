@@ -85,6 +85,6 @@ impl MessageBuilder {
     /// The message.
     #[inline]
     pub fn build(self) -> Message {
-        Message::from_parts(self.parts)
+        self.parts.into_message()
     }
 }

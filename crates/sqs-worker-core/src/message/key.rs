@@ -1,9 +1,25 @@
 //! A message's identity and its cheap hasher.
 
-/// A [`Message`]'s identity ([`Message::key`]). It hashes cheaply: use
+use std::sync::Arc;
+
+use super::Message;
+
+/// A [`Message`]'s identity ([`MessageKey::of`]). It hashes cheaply: use
 /// [`MessageKeyHasher`] as the map's hasher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageKey(pub(super) usize);
+pub struct MessageKey(usize);
+
+impl MessageKey {
+    /// The identity of `message`: equal for its clones, different from every
+    /// other live message (each delivery is its own `Message`, so two
+    /// deliveries of one SQS message differ). Runners key in-flight tables by
+    /// it instead of hashing the receipt handle. Only meaningful while the
+    /// message is alive: keep a clone next to the key.
+    #[inline]
+    pub fn of(message: &Message) -> Self {
+        Self(Arc::as_ptr(&message.inner) as usize)
+    }
+}
 
 /// A [`Hasher`](std::hash::Hasher) for [`MessageKey`]s: one multiply (the
 /// keys are addresses, unique already, and need no protection against

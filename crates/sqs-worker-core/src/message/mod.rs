@@ -29,7 +29,7 @@ pub struct Message {
 }
 
 /// What a message holds. Runners fill it in one go
-/// ([`Message::from_parts`]); everyone else uses [`Message::builder`].
+/// ([`MessageParts::into_message`]); everyone else uses [`Message::builder`].
 /// Construct it with [`MessageParts::new`] and set fields, or with a struct
 /// literal ending in `..MessageParts::new(id, body)`: fields may be added.
 pub struct MessageParts {
@@ -50,6 +50,16 @@ pub struct MessageParts {
 }
 
 impl MessageParts {
+    /// The message, from all its parts at once: what runners use, since it
+    /// moves the parts into the message's one allocation without a builder
+    /// chain.
+    #[inline]
+    pub fn into_message(self) -> Message {
+        Message {
+            inner: Arc::new(self),
+        }
+    }
+
     /// Parts with an id and a body, everything else empty.
     pub fn new(id: String, body: String) -> Self {
         Self {
@@ -100,25 +110,6 @@ impl Message {
         MessageBuilder {
             parts: MessageParts::new(id.into(), body.into()),
         }
-    }
-
-    /// A message from all its parts at once: what runners use, since it moves
-    /// the parts into the message's one allocation without a builder chain.
-    #[inline]
-    pub fn from_parts(parts: MessageParts) -> Self {
-        Self {
-            inner: Arc::new(parts),
-        }
-    }
-
-    /// This message's identity: equal for its clones, different from every
-    /// other live message (each delivery is its own `Message`, so two
-    /// deliveries of one SQS message differ). Runners key in-flight tables by
-    /// it instead of hashing the receipt handle. Only meaningful while the
-    /// message is alive: keep a clone next to the key.
-    #[inline]
-    pub fn key(&self) -> MessageKey {
-        MessageKey(Arc::as_ptr(&self.inner) as usize)
     }
 
     /// The SQS message id.
@@ -351,7 +342,7 @@ mod tests {
         p.receipt_handle = "AQEB-handle".into();
         let dbg = format!("{p:?}");
         assert!(dbg.contains("m-1") && !dbg.contains("secret") && !dbg.contains("AQEB"));
-        let m = Message::from_parts(p);
+        let m = p.into_message();
         assert_eq!(
             (m.body(), m.receipt_handle()),
             ("secret body", "AQEB-handle")

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `sqs_worker_messages_received_total` | counter | |
 //! | `sqs_worker_messages_succeeded_total` | counter | |
-//! | `sqs_worker_messages_failed_total` | counter | `kind` ([`FailureKind::as_str`](crate::FailureKind::as_str)) |
+//! | `sqs_worker_messages_failed_total` | counter | `kind` ([`FailureKind::as_str`](crate::runner::FailureKind::as_str)) |
 //! | `sqs_worker_messages_retried_total` | counter | |
 //! | `sqs_worker_messages_dead_lettered_total` | counter | |
 //! | `sqs_worker_visibility_extensions_total` | counter | |
