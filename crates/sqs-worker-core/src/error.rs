@@ -27,7 +27,12 @@ pub enum Action {
 ///
 /// Like `anyhow::Error`, this type deliberately does not implement
 /// `std::error::Error` itself (that would conflict with the blanket `From`);
-/// [`Error::source_error`] and [`Error::chain`] give access to the chain.
+/// it derefs to the source error, and [`Error::chain`] walks the chain.
+/// [`Error::context`] (and [`ResultExt::context`]) add a line of context and
+/// keep the action.
+///
+/// Converted into a [`BoxError`], it keeps its action:
+/// [`Error::from_boxed`] gives it back (a permanent failure stays permanent).
 pub struct Error {
     inner: Box<Inner>,
 }
@@ -48,6 +53,53 @@ impl fmt::Display for Message {
 }
 
 impl std::error::Error for Message {}
+
+/// A line of context over a cause: shows as `context: cause` in the chain.
+#[derive(Debug)]
+struct Context {
+    context: String,
+    source: BoxError,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// An [`Error`] as a [`BoxError`]: the source error unchanged (same
+/// `Display`, same sources) plus the action, which `Error::from` recovers.
+#[derive(Debug)]
+struct Carried {
+    action: Action,
+    source: BoxError,
+}
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
+/// `source` without its [`Carried`] wrapper, and the action it carried.
+fn uncarry(source: BoxError) -> (Option<Action>, BoxError) {
+    match source.downcast::<Carried>() {
+        Ok(c) => (Some(c.action), c.source),
+        Err(source) => (None, source),
+    }
+}
 
 impl Error {
     /// A retryable error from any source.
@@ -70,14 +122,46 @@ impl Error {
         Self::retry(Message(message.to_string()))
     }
 
-    /// An error with an explicit action.
-    pub fn with_action(action: Action, source: impl Into<BoxError>) -> Self {
+    /// A boxed error back as an `Error`: with the action it carries if it was
+    /// an [`Error`] (see `impl From<Error> for BoxError`), else
+    /// [`Action::Retry`]. (A `From<BoxError>` impl is impossible next to the
+    /// blanket `From<E: std::error::Error>`.)
+    pub fn from_boxed(source: BoxError) -> Self {
+        let (action, source) = uncarry(source);
         Self {
             inner: Box::new(Inner {
-                action,
-                source: source.into(),
+                action: action.unwrap_or(Action::Retry),
+                source,
             }),
         }
+    }
+
+    /// An error with an explicit action (which replaces any action `source`
+    /// carried as a converted `Error`).
+    pub fn with_action(action: Action, source: impl Into<BoxError>) -> Self {
+        let (_, source) = uncarry(source.into());
+        Self {
+            inner: Box::new(Inner { action, source }),
+        }
+    }
+
+    /// The same error under a line of context, keeping its action: shows as
+    /// `context: cause`.
+    ///
+    /// ```
+    /// use sqs_worker_core::Error;
+    /// let e = Error::permanent("no such customer").context("charging order 7");
+    /// assert_eq!(e.to_string(), "charging order 7: no such customer");
+    /// assert!(e.is_permanent());
+    /// ```
+    #[must_use]
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        let cause = std::mem::replace(&mut self.inner.source, Box::new(Message(String::new())));
+        self.inner.source = Box::new(Context {
+            context: context.to_string(),
+            source: cause,
+        });
+        self
     }
 
     /// The same error with another action.
@@ -97,7 +181,7 @@ impl Error {
         self.inner.action == Action::Permanent
     }
 
-    /// The underlying error.
+    /// The underlying error (also reachable through `Deref`).
     pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.inner.source
     }
@@ -113,7 +197,8 @@ impl Error {
         self.inner.source.downcast_ref::<E>()
     }
 
-    /// The source error, boxed.
+    /// The source error, boxed, without the action (use `BoxError::from` to
+    /// keep it).
     pub fn into_source(self) -> BoxError {
         self.inner.source
     }
@@ -153,9 +238,31 @@ where
     }
 }
 
+impl std::ops::Deref for Error {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.inner.source
+    }
+}
+
+impl AsRef<dyn std::error::Error + Send + Sync> for Error {
+    fn as_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.inner.source
+    }
+}
+
+impl AsRef<dyn std::error::Error> for Error {
+    fn as_ref(&self) -> &(dyn std::error::Error + 'static) {
+        &*self.inner.source
+    }
+}
+
+/// Keeps the action: [`Error::from_boxed`] gives it back.
 impl From<Error> for BoxError {
     fn from(e: Error) -> Self {
-        e.into_source()
+        let Inner { action, source } = *e.inner;
+        Box::new(Carried { action, source })
     }
 }
 
@@ -173,6 +280,11 @@ pub trait ResultExt<T> {
     fn permanent(self) -> Result<T, Error>;
     /// On error, retry after `delay`.
     fn retry_after(self, delay: Duration) -> Result<T, Error>;
+    /// On error, add a line of context ([`Error::context`]); the action stays
+    /// (an [`Error`]'s own, else [`Action::Retry`]).
+    fn context<C: fmt::Display>(self, context: C) -> Result<T, Error>;
+    /// [`context`](Self::context), built only on error.
+    fn with_context<C: fmt::Display, F: FnOnce() -> C>(self, f: F) -> Result<T, Error>;
 }
 
 impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
@@ -181,6 +293,12 @@ impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
     }
     fn retry_after(self, delay: Duration) -> Result<T, Error> {
         self.map_err(|e| Error::retry_after(delay, e))
+    }
+    fn context<C: fmt::Display>(self, context: C) -> Result<T, Error> {
+        self.map_err(|e| Error::from_boxed(e.into()).context(context))
+    }
+    fn with_context<C: fmt::Display, F: FnOnce() -> C>(self, f: F) -> Result<T, Error> {
+        self.map_err(|e| Error::from_boxed(e.into()).context(f()))
     }
 }
 
@@ -212,5 +330,64 @@ mod tests {
         let e = Error::retry_after(Duration::from_secs(3), "later");
         assert_eq!(e.action(), Action::RetryAfter(Duration::from_secs(3)));
         assert_eq!(Error::msg("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn context_keeps_the_action_and_shows_in_the_chain() {
+        let e = Error::permanent(Outer(std::io::Error::other("disk full"))).context("saving");
+        assert!(e.is_permanent());
+        assert_eq!(e.to_string(), "saving: outer: disk full");
+        assert_eq!(e.chain().count(), 3);
+        let r: Result<(), Error> = Err(Error::retry_after(Duration::from_secs(5), "busy"));
+        let e = r.context("calling the API").unwrap_err();
+        assert_eq!(e.action(), Action::RetryAfter(Duration::from_secs(5)));
+        assert_eq!(e.to_string(), "calling the API: busy");
+        let r: Result<(), std::io::Error> = Err(std::io::Error::other("reset"));
+        let e = r.with_context(|| format!("order {}", 7)).unwrap_err();
+        assert_eq!(
+            (e.action(), e.to_string()),
+            (Action::Retry, "order 7: reset".into())
+        );
+    }
+
+    #[test]
+    fn derefs_to_the_source_error() {
+        let e = Error::permanent(Outer(std::io::Error::other("disk full")));
+        assert_eq!(e.source().map(|s| s.to_string()), Some("disk full".into()));
+        assert!(e.is::<Outer>());
+        let r: &(dyn std::error::Error + Send + Sync) = e.as_ref();
+        assert_eq!(r.to_string(), "outer");
+    }
+
+    #[test]
+    fn box_error_round_trip_keeps_the_action() {
+        for action in [
+            Action::Retry,
+            Action::RetryAfter(Duration::from_secs(30)),
+            Action::Permanent,
+        ] {
+            let e = Error::with_action(action, Outer(std::io::Error::other("disk full")));
+            let boxed: BoxError = e.into();
+            // The box reads as the source error: same text, same causes.
+            assert_eq!(boxed.to_string(), "outer");
+            assert_eq!(
+                boxed.source().map(|s| s.to_string()),
+                Some("disk full".into())
+            );
+            let back = Error::from_boxed(boxed);
+            assert_eq!(back.action(), action, "{action:?}");
+            assert_eq!(back.to_string(), "outer: disk full");
+            assert!(back.downcast_ref::<Outer>().is_some(), "unwrapped again");
+        }
+        // Through `?` in a function returning BoxError, and back.
+        fn inner() -> Result<(), BoxError> {
+            Err(Error::permanent("bad input"))?;
+            Ok(())
+        }
+        let r: Result<(), Error> = inner().map_err(Error::from_boxed);
+        assert!(r.unwrap_err().is_permanent());
+        // A box that never was an `Error` retries.
+        let plain: BoxError = "plain".into();
+        assert_eq!(Error::from_boxed(plain).action(), Action::Retry);
     }
 }
