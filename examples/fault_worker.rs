@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqs_worker::idempotency::{
-    Begun, Completed, IdempotencyLayer, IdempotencyStore, Layer, LeaseToken, PayloadHash,
+    Begun, ClaimToken, Completed, IdempotencyLayer, IdempotencyStore, Layer, PayloadHash,
     StoreError,
 };
 use sqs_worker::poller::Poller;
@@ -74,7 +74,7 @@ impl IdempotencyStore for Noting {
     fn renew<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.renew(key, token, lease)
@@ -83,7 +83,7 @@ impl IdempotencyStore for Noting {
     fn complete<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         retention: Duration,
         result: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -97,7 +97,7 @@ impl IdempotencyStore for Noting {
     fn release<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.release(key, token)
     }
@@ -139,7 +139,7 @@ async fn main() -> Result<(), BoxError> {
             };
             let lease = Duration::from_secs(env_u64("FAULT_LEASE_SECS", 3)?);
             let handler = IdempotencyLayer::new(store)
-                .lease(lease)
+                .claim_ttl(lease)
                 .layer(sqs_worker::handler_fn(handler));
             Poller::from_env(handler)?.build()?.run().await?
         }

@@ -34,9 +34,9 @@
 pub use sqs_worker_core::{
     Action, AttributeValue, BatchHandler, BatchResults, BoxError, DecodeError, EngineConfig, Error,
     Execution, ExponentialBackoff, FixedDelay, FnHandler, Handler, IntoHandler, Jitter, Json,
-    Lease, MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
-    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, VisibilityError, handler_fn,
-    idempotency,
+    MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
+    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, Visibility, VisibilityError,
+    handler_fn, idempotency,
 };
 
 /// The long-poll runner (feature `poller`).

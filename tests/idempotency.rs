@@ -62,7 +62,7 @@ fn msg(id: &str, body: &str) -> Message {
 }
 
 fn layer(store: &DynamoDbStore) -> IdempotencyLayer {
-    IdempotencyLayer::new(store.clone()).lease(Duration::from_secs(20))
+    IdempotencyLayer::new(store.clone()).claim_ttl(Duration::from_secs(20))
 }
 
 #[tokio::test]
@@ -136,18 +136,18 @@ async fn dynamodb_a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
 async fn dynamodb_the_lease_is_renewed_while_the_handler_runs() {
     let store = store().await;
     let h = Counting::new(Duration::from_millis(3500));
-    let lease = |s: &DynamoDbStore| {
+    let claim_ttl = |s: &DynamoDbStore| {
         IdempotencyLayer::new(s.clone())
-            .lease(Duration::from_secs(1))
+            .claim_ttl(Duration::from_secs(1))
             .renew_every(Duration::from_millis(300))
     };
-    let a = lease(&store).layer(h.clone());
-    let b = lease(&store).layer(h.clone());
+    let a = claim_ttl(&store).layer(h.clone());
+    let b = claim_ttl(&store).layer(h.clone());
     let first = tokio::spawn(async move { a.handle(msg("m1", "x")).await });
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         b.handle(msg("m1", "x")).await.is_err(),
-        "held past 2 leases"
+        "held past 2 claims"
     );
     first.await.unwrap().unwrap();
     b.handle(msg("m1", "x")).await.unwrap();
@@ -219,39 +219,42 @@ async fn dynamodb_fifo_uses_the_deduplication_id_and_results_round_trip() {
 #[tokio::test]
 async fn dynamodb_tokens_guard_every_write_and_retention_expires() {
     let store = store().await;
-    let lease = Duration::from_secs(30);
-    let Begun::Acquired(t) = store.begin("k", lease, None).await.unwrap() else {
+    let claim_ttl = Duration::from_secs(30);
+    let Begun::Acquired(t) = store.begin("k", claim_ttl, None).await.unwrap() else {
         panic!()
     };
-    let Begun::InProgress { remaining } = store.begin("k", lease, None).await.unwrap() else {
+    let Begun::InProgress { remaining } = store.begin("k", claim_ttl, None).await.unwrap() else {
         panic!("held")
     };
     assert!(
-        remaining > Duration::from_secs(25) && remaining <= lease,
+        remaining > Duration::from_secs(25) && remaining <= claim_ttl,
         "{remaining:?}"
     );
-    let wrong = sqs_worker::idempotency::LeaseToken::generate();
+    let wrong = sqs_worker::idempotency::ClaimToken::generate();
     for e in [
-        store.renew("k", &wrong, lease).await.unwrap_err(),
-        store.complete("k", &wrong, lease, None).await.unwrap_err(),
+        store.renew("k", &wrong, claim_ttl).await.unwrap_err(),
+        store
+            .complete("k", &wrong, claim_ttl, None)
+            .await
+            .unwrap_err(),
         store.release("k", &wrong).await.unwrap_err(),
     ] {
-        assert!(matches!(e, StoreError::LeaseLost { .. }), "{e}");
+        assert!(matches!(e, StoreError::ClaimLost { .. }), "{e}");
     }
-    store.renew("k", &t, lease).await.unwrap();
+    store.renew("k", &t, claim_ttl).await.unwrap();
     store
         .complete("k", &t, Duration::ZERO, Some(b"r"))
         .await
         .unwrap();
     assert!(matches!(
         store.release("k", &t).await,
-        Err(StoreError::LeaseLost { .. })
+        Err(StoreError::ClaimLost { .. })
     ));
     // Retention 0: past `expires_at` within about a second, then free again.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.get("k").await.unwrap(), None);
     assert!(matches!(
-        store.begin("k", lease, None).await.unwrap(),
+        store.begin("k", claim_ttl, None).await.unwrap(),
         Begun::Acquired(_)
     ));
 }
@@ -325,7 +328,7 @@ fn by_order(store: &DynamoDbStore) -> IdempotencyLayer {
     IdempotencyLayer::new(store.clone())
         .key_from_json(|o: &Order| Some(o.order_id))
         .validate_payload()
-        .lease(Duration::from_secs(2))
+        .claim_ttl(Duration::from_secs(2))
 }
 
 /// Two pollers on one queue, each order sent twice (a producer's retry: new
@@ -461,7 +464,7 @@ async fn lambda_concurrent_invocations_run_a_record_once() {
     assert_eq!(charged, [1, 2]);
 
     // A function timeout shorter than the handler: the record is reported
-    // failed, its key released (not left in progress for the whole lease).
+    // failed, its key released (not left in progress for the whole claim).
     let slow = service(Duration::from_secs(5));
     let timed_out = invoke(
         &slow,

@@ -257,7 +257,7 @@ async fn an_event_that_is_not_from_sqs_is_a_function_error() {
 async fn aws_sample_standard_event_parses_and_converts_with_all_attributes() {
     let ev: SqsEvent = serde_json::from_str(&fixture("sqs-standard-event.json")).unwrap();
     assert_eq!(ev.records.len(), 2);
-    let m = message_from_record(ev.records[0].clone(), sqs_worker::Lease::unbacked()).unwrap();
+    let m = message_from_record(ev.records[0].clone(), sqs_worker::Visibility::unbacked()).unwrap();
     assert_eq!(m.id(), "059f36b4-87a3-44ab-83d2-661975830a7d");
     assert_eq!(m.receipt_handle(), "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...");
     assert_eq!(m.body(), "Test message.");
@@ -290,7 +290,7 @@ async fn aws_sample_standard_event_parses_and_converts_with_all_attributes() {
 #[tokio::test]
 async fn aws_sample_fifo_event_parses_and_converts_with_all_attributes() {
     let ev: SqsEvent = serde_json::from_str(&fixture("sqs-fifo-event.json")).unwrap();
-    let m = message_from_record(ev.records[0].clone(), sqs_worker::Lease::unbacked()).unwrap();
+    let m = message_from_record(ev.records[0].clone(), sqs_worker::Visibility::unbacked()).unwrap();
     assert_eq!(m.id(), "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5");
     assert_eq!(m.group_id(), Some("1"));
     assert_eq!(m.deduplication_id(), Some("1"));
@@ -497,7 +497,7 @@ async fn with_a_client_handlers_can_extend_visibility() {
     let (ev, _id) = receive_as_record(&sqs, &url, "{}").await;
 
     let handler = |m: Message| async move {
-        assert!(m.lease().is_extendable());
+        assert!(m.visibility().is_extendable());
         m.extend_visibility(Duration::from_secs(30)).await?;
         Ok::<(), Error>(())
     };

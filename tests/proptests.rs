@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use proptest::prelude::*;
-use sqs_worker::{AttributeValue, EngineConfig, Error, Execution, Lease, Message};
+use sqs_worker::{AttributeValue, EngineConfig, Error, Execution, Message, Visibility};
 use sqs_worker_core::runner::{Engine, FailureKind, Processor};
 use sqs_worker_lambda::testing::{event, failed_ids, record, run_event};
 use sqs_worker_lambda::{SqsPayload, message_from_record};
@@ -360,7 +360,7 @@ fn run_lambda_case(recs: &[Rec]) -> Result<(), TestCaseError> {
 
     // The conversion alone.
     for (record, r) in ev.records.iter().zip(&recs) {
-        let m = message_from_record(record.clone(), Lease::unbacked()).unwrap();
+        let m = message_from_record(record.clone(), Visibility::unbacked()).unwrap();
         check_message(&m, r)?;
     }
 

@@ -53,7 +53,7 @@ pub use self::message::{
     AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, SystemAttributes,
 };
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
-pub use self::visibility::{Lease, MAX_VISIBILITY_TIMEOUT, VisibilityError};
+pub use self::visibility::{MAX_VISIBILITY_TIMEOUT, Visibility, VisibilityError};
 
 /// The SQS limit on a message body: 1 MiB (since 2025).
 pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;

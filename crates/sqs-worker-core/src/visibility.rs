@@ -1,9 +1,9 @@
 //! Time left and visibility extension, from inside a handler.
 //!
-//! Each [`Message`] carries a [`Lease`]: the instant its delivery runs out (the
+//! Each [`Message`] carries a [`Visibility`]: the instant its delivery runs out (the
 //! visibility deadline in the poller, the invocation deadline in Lambda) and,
 //! when the runner can, a [`VisibilityControl`] that changes the message's
-//! visibility timeout. With no control, [`Lease::extend`] fails with
+//! visibility timeout. With no control, [`Visibility::extend`] fails with
 //! [`VisibilityError::Unsupported`] rather than pretending.
 
 use std::future::Future;
@@ -58,17 +58,18 @@ pub enum VisibilityError {
     },
 }
 
-/// The visibility lease of one delivery.
-pub struct Lease {
+/// The visibility of one delivery, as its handler sees it: the deadline,
+/// the time left, and [`extend`](Self::extend). [`Message::visibility`] returns it.
+pub struct Visibility {
     /// Deadline in nanoseconds since [`epoch`], 0 for unknown.
     deadline: AtomicU64,
     control: Option<Arc<dyn VisibilityControl>>,
     unsupported_reason: &'static str,
 }
 
-impl std::fmt::Debug for Lease {
+impl std::fmt::Debug for Visibility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
+        f.debug_struct("Visibility")
             .field("deadline", &self.deadline())
             .field("extendable", &self.control.is_some())
             .finish()
@@ -86,8 +87,8 @@ fn to_nanos(t: Instant) -> u64 {
         .max(1)
 }
 
-impl Clone for Lease {
-    /// A lease with this one's current deadline and control, from then on
+impl Clone for Visibility {
+    /// A handle with this one's current deadline and control, from then on
     /// independent of it (runners make one per invocation and clone it per
     /// message).
     fn clone(&self) -> Self {
@@ -99,8 +100,8 @@ impl Clone for Lease {
     }
 }
 
-impl Lease {
-    /// A lease with no deadline and no way to extend it.
+impl Visibility {
+    /// A handle with no deadline and no way to extend it.
     pub fn unbacked() -> Self {
         Self {
             deadline: AtomicU64::new(0),
@@ -109,7 +110,7 @@ impl Lease {
         }
     }
 
-    /// A lease with a deadline the runner cannot extend; `reason` says why in
+    /// A handle with a deadline the runner cannot extend; `reason` says why in
     /// the error a handler gets when it asks.
     pub fn fixed(deadline: Instant, reason: &'static str) -> Self {
         Self {
@@ -119,7 +120,7 @@ impl Lease {
         }
     }
 
-    /// A lease the runner can extend through `control`.
+    /// A handle the runner can extend through `control`.
     pub fn extendable(deadline: Option<Instant>, control: Arc<dyn VisibilityControl>) -> Self {
         Self {
             deadline: AtomicU64::new(deadline.map_or(0, to_nanos)),
@@ -134,6 +135,12 @@ impl Lease {
             0 => None,
             n => Some(epoch() + Duration::from_nanos(n)),
         }
+    }
+
+    /// Time left before the [`deadline`](Self::deadline), if known.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Moves the deadline (runners call this after an extension).
@@ -172,9 +179,9 @@ mod tests {
     use std::sync::Mutex;
 
     #[test]
-    fn a_cloned_lease_starts_equal_then_moves_on_its_own() {
+    fn a_cloned_visibility_starts_equal_then_moves_on_its_own() {
         let t0 = Instant::now() + Duration::from_secs(30);
-        let template = Lease::fixed(t0, "fixed for the test");
+        let template = Visibility::fixed(t0, "fixed for the test");
         let copy = template.clone();
         assert_eq!(copy.deadline(), template.deadline());
         copy.set_deadline(t0 + Duration::from_secs(60));
@@ -207,7 +214,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unbacked_lease_says_so() {
+    async fn unbacked_visibility_says_so() {
         let m = Message::builder("m", "").build();
         let e = m
             .extend_visibility(Duration::from_secs(5))
@@ -222,7 +229,7 @@ mod tests {
         let rec = Arc::new(Recorder(Mutex::new(vec![])));
         let start = Instant::now();
         let m = Message::builder("m", "")
-            .lease(Lease::extendable(
+            .visibility(Visibility::extendable(
                 Some(start + Duration::from_secs(1)),
                 rec.clone(),
             ))

@@ -33,8 +33,8 @@
 //! |---|---|---|
 //! | `pk` (the partition key, [configurable](DynamoDbStore::key_attribute)) | S | the idempotency key |
 //! | `status` | S | `IN_PROGRESS` or `COMPLETED` |
-//! | `lease_expires` | N | in progress: the lease's end, epoch **milliseconds** |
-//! | `token` | S | in progress: the holder's random lease token |
+//! | `lease_expires` | N | in progress: the claim's end, epoch **milliseconds** |
+//! | `token` | S | in progress: the holder's random claim token |
 //! | `payload_hash` | S | SHA-256 of the validated payload (hex), when validation is on |
 //! | `result` | B | the handler's small result, if it set one |
 //! | `expires_at` | N | epoch **seconds**: the table's TTL attribute (retention) |
@@ -53,12 +53,12 @@
 //!   or from a strongly consistent `GetItem` if the server returns none.
 //! - `renew` and `complete`: `UpdateItem` conditioned on the token;
 //!   `release`: `DeleteItem` conditioned on the token. A failed condition is
-//!   [`StoreError::LeaseLost`].
+//!   [`StoreError::ClaimLost`].
 //! - Expired items are ignored by the conditions: TTL deletion, which can
 //!   lag by a day or two, only keeps the table small.
 //!
-//! Lease times come from each worker's wall clock, so keep clocks in sync
-//! (NTP) and leases well above any skew. Any DynamoDB error is a
+//! Claim times come from each worker's wall clock, so keep clocks in sync
+//! (NTP) and claims well above any skew. Any DynamoDB error is a
 //! [`StoreError::Backend`] naming the table; the message is then retried.
 
 mod table;
@@ -70,7 +70,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use sqs_worker_core::idempotency::{
-    Begun, Completed, IdempotencyStore, LeaseToken, PayloadHash, StoreError,
+    Begun, ClaimToken, Completed, IdempotencyStore, PayloadHash, StoreError,
 };
 use sqs_worker_core::runner::BoxFuture;
 
@@ -84,7 +84,7 @@ pub const DEFAULT_KEY_ATTRIBUTE: &str = "pk";
 pub const EXPIRES_AT: &str = "expires_at";
 
 const STATUS: &str = "status";
-const LEASE_EXPIRES: &str = "lease_expires";
+const CLAIM_EXPIRES: &str = "lease_expires";
 const TOKEN: &str = "token";
 const PAYLOAD_HASH: &str = "payload_hash";
 const RESULT: &str = "result";
@@ -173,18 +173,18 @@ impl DynamoDbStore {
     async fn begin_once(
         &self,
         key: &str,
-        lease: Duration,
+        claim_ttl: Duration,
         payload_hash: Option<&PayloadHash>,
     ) -> Result<Option<Begun>, StoreError> {
         let now = SystemTime::now();
         let (now_ms, now_s) = (epoch_millis(now), epoch_secs(now));
-        let lease_end = now + lease;
-        let token = LeaseToken::generate();
+        let claim_end = now + claim_ttl;
+        let token = ClaimToken::generate();
         let mut item = self.key(key);
         item.insert(STATUS.into(), s(IN_PROGRESS));
-        item.insert(LEASE_EXPIRES.into(), n(epoch_millis(lease_end)));
+        item.insert(CLAIM_EXPIRES.into(), n(epoch_millis(claim_end)));
         item.insert(TOKEN.into(), s(token.as_str()));
-        item.insert(EXPIRES_AT.into(), n(epoch_secs_ceil(lease_end)));
+        item.insert(EXPIRES_AT.into(), n(epoch_secs_ceil(claim_end)));
         if let Some(h) = payload_hash {
             item.insert(PAYLOAD_HASH.into(), s(h.as_str()));
         }
@@ -194,12 +194,12 @@ impl DynamoDbStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :in_progress AND #lease < :now_ms) \
+                "attribute_not_exists(#pk) OR (#status = :in_progress AND #claim_ttl < :now_ms) \
                  OR #exp < :now_s",
             )
             .expression_attribute_names("#pk", &self.key_attribute)
             .expression_attribute_names("#status", STATUS)
-            .expression_attribute_names("#lease", LEASE_EXPIRES)
+            .expression_attribute_names("#claim", CLAIM_EXPIRES)
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
             .expression_attribute_values(":now_ms", n(now_ms))
@@ -245,8 +245,8 @@ impl DynamoDbStore {
         Ok(out.item)
     }
 
-    /// The error of a token-conditioned write: a failed condition is `LeaseLost`.
-    fn lease_lost_or<E>(
+    /// The error of a token-conditioned write: a failed condition is `ClaimLost`.
+    fn claim_lost_or<E>(
         &self,
         operation: &'static str,
         key: &str,
@@ -257,7 +257,7 @@ impl DynamoDbStore {
         E: std::error::Error + Send + Sync + 'static,
     {
         if conditional {
-            StoreError::LeaseLost {
+            StoreError::ClaimLost {
                 key: key.to_owned(),
             }
         } else {
@@ -294,7 +294,7 @@ fn classify(item: &HashMap<String, AttributeValue>, now_ms: u64, now_s: u64) -> 
                 .map(|b| b.as_ref().to_vec()),
             payload_hash: text(PAYLOAD_HASH).map(PayloadHash::from_stored),
         })),
-        Some(IN_PROGRESS) => match num(LEASE_EXPIRES) {
+        Some(IN_PROGRESS) => match num(CLAIM_EXPIRES) {
             Some(until) if until >= now_ms => Some(Begun::InProgress {
                 remaining: Duration::from_millis(until - now_ms),
             }),
@@ -308,13 +308,13 @@ impl IdempotencyStore for DynamoDbStore {
     fn begin<'a>(
         &'a self,
         key: &'a str,
-        lease: Duration,
+        claim_ttl: Duration,
         payload_hash: Option<&'a PayloadHash>,
     ) -> BoxFuture<'a, Result<Begun, StoreError>> {
         Box::pin(async move {
             // A blocking item can expire between the put and the read: try again.
             for _ in 0..3 {
-                if let Some(begun) = self.begin_once(key, lease, payload_hash).await? {
+                if let Some(begun) = self.begin_once(key, claim_ttl, payload_hash).await? {
                     return Ok(begun);
                 }
             }
@@ -329,23 +329,23 @@ impl IdempotencyStore for DynamoDbStore {
     fn renew<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
-        lease: Duration,
+        token: &'a ClaimToken,
+        claim_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let lease_end = SystemTime::now() + lease;
+            let claim_end = SystemTime::now() + claim_ttl;
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(self.key(key)))
-                .update_expression("SET #lease = :lease, #exp = :exp")
+                .update_expression("SET #claim = :claim, #exp = :exp")
                 .condition_expression("#token = :token AND #status = :in_progress")
-                .expression_attribute_names("#lease", LEASE_EXPIRES)
+                .expression_attribute_names("#claim", CLAIM_EXPIRES)
                 .expression_attribute_names("#exp", EXPIRES_AT)
                 .expression_attribute_names("#token", TOKEN)
                 .expression_attribute_names("#status", STATUS)
-                .expression_attribute_values(":lease", n(epoch_millis(lease_end)))
-                .expression_attribute_values(":exp", n(epoch_secs_ceil(lease_end)))
+                .expression_attribute_values(":claim", n(epoch_millis(claim_end)))
+                .expression_attribute_values(":exp", n(epoch_secs_ceil(claim_end)))
                 .expression_attribute_values(":token", s(token.as_str()))
                 .expression_attribute_values(":in_progress", s(IN_PROGRESS))
                 .send()
@@ -355,7 +355,7 @@ impl IdempotencyStore for DynamoDbStore {
                     let c = e
                         .as_service_error()
                         .is_some_and(|se| se.is_conditional_check_failed_exception());
-                    self.lease_lost_or("renew", key, c, e)
+                    self.claim_lost_or("renew", key, c, e)
                 })
         })
     }
@@ -363,7 +363,7 @@ impl IdempotencyStore for DynamoDbStore {
     fn complete<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         retention: Duration,
         result: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -375,7 +375,7 @@ impl IdempotencyStore for DynamoDbStore {
                 .table_name(&self.table)
                 .set_key(Some(self.key(key)))
                 .condition_expression("#token = :token AND #status = :in_progress")
-                .expression_attribute_names("#lease", LEASE_EXPIRES)
+                .expression_attribute_names("#claim", CLAIM_EXPIRES)
                 .expression_attribute_names("#exp", EXPIRES_AT)
                 .expression_attribute_names("#token", TOKEN)
                 .expression_attribute_names("#status", STATUS)
@@ -387,19 +387,19 @@ impl IdempotencyStore for DynamoDbStore {
                 Some(r) => update
                     .update_expression(
                         "SET #status = :completed, #exp = :exp, #result = :result \
-                         REMOVE #lease, #token",
+                         REMOVE #claim_ttl, #token",
                     )
                     .expression_attribute_names("#result", RESULT)
                     .expression_attribute_values(":result", AttributeValue::B(Blob::new(r))),
                 None => update.update_expression(
-                    "SET #status = :completed, #exp = :exp REMOVE #lease, #token",
+                    "SET #status = :completed, #exp = :exp REMOVE #claim, #token",
                 ),
             };
             update.send().await.map(|_| ()).map_err(|e| {
                 let c = e
                     .as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception());
-                self.lease_lost_or("complete", key, c, e)
+                self.claim_lost_or("complete", key, c, e)
             })
         })
     }
@@ -407,7 +407,7 @@ impl IdempotencyStore for DynamoDbStore {
     fn release<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.client
@@ -426,7 +426,7 @@ impl IdempotencyStore for DynamoDbStore {
                     let c = e
                         .as_service_error()
                         .is_some_and(|se| se.is_conditional_check_failed_exception());
-                    self.lease_lost_or("release", key, c, e)
+                    self.claim_lost_or("release", key, c, e)
                 })
         })
     }
@@ -485,7 +485,7 @@ mod tests {
     fn classify_reads_items_at_a_given_time() {
         let in_progress = item(&[
             (STATUS, s(IN_PROGRESS)),
-            (LEASE_EXPIRES, n(10_500)),
+            (CLAIM_EXPIRES, n(10_500)),
             (EXPIRES_AT, n(11)),
         ]);
         assert_eq!(
@@ -494,7 +494,7 @@ mod tests {
                 remaining: Duration::from_millis(500)
             })
         );
-        assert_eq!(classify(&in_progress, 10_501, 10), None, "lease over");
+        assert_eq!(classify(&in_progress, 10_501, 10), None, "claim over");
         let completed = item(&[
             (STATUS, s(COMPLETED)),
             (EXPIRES_AT, n(100)),

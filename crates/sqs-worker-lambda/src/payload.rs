@@ -240,14 +240,14 @@ mod tests {
     use super::*;
     use crate::record::{Converted, convert};
     use crate::testing::{event, fifo_record, record};
-    use sqs_worker_core::{Lease, Message};
+    use sqs_worker_core::{Message, Visibility};
 
     fn messages(p: SqsPayload) -> Vec<Message> {
         p.records
             .into_iter()
             .enumerate()
             .map(
-                |(i, r)| match convert(i, r, |_, _| Lease::unbacked()).unwrap() {
+                |(i, r)| match convert(i, r, |_, _| Visibility::unbacked()).unwrap() {
                     Converted::Message(m) => m,
                     Converted::NoBody { .. } => panic!("no body"),
                 },

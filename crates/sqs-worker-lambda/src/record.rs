@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use sqs_worker_core::runner::MessageParts;
-use sqs_worker_core::{Lease, Message, MessageAttribute, MessageAttributes, SystemAttributes};
+use sqs_worker_core::{Message, MessageAttribute, MessageAttributes, SystemAttributes, Visibility};
 
 /// The `eventSource` of every record of an SQS event.
 pub const SQS_EVENT_SOURCE: &str = "aws:sqs";
@@ -133,7 +133,7 @@ impl From<SqsMessage> for RecordParts {
 pub(crate) fn convert(
     index: usize,
     record: RecordParts,
-    lease: impl FnOnce(bool, Option<&str>) -> Lease,
+    lease: impl FnOnce(bool, Option<&str>) -> Visibility,
 ) -> Result<Converted, EventError> {
     let RecordParts {
         message_id,
@@ -172,7 +172,7 @@ pub(crate) fn convert(
             attributes,
             message_attributes,
             source: event_source_arn.map(Into::into),
-            lease,
+            visibility: lease,
         }
         .into_message(),
     ))
@@ -184,7 +184,10 @@ pub(crate) fn convert(
 /// Fails like an invocation would for a record that is not from SQS or has
 /// no `messageId`; a record without a body becomes a message with an empty
 /// body (the service reports such records failed instead of running them).
-pub fn message_from_record(mut record: SqsMessage, lease: Lease) -> Result<Message, EventError> {
+pub fn message_from_record(
+    mut record: SqsMessage,
+    lease: Visibility,
+) -> Result<Message, EventError> {
     record.body.get_or_insert_with(String::new);
     match convert(0, record.into(), |_, _| lease)? {
         Converted::Message(m) => Ok(m),
@@ -315,7 +318,8 @@ mod tests {
         r.message_attributes.insert("empty".into(), empty);
 
         let body_ptr = r.body.as_ref().map(|b| b.as_ptr());
-        let Converted::Message(m) = convert(0, r.into(), |_, _| Lease::unbacked()).unwrap() else {
+        let Converted::Message(m) = convert(0, r.into(), |_, _| Visibility::unbacked()).unwrap()
+        else {
             panic!("expected a message")
         };
         assert_eq!(
@@ -362,13 +366,15 @@ mod tests {
     #[test]
     fn rejects_what_cannot_be_reported() {
         let e = convert(3, record(Some("m"), Some("aws:sns")).into(), |_, _| {
-            Lease::unbacked()
+            Visibility::unbacked()
         });
         assert!(matches!(e, Err(EventError::NotSqs { index: 3, .. })));
-        let e = convert(0, record(Some("m"), None).into(), |_, _| Lease::unbacked());
+        let e = convert(0, record(Some("m"), None).into(), |_, _| {
+            Visibility::unbacked()
+        });
         assert!(matches!(e, Err(EventError::NotSqs { found: None, .. })));
         let e = convert(1, record(None, Some("aws:sqs")).into(), |_, _| {
-            Lease::unbacked()
+            Visibility::unbacked()
         });
         let Err(e) = e else {
             panic!("expected an error")
@@ -377,7 +383,7 @@ mod tests {
         let mut no_body = record(Some("m"), Some("aws:sqs"));
         no_body.body = None;
         assert!(matches!(
-            convert(0, no_body.into(), |_, _| Lease::unbacked()),
+            convert(0, no_body.into(), |_, _| Visibility::unbacked()),
             Ok(Converted::NoBody { .. })
         ));
     }

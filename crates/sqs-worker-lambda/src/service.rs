@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
 use sqs_worker_core::runner::{Processor, observe};
-use sqs_worker_core::{Lease, Message};
+use sqs_worker_core::{Message, Visibility};
 use tracing::Instrument;
 
 use crate::payload::SqsPayload;
@@ -257,15 +257,15 @@ impl<P: Processor> LambdaService<P> {
     fn leases(&self, deadline: Option<Instant>) -> InvocationLeases {
         InvocationLeases {
             fixed: match deadline {
-                Some(d) => Lease::fixed(d, FIXED_LEASE),
-                None => Lease::unbacked(),
+                Some(d) => Visibility::fixed(d, FIXED_LEASE),
+                None => Visibility::unbacked(),
             },
             #[cfg(feature = "sqs-client")]
             extendable: self
                 .inner
                 .client
                 .as_ref()
-                .map(|settler| Lease::extendable(deadline, settler.visibility())),
+                .map(|settler| Visibility::extendable(deadline, settler.visibility())),
         }
     }
 }
@@ -273,14 +273,14 @@ impl<P: Processor> LambdaService<P> {
 /// An invocation's lease templates.
 struct InvocationLeases {
     /// For records the adapter cannot extend.
-    fixed: Lease,
+    fixed: Visibility,
     /// With an SQS client: for records with a receipt handle and queue ARN.
     #[cfg(feature = "sqs-client")]
-    extendable: Option<Lease>,
+    extendable: Option<Visibility>,
 }
 
 impl InvocationLeases {
-    fn for_record(&self, has_handle: bool, arn: Option<&str>) -> Lease {
+    fn for_record(&self, has_handle: bool, arn: Option<&str>) -> Visibility {
         #[cfg(feature = "sqs-client")]
         if let Some(lease) = &self.extendable
             && has_handle

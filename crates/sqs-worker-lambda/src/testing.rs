@@ -39,7 +39,7 @@ use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use lambda_runtime::Context;
 use sqs_worker_core::runner::{Engine, Processor};
-use sqs_worker_core::{IntoHandler, Lease, Message};
+use sqs_worker_core::{IntoHandler, Message, Visibility};
 
 use crate::record::{EventError, SQS_EVENT_SOURCE, message_from_record};
 use crate::service::LambdaService;
@@ -191,7 +191,7 @@ impl RecordBuilder {
     /// unit tests of a handler.
     pub fn message(self) -> Message {
         // The builders always set the event source and the id.
-        message_from_record(self.record, Lease::unbacked())
+        message_from_record(self.record, Visibility::unbacked())
             .unwrap_or_else(|e| panic!("not a valid SQS record: {e}"))
     }
 }

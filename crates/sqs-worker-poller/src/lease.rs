@@ -192,7 +192,7 @@ impl Leases {
             };
             if let Some(e) = table.get_mut(&MessageKey::of(&message)) {
                 e.deadline = asked + Duration::from_secs(*secs as u64);
-                e.message.lease().set_deadline(e.deadline);
+                e.message.visibility().set_deadline(e.deadline);
             }
             Stats::add(&self.stats.extensions, 1);
             metrics::counter!(names::EXTENSIONS).increment(1);

@@ -11,7 +11,7 @@ use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use backon::BackoffBuilder;
 use sqs_worker_core::runner::{MessageParts, Processor, Settled, VisibilityControl, observe};
-use sqs_worker_core::{Lease, Message, MessageAttribute, MessageAttributes, SystemAttributes};
+use sqs_worker_core::{Message, MessageAttribute, MessageAttributes, SystemAttributes, Visibility};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -342,7 +342,7 @@ impl<P: Processor> Receiver<P> {
                 message_attributes,
                 // Shared by every message of the queue: a reference count, not a copy.
                 source: Some((&self.queue_url).into()),
-                lease: Lease::extendable(Some(deadline), self.control.clone()),
+                visibility: Visibility::extendable(Some(deadline), self.control.clone()),
             }
             .into_message(),
         )

@@ -13,7 +13,7 @@ use crate::message::Message;
 
 /// Per message: `begin` (all at once); completed and in-progress keys, bad
 /// payloads and missing keys get their result without reaching the batch
-/// handler; the others run as one (smaller) batch while all their leases are
+/// handler; the others run as one (smaller) batch while all their claims are
 /// renewed; then each key is completed (success) or released (failure, no
 /// result, panic). Two messages with the same key in one batch: the second is
 /// retried later, as "in progress". [`set_result`](super::set_result) is not
@@ -38,7 +38,7 @@ impl<B: BatchHandler> BatchHandler for Idempotent<B> {
         let mut results = if run.is_empty() {
             BatchResults::new()
         } else {
-            let leases: Vec<_> = held
+            let claims: Vec<_> = held
                 .iter()
                 .map(|(_, h)| (h.key.clone(), h.token.clone()))
                 .collect();
@@ -46,7 +46,7 @@ impl<B: BatchHandler> BatchHandler for Idempotent<B> {
             let out = tokio::select! {
                 biased;
                 out = fut => out,
-                never = cfg.keep_renewed(&leases) => match never {},
+                never = cfg.keep_renewed(&claims) => match never {},
             };
             match out {
                 Ok(results) => results,

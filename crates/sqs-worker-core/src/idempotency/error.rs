@@ -7,17 +7,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdempotencyError {
-    /// Another worker holds the key's in-progress lease: the message is
+    /// Another worker holds the key's in-progress claim: the message is
     /// retried after about `remaining`, never run twice at once.
     #[error(
-        "message {message_id}: idempotency key {key:?} is in progress elsewhere (lease expires in {remaining:?}); retrying later"
+        "message {message_id}: idempotency key {key:?} is in progress elsewhere (claim expires in {remaining:?}); retrying later"
     )]
     InProgress {
         /// The message.
         message_id: String,
         /// The key.
         key: String,
-        /// The time left on the other worker's lease.
+        /// The time left on the other worker's claim.
         remaining: Duration,
     },
     /// The key was seen before with a different payload. Permanent: the

@@ -12,9 +12,9 @@ use super::key::{KeyFn, MissingKey, PayloadFn};
 use super::store::IdempotencyStore;
 use crate::message::Message;
 
-/// The default in-progress lease: 60 s, renewed every 20 s while the handler
+/// The default in-progress claim: 60 s, renewed every 20 s while the handler
 /// runs.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(60);
 /// The default retention of a completion record: 24 hours.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -37,14 +37,14 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// let layer = IdempotencyLayer::new(MemoryStore::new())
 ///     .key(KeyFn::json(|o: &Order| Some(o.order_id)))
 ///     .validate_payload()
-///     .lease(Duration::from_secs(30));
+///     .claim(Duration::from_secs(30));
 /// let once_per_order = layer.layer(handler_fn(charge));
 /// # let _ = once_per_order;
 /// ```
 ///
 /// Order with other layers: an outer layer sees everything inside as one
 /// call, so put `IdempotencyLayer` outermost around retrying or timing
-/// layers, so that their retries happen under one lease.
+/// layers, so that their retries happen under one claim.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     pub(super) config: Config,
@@ -57,7 +57,7 @@ pub(super) struct Config {
     pub(super) key: KeyFn,
     pub(super) missing_key: MissingKey,
     pub(super) payload: Option<PayloadFn>,
-    pub(super) lease: Duration,
+    pub(super) claim_ttl: Duration,
     pub(super) renew_every: Option<Duration>,
     pub(super) retention: Duration,
     pub(super) prefix: Option<String>,
@@ -69,7 +69,7 @@ impl std::fmt::Debug for IdempotencyLayer {
         f.debug_struct("IdempotencyLayer")
             .field("missing_key", &c.missing_key)
             .field("validate_payload", &c.payload.is_some())
-            .field("lease", &c.lease)
+            .field("claim", &c.claim_ttl)
             .field("renew_every", &c.renew_interval())
             .field("retention", &c.retention)
             .field("prefix", &c.prefix)
@@ -79,7 +79,7 @@ impl std::fmt::Debug for IdempotencyLayer {
 
 impl IdempotencyLayer {
     /// A layer over `store`, keyed by [`KeyFn::default`] (FIFO deduplication
-    /// id, else message id), with a [`DEFAULT_LEASE`], [`DEFAULT_RETENTION`],
+    /// id, else message id), with a [`DEFAULT_CLAIM_TTL`], [`DEFAULT_RETENTION`],
     /// no payload validation and [`MissingKey::Fail`].
     pub fn new(store: impl IdempotencyStore) -> Self {
         Self::from_arc(Arc::new(store))
@@ -93,7 +93,7 @@ impl IdempotencyLayer {
                 key: KeyFn::default(),
                 missing_key: MissingKey::default(),
                 payload: None,
-                lease: DEFAULT_LEASE,
+                claim_ttl: DEFAULT_CLAIM_TTL,
                 renew_every: None,
                 retention: DEFAULT_RETENTION,
                 prefix: None,
@@ -143,18 +143,18 @@ impl IdempotencyLayer {
         self
     }
 
-    /// The in-progress lease (at least 1 s). Independent of any runner
+    /// The in-progress claim (at least 1 s). Independent of any runner
     /// deadline (a Lambda function's timeout, a message's visibility
     /// timeout): the wrapper renews it while the handler runs, so it bounds
     /// only how long a crashed worker's key stays blocked.
     #[must_use]
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.lease = lease.max(Duration::from_secs(1));
+    pub fn claim_ttl(mut self, claim_ttl: Duration) -> Self {
+        self.config.claim_ttl = claim_ttl.max(Duration::from_secs(1));
         self
     }
 
-    /// How often the lease is renewed while the handler runs; by default a
-    /// third of the lease. Capped at half the lease.
+    /// How often the claim is renewed while the handler runs; by default a
+    /// third of the claim. Capped at half the claim.
     #[must_use]
     pub fn renew_every(mut self, every: Duration) -> Self {
         self.config.renew_every = Some(every);
@@ -197,10 +197,10 @@ impl IdempotencyLayer {
 }
 
 impl Config {
-    /// The renewal period: as set, capped at half the lease, at least 10 ms.
+    /// The renewal period: as set, capped at half the claim, at least 10 ms.
     pub(super) fn renew_interval(&self) -> Duration {
-        let every = self.renew_every.unwrap_or(self.lease / 3);
-        every.min(self.lease / 2).max(Duration::from_millis(10))
+        let every = self.renew_every.unwrap_or(self.claim_ttl / 3);
+        every.min(self.claim_ttl / 2).max(Duration::from_millis(10))
     }
 }
 

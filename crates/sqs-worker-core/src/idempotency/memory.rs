@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::store::{Begun, Completed, IdempotencyStore, LeaseToken, PayloadHash, StoreError};
+use super::store::{Begun, ClaimToken, Completed, IdempotencyStore, PayloadHash, StoreError};
 use crate::visibility::BoxFuture;
 
-/// Records in a mutex-protected map, with lease expiry and retention.
+/// Records in a mutex-protected map, with claim expiry and retention.
 ///
 /// Cloning shares the map, so two "workers" in a test can share one store.
 /// Time comes from [`tokio::time::Instant`], so tests with paused time
-/// (`tokio::time::pause`, `advance`) control leases and retention. Expired
+/// (`tokio::time::pause`, `advance`) control claims and retention. Expired
 /// records are dropped when touched and swept every 1,024 `begin`s (or by
 /// [`purge_expired`](Self::purge_expired)).
 ///
@@ -37,7 +37,7 @@ struct Record {
 
 enum State {
     InProgress {
-        token: LeaseToken,
+        token: ClaimToken,
         until: Instant,
     },
     Completed {
@@ -53,7 +53,7 @@ impl Record {
         }
     }
 
-    fn held_by(&self, token: &LeaseToken, now: Instant) -> bool {
+    fn held_by(&self, token: &ClaimToken, now: Instant) -> bool {
         matches!(&self.state, State::InProgress { token: t, until } if t == token && *until > now)
     }
 }
@@ -94,7 +94,7 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn begin_now(&self, key: &str, lease: Duration, hash: Option<&PayloadHash>) -> Begun {
+    fn begin_now(&self, key: &str, claim_ttl: Duration, hash: Option<&PayloadHash>) -> Begun {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.begins += 1;
@@ -112,13 +112,13 @@ impl MemoryStore {
                 }),
             };
         }
-        let token = LeaseToken::generate();
+        let token = ClaimToken::generate();
         inner.records.insert(
             key.to_owned(),
             Record {
                 state: State::InProgress {
                     token: token.clone(),
-                    until: now + lease,
+                    until: now + claim_ttl,
                 },
                 payload_hash: hash.cloned(),
             },
@@ -129,7 +129,7 @@ impl MemoryStore {
     fn with_held<T>(
         &self,
         key: &str,
-        token: &LeaseToken,
+        token: &ClaimToken,
         f: impl FnOnce(&mut HashMap<String, Record>, Instant) -> T,
     ) -> Result<T, StoreError> {
         let now = Instant::now();
@@ -139,7 +139,7 @@ impl MemoryStore {
             .get(key)
             .is_some_and(|r| r.held_by(token, now))
         {
-            return Err(StoreError::LeaseLost {
+            return Err(StoreError::ClaimLost {
                 key: key.to_owned(),
             });
         }
@@ -151,24 +151,24 @@ impl IdempotencyStore for MemoryStore {
     fn begin<'a>(
         &'a self,
         key: &'a str,
-        lease: Duration,
+        claim_ttl: Duration,
         payload_hash: Option<&'a PayloadHash>,
     ) -> BoxFuture<'a, Result<Begun, StoreError>> {
-        Box::pin(async move { Ok(self.begin_now(key, lease, payload_hash)) })
+        Box::pin(async move { Ok(self.begin_now(key, claim_ttl, payload_hash)) })
     }
 
     fn renew<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
-        lease: Duration,
+        token: &'a ClaimToken,
+        claim_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.with_held(key, token, |records, now| {
                 if let Some(State::InProgress { until, .. }) =
                     records.get_mut(key).map(|r| &mut r.state)
                 {
-                    *until = now + lease;
+                    *until = now + claim_ttl;
                 }
             })
         })
@@ -177,7 +177,7 @@ impl IdempotencyStore for MemoryStore {
     fn complete<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         retention: Duration,
         result: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -196,7 +196,7 @@ impl IdempotencyStore for MemoryStore {
     fn release<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.with_held(key, token, |records, _| {
@@ -228,23 +228,25 @@ impl IdempotencyStore for MemoryStore {
 mod tests {
     use super::*;
 
-    const LEASE: Duration = Duration::from_secs(10);
+    const CLAIM_TTL: Duration = Duration::from_secs(10);
 
     #[tokio::test(start_paused = true)]
     async fn lease_lifecycle() {
         let s = MemoryStore::new();
-        let Begun::Acquired(t) = s.begin("k", LEASE, None).await.unwrap() else {
+        let Begun::Acquired(t) = s.begin("k", CLAIM_TTL, None).await.unwrap() else {
             panic!("first begin acquires")
         };
         assert_eq!(
-            s.begin("k", LEASE, None).await.unwrap(),
-            Begun::InProgress { remaining: LEASE }
+            s.begin("k", CLAIM_TTL, None).await.unwrap(),
+            Begun::InProgress {
+                remaining: CLAIM_TTL
+            }
         );
         tokio::time::advance(Duration::from_secs(8)).await;
-        s.renew("k", &t, LEASE).await.unwrap();
+        s.renew("k", &t, CLAIM_TTL).await.unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
         assert!(matches!(
-            s.begin("k", LEASE, None).await.unwrap(),
+            s.begin("k", CLAIM_TTL, None).await.unwrap(),
             Begun::InProgress { .. }
         ));
         s.complete("k", &t, Duration::from_secs(60), Some(b"r"))
@@ -255,14 +257,14 @@ mod tests {
             payload_hash: None,
         };
         assert_eq!(
-            s.begin("k", LEASE, None).await.unwrap(),
+            s.begin("k", CLAIM_TTL, None).await.unwrap(),
             Begun::Completed(done.clone())
         );
         assert_eq!(s.get("k").await.unwrap(), Some(done));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(s.get("k").await.unwrap(), None, "retention over");
         assert!(matches!(
-            s.begin("k", LEASE, None).await.unwrap(),
+            s.begin("k", CLAIM_TTL, None).await.unwrap(),
             Begun::Acquired(_)
         ));
     }
@@ -270,20 +272,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expired_lease_is_taken_over_and_the_old_token_is_lost() {
         let s = MemoryStore::new();
-        let Begun::Acquired(old) = s.begin("k", LEASE, None).await.unwrap() else {
+        let Begun::Acquired(old) = s.begin("k", CLAIM_TTL, None).await.unwrap() else {
             panic!()
         };
-        tokio::time::advance(LEASE).await;
-        let Begun::Acquired(new) = s.begin("k", LEASE, None).await.unwrap() else {
-            panic!("an expired lease is free")
+        tokio::time::advance(CLAIM_TTL).await;
+        let Begun::Acquired(new) = s.begin("k", CLAIM_TTL, None).await.unwrap() else {
+            panic!("an expired claim is free")
         };
         assert_ne!(old, new);
         for e in [
-            s.renew("k", &old, LEASE).await.unwrap_err(),
-            s.complete("k", &old, LEASE, None).await.unwrap_err(),
+            s.renew("k", &old, CLAIM_TTL).await.unwrap_err(),
+            s.complete("k", &old, CLAIM_TTL, None).await.unwrap_err(),
             s.release("k", &old).await.unwrap_err(),
         ] {
-            assert!(matches!(e, StoreError::LeaseLost { .. }), "{e}");
+            assert!(matches!(e, StoreError::ClaimLost { .. }), "{e}");
         }
         s.release("k", &new).await.unwrap();
         assert!(s.is_empty());
@@ -293,10 +295,10 @@ mod tests {
     async fn purge_drops_expired_records() {
         let s = MemoryStore::new();
         for k in ["a", "b"] {
-            s.begin(k, LEASE, None).await.unwrap();
+            s.begin(k, CLAIM_TTL, None).await.unwrap();
         }
-        tokio::time::advance(LEASE).await;
-        s.begin("c", LEASE, None).await.unwrap();
+        tokio::time::advance(CLAIM_TTL).await;
+        s.begin("c", CLAIM_TTL, None).await.unwrap();
         s.purge_expired();
         assert_eq!(s.len(), 1);
     }

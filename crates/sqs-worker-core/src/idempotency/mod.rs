@@ -17,17 +17,17 @@
 //!      [`Error::retry_after`] ([`IdempotencyError::InProgress`]): retried
 //!      later, never run twice at once. The delay starts at 1 s (the holder
 //!      usually finishes in milliseconds) and grows ×4 per delivery (1, 4,
-//!      16, 64 s…), never past the time left on that lease: a duplicate of a
+//!      16, 64 s…), never past the time left on that claim: a duplicate of a
 //!      quick job is acknowledged within a second or so, and one of a long
 //!      job does not burn through the queue's `maxReceiveCount` meanwhile;
-//!    - **acquired** → the handler runs under an in-progress lease;
-//! 3. while the handler runs, **renews the lease itself** every third of the
-//!    lease ([`IdempotencyLayer::renew_every`]). The lease is therefore
+//!    - **acquired** → the handler runs under an in-progress claim;
+//! 3. while the handler runs, **renews the claim itself** every third of the
+//!    claim ([`IdempotencyLayer::renew_every`]). The claim is therefore
 //!    independent of the Lambda function timeout and of the message's
 //!    visibility timeout, works the same in both runners, and needs nothing
 //!    from the poller's visibility heartbeat. A crashed (or frozen) worker
-//!    stops renewing and its lease expires after at most
-//!    [`IdempotencyLayer::lease`]; the next delivery then runs;
+//!    stops renewing and its claim expires after at most
+//!    [`IdempotencyLayer::claim_ttl`]; the next delivery then runs;
 //! 4. on success, records the completion for
 //!    [`retention`](IdempotencyLayer::retention), with the small result the
 //!    handler gave to [`set_result`], if any; on **any failure** — retryable,
@@ -38,7 +38,7 @@
 //!
 //! If recording the completion fails (after three tries), the message is
 //! still acknowledged: the side effect happened, and retrying the message
-//! would run it again once the lease expires. The error is logged.
+//! would run it again once the claim expires. The error is logged.
 //!
 //! Stores: [`MemoryStore`] (tests, one process) and `DynamoDbStore` in
 //! `sqs-worker-dynamodb`; any type implementing [`IdempotencyStore`].
@@ -66,10 +66,10 @@ use futures_util::FutureExt;
 pub use self::error::{IdempotencyError, SetResultError};
 pub use self::key::{KeyFn, MissingKey, PayloadFn};
 use self::layer::Config;
-pub use self::layer::{DEFAULT_LEASE, DEFAULT_RETENTION, IdempotencyLayer};
+pub use self::layer::{DEFAULT_CLAIM_TTL, DEFAULT_RETENTION, IdempotencyLayer};
 pub use self::memory::MemoryStore;
 pub use self::store::{
-    Begun, Completed, IdempotencyStore, LeaseToken, MAX_RESULT_SIZE, PayloadHash, StoreError,
+    Begun, ClaimToken, Completed, IdempotencyStore, MAX_RESULT_SIZE, PayloadHash, StoreError,
 };
 use crate::error::Error;
 use crate::handler::Handler;
@@ -79,7 +79,7 @@ use crate::message::Message;
 pub use tower_layer::Layer;
 
 /// The retry delay for a message whose key is in progress elsewhere: 1 s on
-/// the first delivery, ×4 per delivery after, capped by the holder's lease.
+/// the first delivery, ×4 per delivery after, capped by the holder's claim.
 fn in_progress_delay(receive_count: u32, remaining: Duration) -> Duration {
     let exp = receive_count.saturating_sub(1).min(10);
     let grown = Duration::from_secs(1u64 << (2 * exp));
@@ -136,7 +136,7 @@ impl<H: Clone> Clone for Idempotent<H> {
 impl<H> std::fmt::Debug for Idempotent<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Idempotent")
-            .field("lease", &self.config.lease)
+            .field("claim", &self.config.claim_ttl)
             .field("retention", &self.config.retention)
             .finish_non_exhaustive()
     }
@@ -181,11 +181,11 @@ impl<H: Handler> Handler for Idempotent<H> {
             slot.clone(),
             AssertUnwindSafe(self.inner.handle(msg.clone())).catch_unwind(),
         );
-        let leases = [(held.key.clone(), held.token.clone())];
+        let claims = [(held.key.clone(), held.token.clone())];
         let out = tokio::select! {
             biased;
             out = run => out,
-            never = cfg.keep_renewed(&leases) => match never {},
+            never = cfg.keep_renewed(&claims) => match never {},
         };
         match out {
             Ok(result) => {
@@ -204,7 +204,7 @@ impl<H: Handler> Handler for Idempotent<H> {
 
 /// What to do with a message after `begin`.
 enum Plan {
-    /// Run the handler under this lease.
+    /// Run the handler under this claim.
     Run(Held),
     /// Run the handler without idempotency (no key, [`MissingKey::RunWithout`]).
     Without,
@@ -212,13 +212,13 @@ enum Plan {
     Done(Result<(), Error>),
 }
 
-/// A lease this worker holds. Dropped while armed (the engine stopped the
+/// A claim this worker holds. Dropped while armed (the engine stopped the
 /// handler at a time limit, or the runner dropped the batch), it releases
-/// the key in the background, best effort; otherwise the lease just expires.
+/// the key in the background, best effort; otherwise the claim just expires.
 struct Held {
     store: Arc<dyn IdempotencyStore>,
     key: String,
-    token: LeaseToken,
+    token: ClaimToken,
     armed: bool,
 }
 
@@ -231,7 +231,7 @@ impl Drop for Held {
             let (store, key, token) = (self.store.clone(), self.key.clone(), self.token.clone());
             rt.spawn(async move {
                 if let Err(e) = store.release(&key, &token).await {
-                    tracing::debug!(error = %e, "releasing an abandoned idempotency lease failed");
+                    tracing::debug!(error = %e, "releasing an abandoned idempotency claim failed");
                 }
             });
         }
@@ -282,7 +282,7 @@ impl Config {
                 Err(e) => return Plan::Done(Err(e)),
             },
         };
-        let begun = match self.store.begin(&key, self.lease, hash.as_ref()).await {
+        let begun = match self.store.begin(&key, self.claim_ttl, hash.as_ref()).await {
             Ok(b) => b,
             Err(e) => return Plan::Done(Err(store_error(msg, e))),
         };
@@ -291,7 +291,7 @@ impl Config {
                 tracing::debug!(
                     messaging.message.id = msg.id(),
                     key,
-                    "idempotency lease acquired"
+                    "idempotency claim acquired"
                 );
                 Plan::Run(Held {
                     store: self.store.clone(),
@@ -335,34 +335,33 @@ impl Config {
         }
     }
 
-    /// Renews `leases` every renewal period, forever (the caller drops it
-    /// when the handler finishes). A lost lease is logged and no longer renewed.
-    async fn keep_renewed(&self, leases: &[(String, LeaseToken)]) -> Infallible {
+    /// Renews `claims` every renewal period, forever (the caller drops it
+    /// when the handler finishes). A lost claim is logged and no longer renewed.
+    async fn keep_renewed(&self, claims: &[(String, ClaimToken)]) -> Infallible {
         let every = self.renew_interval();
-        let mut live = vec![true; leases.len()];
+        let mut live = vec![true; claims.len()];
         loop {
             tokio::time::sleep(every).await;
-            let renewals =
-                leases.iter().zip(&live).filter(|(_, live)| **live).map(
-                    |((key, token), _)| async move {
-                        (key, self.store.renew(key, token, self.lease).await)
-                    },
-                );
+            let renewals = claims.iter().zip(&live).filter(|(_, live)| **live).map(
+                |((key, token), _)| async move {
+                    (key, self.store.renew(key, token, self.claim_ttl).await)
+                },
+            );
             let results = futures_util::future::join_all(renewals).await;
             for (key, result) in results {
                 match result {
                     Ok(()) => {}
-                    Err(e @ StoreError::LeaseLost { .. }) => {
+                    Err(e @ StoreError::ClaimLost { .. }) => {
                         tracing::error!(
                             key, error = %e,
-                            "idempotency lease lost while the handler runs; another delivery may run concurrently"
+                            "idempotency claim lost while the handler runs; another delivery may run concurrently"
                         );
-                        if let Some(i) = leases.iter().position(|(k, _)| k == key) {
+                        if let Some(i) = claims.iter().position(|(k, _)| k == key) {
                             live[i] = false;
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(key, error = %e, "renewing the idempotency lease failed; will retry");
+                        tracing::warn!(key, error = %e, "renewing the idempotency claim failed; will retry");
                     }
                 }
             }
@@ -383,7 +382,7 @@ impl Config {
             if let Err(e) = self.store.release(key, token).await {
                 tracing::warn!(
                     messaging.message.id = message_id, key, error = %e,
-                    "releasing the idempotency key failed; the retry runs once the lease expires"
+                    "releasing the idempotency key failed; the retry runs once the claim expires"
                 );
             }
             return;
@@ -396,7 +395,7 @@ impl Config {
                 .await
             {
                 Ok(()) => return,
-                Err(e) if attempt == 3 || matches!(e, StoreError::LeaseLost { .. }) => {
+                Err(e) if attempt == 3 || matches!(e, StoreError::ClaimLost { .. }) => {
                     tracing::error!(
                         messaging.message.id = message_id, key, error = %e,
                         "the handler succeeded but its idempotency completion was not recorded; \

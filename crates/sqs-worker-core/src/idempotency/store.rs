@@ -1,5 +1,5 @@
 //! The storage contract behind [`Idempotent`](super::Idempotent): one record
-//! per key, in progress (a lease with an expiry and a token) or completed
+//! per key, in progress (a claim with an expiry and a token) or completed
 //! (with a retention TTL).
 
 use std::fmt;
@@ -13,13 +13,13 @@ use crate::visibility::BoxFuture;
 /// record always fits a DynamoDB item (400 KB) with room to spare.
 pub const MAX_RESULT_SIZE: usize = 64 * 1024;
 
-/// Proof of holding an in-progress lease: an opaque, random value that
+/// Proof of holding an in-progress claim: an opaque, random value that
 /// [`IdempotencyStore::renew`], [`complete`](IdempotencyStore::complete) and
 /// [`release`](IdempotencyStore::release) must present.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct LeaseToken(String);
+pub struct ClaimToken(String);
 
-impl LeaseToken {
+impl ClaimToken {
     /// A fresh random token (128 bits, hex).
     pub fn generate() -> Self {
         Self(format!("{:032x}", fastrand::u128(..)))
@@ -36,11 +36,11 @@ impl LeaseToken {
     }
 }
 
-impl fmt::Debug for LeaseToken {
+impl fmt::Debug for ClaimToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Short prefix only: enough to correlate logs.
         let short = self.0.get(..8).unwrap_or(&self.0);
-        write!(f, "LeaseToken({short}…)")
+        write!(f, "ClaimToken({short}…)")
     }
 }
 
@@ -99,11 +99,11 @@ pub struct Completed {
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begun {
-    /// The caller now holds the in-progress lease; run the handler.
-    Acquired(LeaseToken),
-    /// Someone else holds an unexpired lease on the key.
+    /// The caller now holds the in-progress claim; run the handler.
+    Acquired(ClaimToken),
+    /// Someone else holds an unexpired claim on the key.
     InProgress {
-        /// How long until that lease expires unless renewed. Relative, so
+        /// How long until that claim expires unless renewed. Relative, so
         /// that no clock has to be shared between the store and the worker.
         remaining: Duration,
     },
@@ -115,10 +115,10 @@ pub enum Begun {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The token no longer holds the key: the lease expired and another
+    /// The token no longer holds the key: the claim expired and another
     /// worker took it, or the record was removed.
-    #[error("idempotency key {key:?}: the in-progress lease is no longer held by this worker")]
-    LeaseLost {
+    #[error("idempotency key {key:?}: the in-progress claim is no longer held by this worker")]
+    ClaimLost {
         /// The key.
         key: String,
     },
@@ -147,41 +147,41 @@ pub enum StoreError {
 ///
 /// Expiry is given as durations, measured on the store's own clock.
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Takes the in-progress lease on `key` for `lease` if the key is new, its
-    /// lease has expired, or its record is past retention; otherwise reports
+    /// Takes the in-progress claim on `key` for `claim` if the key is new, its
+    /// claim has expired, or its record is past retention; otherwise reports
     /// what holds it. Stores `payload_hash` with the record.
     fn begin<'a>(
         &'a self,
         key: &'a str,
-        lease: Duration,
+        claim_ttl: Duration,
         payload_hash: Option<&'a PayloadHash>,
     ) -> BoxFuture<'a, Result<Begun, StoreError>>;
 
-    /// Extends the lease held with `token` to `lease` from now.
-    /// [`StoreError::LeaseLost`] if the token no longer holds the key.
+    /// Extends the claim held with `token` to `claim` from now.
+    /// [`StoreError::ClaimLost`] if the token no longer holds the key.
     fn renew<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
-        lease: Duration,
+        token: &'a ClaimToken,
+        claim_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Marks the key completed, kept for `retention`, with an optional small
-    /// `result`. [`StoreError::LeaseLost`] if the token no longer holds the key.
+    /// `result`. [`StoreError::ClaimLost`] if the token no longer holds the key.
     fn complete<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         retention: Duration,
         result: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Removes the in-progress record held with `token`, so that a retry can
-    /// run at once. [`StoreError::LeaseLost`] if the token no longer holds it.
+    /// run at once. [`StoreError::ClaimLost`] if the token no longer holds it.
     fn release<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The completion record of `key`, if the key completed and is retained.
@@ -192,25 +192,25 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     fn begin<'a>(
         &'a self,
         key: &'a str,
-        lease: Duration,
+        claim_ttl: Duration,
         payload_hash: Option<&'a PayloadHash>,
     ) -> BoxFuture<'a, Result<Begun, StoreError>> {
-        (**self).begin(key, lease, payload_hash)
+        (**self).begin(key, claim_ttl, payload_hash)
     }
 
     fn renew<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
-        lease: Duration,
+        token: &'a ClaimToken,
+        claim_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        (**self).renew(key, token, lease)
+        (**self).renew(key, token, claim_ttl)
     }
 
     fn complete<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
         retention: Duration,
         result: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -220,7 +220,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     fn release<'a>(
         &'a self,
         key: &'a str,
-        token: &'a LeaseToken,
+        token: &'a ClaimToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).release(key, token)
     }
@@ -247,8 +247,8 @@ mod tests {
     fn store_is_object_safe() {
         fn takes(_: Option<&dyn IdempotencyStore>) {}
         takes(None);
-        let t = LeaseToken::generate();
+        let t = ClaimToken::generate();
         assert_eq!(t.as_str().len(), 32);
-        assert_ne!(t, LeaseToken::generate());
+        assert_ne!(t, ClaimToken::generate());
     }
 }

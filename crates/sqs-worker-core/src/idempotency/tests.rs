@@ -9,7 +9,7 @@ use crate::error::Action;
 use crate::handler::handler_fn;
 use crate::json::Json;
 
-const LEASE: Duration = Duration::from_secs(30);
+const CLAIM_TTL: Duration = Duration::from_secs(30);
 
 /// A handler that counts its runs, sleeps `work`, and fails when the body says so.
 #[derive(Clone)]
@@ -44,7 +44,7 @@ impl Handler for Counting {
 }
 
 fn layer(store: &MemoryStore) -> IdempotencyLayer {
-    IdempotencyLayer::new(store.clone()).lease(LEASE)
+    IdempotencyLayer::new(store.clone()).claim_ttl(CLAIM_TTL)
 }
 
 fn msg(id: &str, body: &str) -> Message {
@@ -79,7 +79,7 @@ async fn concurrent_workers_run_once_and_the_other_is_retried_then_acknowledged(
     tokio::time::sleep(Duration::from_millis(10)).await;
     let e = worker_b.handle(msg("m1", "x")).await.unwrap_err();
     match e.action() {
-        // First delivery: retried after a second, not the whole lease.
+        // First delivery: retried after a second, not the whole claim.
         Action::RetryAfter(d) => assert_eq!(d, Duration::from_secs(1)),
         other => panic!("expected retry-after, got {other:?}"),
     }
@@ -95,8 +95,8 @@ async fn concurrent_workers_run_once_and_the_other_is_retried_then_acknowledged(
 #[tokio::test(start_paused = true)]
 async fn a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
     let store = MemoryStore::new();
-    // The "crashed" worker took the lease and never came back.
-    let Begun::Acquired(_) = store.begin("m1", LEASE, None).await.unwrap() else {
+    // The "crashed" worker took the claim and never came back.
+    let Begun::Acquired(_) = store.begin("m1", CLAIM_TTL, None).await.unwrap() else {
         panic!()
     };
     let h = Counting::new(Duration::ZERO);
@@ -104,7 +104,7 @@ async fn a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
     let e = idem.handle(msg("m1", "x")).await.unwrap_err();
     assert!(matches!(e.action(), Action::RetryAfter(_)));
     assert_eq!(h.runs(), 0);
-    tokio::time::advance(LEASE + Duration::from_millis(1)).await;
+    tokio::time::advance(CLAIM_TTL + Duration::from_millis(1)).await;
     idem.handle(msg("m1", "x")).await.unwrap();
     assert_eq!(h.runs(), 1);
 }
@@ -112,15 +112,15 @@ async fn a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
 #[tokio::test(start_paused = true)]
 async fn the_lease_is_renewed_while_a_long_handler_runs() {
     let store = MemoryStore::new();
-    let h = Counting::new(LEASE * 4);
+    let h = Counting::new(CLAIM_TTL * 4);
     let idem = layer(&store).layer(h.clone());
     let other = layer(&store).layer(h.clone());
     let run = tokio::spawn(async move { idem.handle(msg("m1", "x")).await });
-    tokio::time::sleep(LEASE * 3).await;
+    tokio::time::sleep(CLAIM_TTL * 3).await;
     let e = other.handle(msg("m1", "x")).await.unwrap_err();
     assert!(
         matches!(e.action(), Action::RetryAfter(_)),
-        "still held after 3 leases: {e}"
+        "still held after 3 claims: {e}"
     );
     run.await.unwrap().unwrap();
     other.handle(msg("m1", "x")).await.unwrap();
@@ -388,8 +388,8 @@ fn idempotent_is_send_and_sync() {
 
 #[test]
 fn in_progress_retry_delay_grows_per_delivery_and_stays_within_the_lease() {
-    let lease = Duration::from_secs(60);
-    let d = |n| super::in_progress_delay(n, lease);
+    let claim_ttl = Duration::from_secs(60);
+    let d = |n| super::in_progress_delay(n, claim_ttl);
     assert_eq!(
         [d(1), d(2), d(3), d(4), d(5)],
         [1, 4, 16, 60, 60].map(Duration::from_secs)
@@ -398,5 +398,5 @@ fn in_progress_retry_delay_grows_per_delivery_and_stays_within_the_lease() {
         super::in_progress_delay(1, Duration::ZERO),
         Duration::from_secs(1)
     );
-    assert_eq!(super::in_progress_delay(u32::MAX, lease), lease);
+    assert_eq!(super::in_progress_delay(u32::MAX, claim_ttl), claim_ttl);
 }

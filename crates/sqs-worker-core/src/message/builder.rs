@@ -1,7 +1,7 @@
 //! Building a [`Message`] field by field (tests and tools).
 
 use super::{Message, MessageAttribute, MessageAttributes, MessageParts, Source, SystemAttributes};
-use crate::visibility::Lease;
+use crate::visibility::Visibility;
 
 /// Builds a [`Message`].
 #[derive(Debug)]
@@ -75,10 +75,10 @@ impl MessageBuilder {
         self
     }
 
-    /// The visibility lease (runners set this).
+    /// The visibility handle (runners set this).
     #[inline]
-    pub fn lease(mut self, lease: Lease) -> Self {
-        self.parts.lease = lease;
+    pub fn visibility(mut self, visibility: Visibility) -> Self {
+        self.parts.visibility = visibility;
         self
     }
 

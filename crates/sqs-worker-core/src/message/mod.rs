@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::json::decode_error;
-use crate::visibility::Lease;
+use crate::visibility::Visibility;
 
 mod attributes;
 mod builder;
@@ -45,8 +45,8 @@ pub struct MessageParts {
     pub message_attributes: MessageAttributes,
     /// The source queue URL (poller) or ARN (Lambda).
     pub source: Option<Source>,
-    /// The visibility lease.
-    pub lease: Lease,
+    /// The visibility handle.
+    pub visibility: Visibility,
 }
 
 impl MessageParts {
@@ -69,7 +69,7 @@ impl MessageParts {
             attributes: SystemAttributes::default(),
             message_attributes: MessageAttributes::new(),
             source: None,
-            lease: Lease::unbacked(),
+            visibility: Visibility::unbacked(),
         }
     }
 }
@@ -199,21 +199,20 @@ impl Message {
         self.inner.source.as_ref().map(Source::as_str)
     }
 
-    /// The visibility lease of this delivery: time left, and extension.
-    pub fn lease(&self) -> &Lease {
-        &self.inner.lease
+    /// The visibility of this delivery: its deadline, time left, and extension.
+    pub fn visibility(&self) -> &Visibility {
+        &self.inner.visibility
     }
 
     /// When the message becomes visible again (poller) or the invocation ends
     /// (Lambda), if the runner knows.
     pub fn deadline(&self) -> Option<Instant> {
-        self.inner.lease.deadline()
+        self.inner.visibility.deadline()
     }
 
     /// Time left before [`deadline`](Self::deadline).
     pub fn time_left(&self) -> Option<Duration> {
-        self.deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.inner.visibility.time_left()
     }
 
     /// Asks for more time: the message stays invisible for `timeout` from now.
@@ -224,7 +223,7 @@ impl Message {
         &self,
         timeout: Duration,
     ) -> Result<(), crate::visibility::VisibilityError> {
-        self.inner.lease.extend(self, timeout).await
+        self.inner.visibility.extend(self, timeout).await
     }
 }
 

@@ -8,7 +8,7 @@
 //! 1. **Build each delivery as a [`Message`]** in one move, with
 //!    [`MessageParts::into_message`]: id, body, receipt handle, typed
 //!    [`SystemAttributes`](crate::SystemAttributes), message attributes, the
-//!    [`Source`] queue, and a [`Lease`](crate::Lease) handle (backed
+//!    [`Source`] queue, and a [`Visibility`](crate::Visibility) handle (backed
 //!    by the runner's [`VisibilityControl`] when it can change visibility).
 //! 2. **Hand batches to a [`Processor`]** ([`Engine`] for a per-message
 //!    [`Handler`](crate::Handler), [`BatchEngine`] for a
