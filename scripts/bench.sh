@@ -40,8 +40,8 @@ fi
 
 if [ -z "${SQS_WORKER_BENCH_SKIP_MICRO:-}" ]; then
   echo
-  echo "## Lambda adapter, in process: cargo bench -p sqs-worker-lambda --bench lambda"
-  cargo bench -p sqs-worker-lambda --bench lambda 2>/dev/null
+  echo "## Lambda adapter, in process: cargo bench -p sqs-worker-lambda --features testing --bench lambda"
+  cargo bench -p sqs-worker-lambda --features testing --bench lambda 2>/dev/null
   echo
   echo "## engine, in process: cargo bench -p sqs-worker-core --bench engine"
   cargo bench -p sqs-worker-core --bench engine 2>/dev/null

@@ -22,11 +22,16 @@
 //! ```
 //!
 //! Features: `poller` and `lambda` (default) bring the two runners,
-//! `dynamodb` the DynamoDB idempotency store, `full` all of them.
+//! `lambda-sqs-client` the Lambda adapter's SQS client (dead-letter queue,
+//! backoff, visibility extension in Lambda), `dynamodb` the DynamoDB
+//! idempotency store, `telemetry` (default) the log and metrics setup `run`
+//! performs, `opentelemetry` the producer-trace link, `full` all of them.
 //!
 //! The root is the handler author's API. Writing a runner of your own (or
 //! driving the engine directly)? The runner interface is
 //! [`sqs_worker_core::runner`]: add the `sqs-worker-core` crate.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The user API, by name: what handler authors use. Runner authors use
 // `sqs_worker_core::runner` (the engine, settlement outcomes, spans, health).
@@ -41,29 +46,62 @@ pub use sqs_worker_core::{
 
 /// The long-poll runner (feature `poller`).
 #[cfg(feature = "poller")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poller")))]
 #[doc(inline)]
 pub use sqs_worker_poller as poller;
 
 /// The Lambda SQS event adapter (feature `lambda`).
 #[cfg(feature = "lambda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 #[doc(inline)]
 pub use sqs_worker_lambda as lambda;
 
 /// The DynamoDB idempotency store (feature `dynamodb`).
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 #[doc(inline)]
 pub use sqs_worker_dynamodb as dynamodb;
 
+#[cfg(feature = "telemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "telemetry")))]
 pub mod telemetry;
+
+/// Without the `telemetry` feature `run` sets up nothing: the application's
+/// own subscriber and recorder (if any) stay in charge.
+#[cfg(all(
+    not(feature = "telemetry"),
+    any(feature = "poller", feature = "lambda")
+))]
+mod telemetry {
+    use crate::BoxError;
+
+    /// Nothing to set up.
+    pub(crate) fn init() -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Whether this process runs inside AWS Lambda.
+    #[cfg(feature = "lambda")]
+    pub(crate) fn in_lambda() -> bool {
+        std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+    }
+
+    /// No metrics endpoint without `telemetry`.
+    #[cfg(feature = "poller")]
+    pub(crate) async fn serve_metrics_from_env() -> Result<(), BoxError> {
+        Ok(())
+    }
+}
 
 /// Runs `handler` with the runner the environment asks for: the Lambda
 /// adapter when `AWS_LAMBDA_RUNTIME_API` is set (feature `lambda`), otherwise
 /// the long-poll consumer configured from `SQS_QUEUE_URL` and friends
 /// (feature `poller`).
 ///
-/// It first sets up logs and metrics with [`telemetry::init`] (leaving any
-/// subscriber or recorder you installed alone); the poller also serves
-/// `/metrics` and `/healthz` when `SQS_WORKER_METRICS_ADDR` is set.
+/// With the `telemetry` feature (default) it first sets up logs and metrics
+/// with `telemetry::init` (leaving any subscriber or recorder you installed
+/// alone); the poller also serves `/metrics` and `/healthz` when
+/// `SQS_WORKER_METRICS_ADDR` is set.
 ///
 /// Errors come back as a [`RunError`], whose `Debug` is the readable cause
 /// chain: a `main` that returns it prints a sentence, not SDK internals.

@@ -114,10 +114,12 @@ pub fn init() -> Result<(), BoxError> {
 }
 
 #[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod otel;
 #[cfg(feature = "poller")]
 mod prometheus;
 #[cfg(feature = "poller")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poller")))]
 #[doc(inline)]
 pub use self::prometheus::{
     DEFAULT_UNHEALTHY_AFTER, MetricsServer, serve_metrics, serve_metrics_from_env,

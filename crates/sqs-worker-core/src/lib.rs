@@ -33,6 +33,8 @@
 //!
 //! [sqs-worker]: https://docs.rs/sqs-worker
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod batch;
 mod engine;
 mod error;

@@ -61,6 +61,8 @@
 //! (NTP) and claims well above any skew. Any DynamoDB error is a
 //! [`StoreError::Backend`] naming the table; the message is then retried.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod table;
 
 use std::collections::HashMap;

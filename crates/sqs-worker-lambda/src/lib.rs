@@ -69,6 +69,8 @@ mod payload;
 mod record;
 mod runner;
 mod service;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 #[cfg(feature = "sqs-client")]

@@ -38,6 +38,8 @@
 //!
 //! [sqs-worker]: https://docs.rs/sqs-worker
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod error;
 mod lease;
