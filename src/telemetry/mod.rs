@@ -9,7 +9,7 @@
 //!   or inside Lambda unless `SQS_WORKER_LOG_FORMAT=text`; plain text
 //!   otherwise. Message bodies, receipt handles and credentials are never
 //!   logged by this crate at any level.
-//! - Metrics (see [`observe`](crate::observe) for the names): inside Lambda,
+//! - Metrics (see [`observe`](sqs_worker_core::runner::observe) for the names): inside Lambda,
 //!   CloudWatch Embedded Metric Format lines on stdout after each invocation
 //!   (feature `lambda`); in the poller, a Prometheus `/metrics` endpoint with
 //!   a `/healthz` check on `SQS_WORKER_METRICS_ADDR` when set (feature

@@ -25,9 +25,7 @@
 //! the answer is an `SqsBatchResponse` whose `batchItemFailures` lists every
 //! failed and unstarted record (see [`LambdaService`] for the exact rules).
 //! [`run`] deserializes the invocation straight into what the messages keep
-//! ([`SqsPayload`]: no allocation for fields the adapter drops, system
-//! attributes parsed in place), about a quarter fewer instructions from JSON
-//! to response than through `aws_lambda_events`' `SqsEvent`.
+//! ([`SqsPayload`]); what that saves is measured in `BENCHMARKS.md`.
 //!
 //! ## With an SQS client (feature `sqs-client`)
 //!

@@ -87,7 +87,7 @@ impl Leases {
     /// Takes a message out of the table (it settled). `None` if it was
     /// already taken (released at shutdown).
     pub(crate) fn remove(&self, message: &Message) -> Option<Entry> {
-        let e = self.lock().remove(&MessageKey::of(&message));
+        let e = self.lock().remove(&MessageKey::of(message));
         if e.is_some() {
             self.stats.in_flight.fetch_sub(1, Relaxed);
         }
@@ -190,7 +190,7 @@ impl Leases {
             else {
                 continue;
             };
-            if let Some(e) = table.get_mut(&MessageKey::of(&message)) {
+            if let Some(e) = table.get_mut(&MessageKey::of(message)) {
                 e.deadline = asked + Duration::from_secs(*secs as u64);
                 e.message.visibility().set_deadline(e.deadline);
             }
@@ -242,7 +242,7 @@ impl VisibilityControl for Control {
         Box::pin(async move {
             let settled = || VisibilityError::Settled(message.id().to_owned());
             let leases = self.0.upgrade().ok_or_else(settled)?;
-            if !leases.lock().contains_key(&MessageKey::of(&message)) {
+            if !leases.lock().contains_key(&MessageKey::of(message)) {
                 return Err(settled());
             }
             let asked = Instant::now();
@@ -262,7 +262,7 @@ impl VisibilityControl for Control {
                         source: Box::new(sdk::describe(&e)),
                     }
                 })?;
-            if let Some(e) = leases.lock().get_mut(&MessageKey::of(&message)) {
+            if let Some(e) = leases.lock().get_mut(&MessageKey::of(message)) {
                 e.deadline = asked + Duration::from_secs(secs as u64);
             }
             Stats::add(&leases.stats.extensions, 1);

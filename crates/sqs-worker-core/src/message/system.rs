@@ -58,9 +58,8 @@ impl SystemAttributes {
     }
 }
 
-/// `s.parse::<T>().ok()` for an unsigned integer type, faster for the short
-/// decimal numbers SQS sends: eight digits at a time, and no per-digit
-/// overflow check below 20 digits.
+/// `s.parse::<T>().ok()` for an unsigned integer type.
+// Eight digits at a time, no per-digit overflow check below 20 digits (BENCHMARKS.md).
 pub(crate) fn parse_decimal<T: TryFrom<u64> + std::str::FromStr>(s: &str) -> Option<T> {
     let mut digits = s.strip_prefix('+').unwrap_or(s).as_bytes();
     if digits.is_empty() || digits.len() > 19 {

@@ -50,8 +50,8 @@ pub mod names {
     /// HTTP requests a runner sent to SQS (retries included), by `action`.
     pub const SQS_REQUESTS: &str = "sqs_worker_sqs_requests_total";
     /// Handler wall time. Handlers that finish without ever waiting (no
-    /// `.await` that pends) are timed together, per round of starts, with one
-    /// clock read: each gets the round's time, an upper bound on its own.
+    /// `.await` that pends) are timed together per round of starts: each gets
+    /// the round's time, an upper bound on its own.
     pub const HANDLER_DURATION: &str = "sqs_worker_handler_duration_seconds";
     /// Now − `SentTimestamp` when the message is handed to the engine.
     pub const MESSAGE_AGE: &str = "sqs_worker_message_age_seconds";
