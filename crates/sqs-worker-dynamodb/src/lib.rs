@@ -196,7 +196,7 @@ impl DynamoDbStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :in_progress AND #claim_ttl < :now_ms) \
+                "attribute_not_exists(#pk) OR (#status = :in_progress AND #claim < :now_ms) \
                  OR #exp < :now_s",
             )
             .expression_attribute_names("#pk", &self.key_attribute)
@@ -389,7 +389,7 @@ impl IdempotencyStore for DynamoDbStore {
                 Some(r) => update
                     .update_expression(
                         "SET #status = :completed, #exp = :exp, #result = :result \
-                         REMOVE #claim_ttl, #token",
+                         REMOVE #claim, #token",
                     )
                     .expression_attribute_names("#result", RESULT)
                     .expression_attribute_values(":result", AttributeValue::B(Blob::new(r))),
