@@ -872,3 +872,97 @@ async fn spawn_execution_spreads_computing_handlers_over_threads() {
     let distinct: HashSet<_> = threads.lock().unwrap().iter().copied().collect();
     assert_eq!(distinct.len(), 2, "handlers ran on both worker threads");
 }
+
+/// Issue 14, point 4: a permanent failure whose dead-letter send fails for
+/// good (the DLQ's `MaximumMessageSize` is 1,024 bytes, the body 2,000; moto
+/// refuses it with `InvalidParameterValue` as SQS does) and no redrive
+/// policy: the message gets its retry delay instead of coming straight back,
+/// is not lost, and is counted as a failed settlement, not as a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_dead_letter_does_not_loop() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "big-perm").await;
+    let dlq = common::create_queue(
+        &client,
+        &common::unique("big-perm-dlq"),
+        &[("MaximumMessageSize", "1024")],
+    )
+    .await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::permanent("cannot be handled"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .retry_policy(FixedDelay(Duration::from_secs(60)))
+            .dead_letter_queue(dlq.as_str()),
+    );
+    send(&client, &url, &["x".repeat(2000)]).await;
+    until(Duration::from_secs(20), "the first call", || {
+        !calls.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let summary = running.stop().await;
+    let n = calls.lock().unwrap().len();
+    assert!(n <= 2, "handled {n} times in 10 s: the message loops");
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(summary.settlement_failures, 1, "{summary}");
+    assert_eq!(summary.retried, 0, "a failed dead-letter send is not a retry: {summary}");
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (0, 1),
+        "kept in the source queue, waiting out its retry delay"
+    );
+    assert_eq!(common::depth(&client, &dlq).await, (0, 0));
+}
+
+/// Issue 14, point 4, any other terminal failure: the dead-letter queue is
+/// gone (`NonExistentQueue`). The message gets its retry delay, and the
+/// summary counts a failed settlement, not a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "gone-perm").await;
+    let dlq = common::queue(&client, "gone-perm-dlq").await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::permanent("cannot be handled"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .retry_policy(FixedDelay(Duration::from_secs(60)))
+            .dead_letter_queue(dlq.as_str()),
+    );
+    // Started (the start-up check found the DLQ); now it disappears.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.delete_queue().queue_url(&dlq).send().await.unwrap();
+    send(&client, &url, &["order".to_owned()]).await;
+    until(Duration::from_secs(20), "the first call", || {
+        !calls.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let summary = running.stop().await;
+    let n = calls.lock().unwrap().len();
+    assert_eq!(n, 1, "handled {n} times in 5 s: the message loops");
+    assert_eq!(summary.settlement_failures, 1, "{summary}");
+    assert_eq!(summary.retried, 0, "a failed dead-letter send is not a retry: {summary}");
+    assert_eq!(common::depth(&client, &url).await, (0, 1), "not lost");
+}
