@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
-use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dlq_attributes};
+use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dead_letter};
 use sqs_worker::{Error, FixedDelay, Message, Processor};
 use tokio::sync::{Notify, oneshot};
 
@@ -333,10 +333,10 @@ async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
             .to_owned()
     };
     assert_eq!(text("tenant"), "acme", "original attributes kept");
-    assert_eq!(text(dlq_attributes::ERROR_KIND), "permanent");
-    assert!(text(dlq_attributes::ERROR).contains("card 4242 declined"));
-    assert_eq!(text(dlq_attributes::SOURCE_QUEUE), url);
-    assert_eq!(text(dlq_attributes::MESSAGE_ID), id);
+    assert_eq!(text(dead_letter::ERROR_KIND), "permanent");
+    assert!(text(dead_letter::ERROR).contains("card 4242 declined"));
+    assert_eq!(text(dead_letter::SOURCE_QUEUE_URL), url);
+    assert_eq!(text(dead_letter::MESSAGE_ID), id);
     assert_eq!(summary.dead_lettered, 1);
     assert_eq!(
         common::depth(&client, &url).await,
@@ -916,7 +916,10 @@ async fn oversized_dead_letter_does_not_loop() {
     assert!(n <= 2, "handled {n} times in 10 s: the message loops");
     assert_eq!(summary.dead_lettered, 0);
     assert_eq!(summary.settlement_failures, 1, "{summary}");
-    assert_eq!(summary.retried, 0, "a failed dead-letter send is not a retry: {summary}");
+    assert_eq!(
+        summary.retried, 0,
+        "a failed dead-letter send is not a retry: {summary}"
+    );
     assert_eq!(
         common::depth(&client, &url).await,
         (0, 1),
@@ -963,6 +966,9 @@ async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
     let n = calls.lock().unwrap().len();
     assert_eq!(n, 1, "handled {n} times in 5 s: the message loops");
     assert_eq!(summary.settlement_failures, 1, "{summary}");
-    assert_eq!(summary.retried, 0, "a failed dead-letter send is not a retry: {summary}");
+    assert_eq!(
+        summary.retried, 0,
+        "a failed dead-letter send is not a retry: {summary}"
+    );
     assert_eq!(common::depth(&client, &url).await, (0, 1), "not lost");
 }
