@@ -972,3 +972,73 @@ async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
     );
     assert_eq!(common::depth(&client, &url).await, (0, 1), "not lost");
 }
+
+/// The dead-letter fit rule end to end: the DLQ's `MaximumMessageSize` is
+/// 1,024 bytes (read at start-up), the body 600 and the error text 500: the
+/// message arrives without `SqsWorker.Error`, with its own attribute and the
+/// source queue, and is deleted from the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_over_the_dlq_size_limit_drops_the_error_text() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "trim").await;
+    let dlq = common::create_queue(
+        &client,
+        &common::unique("trim-dlq"),
+        &[("MaximumMessageSize", "1024")],
+    )
+    .await;
+    let handler = |_m: Message| async { Err::<(), _>(Error::permanent("e".repeat(500))) };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .dead_letter_queue(dlq.as_str()),
+    );
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("x".repeat(600))
+        .message_attributes(
+            "tenant",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("acme")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let out = client
+            .receive_message()
+            .queue_url(&dlq)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            break m.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing in the DLQ"
+        );
+    };
+    let summary = running.stop().await;
+    let attrs = dead.message_attributes().unwrap();
+    assert!(attrs.contains_key("tenant"), "original attributes kept");
+    assert!(
+        !attrs.contains_key(dead_letter::ERROR),
+        "error text dropped for size"
+    );
+    assert_eq!(
+        attrs[dead_letter::SOURCE_QUEUE_URL].string_value(),
+        Some(url.as_str())
+    );
+    assert_eq!(summary.dead_lettered, 1);
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}

@@ -6,7 +6,7 @@
 //! which does not count toward the size limit), and the `SqsWorker.*`
 //! attributes below.
 //!
-//! **What fits** (one rule, [`attributes`]): SQS allows 10 message attributes
+//! **What fits** (one rule): SQS allows 10 message attributes
 //! and `MaximumMessageSize` bytes (body + attribute names + types + values).
 //! The original attributes are always kept: a redriven message must be the
 //! message its handler saw. Ours fill the free slots in this order:

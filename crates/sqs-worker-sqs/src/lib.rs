@@ -3,7 +3,7 @@
 //! user sees in SQS (and in the dead-letter queue) is the same whichever
 //! runner handled the message.
 //!
-//! - [`classify`]: what an SDK error means ([`Class`]: retry it, back off
+//! - [`mod@classify`]: what an SDK error means ([`Class`]: retry it, back off
 //!   longer, or stop), per-entry `Failed` codes, error text fit for logs;
 //! - [`batch`]: one `DeleteMessageBatch` and one
 //!   `ChangeMessageVisibilityBatch` call (at most 10 entries) with per-entry
