@@ -357,8 +357,8 @@ async fn main() -> Result<(), BoxError> {
         println!(
             "  in the DLQ: {:?}: {} ({})",
             m.body().unwrap_or(""),
-            attr(sqs_worker::poller::dlq_attributes::ERROR),
-            attr(sqs_worker::poller::dlq_attributes::ERROR_KIND)
+            attr(sqs_worker::poller::dead_letter::ERROR),
+            attr(sqs_worker::poller::dead_letter::ERROR_KIND)
         );
     }
     println!(

@@ -147,17 +147,17 @@ async fn malformed_json_for_a_typed_handler_is_dead_lettered_with_a_clear_error(
                 .unwrap_or_default()
                 .to_owned()
         };
-        let id = text(sqs_worker::poller::dlq_attributes::MESSAGE_ID);
+        let id = text(sqs_worker::poller::dead_letter::MESSAGE_ID);
         let original = ids[&id];
         assert_eq!(m.body(), Some(original), "the body kept intact");
-        let error = text(sqs_worker::poller::dlq_attributes::ERROR);
+        let error = text(sqs_worker::poller::dead_letter::ERROR);
         assert!(
             error.contains(&format!("message {id}: body is not a valid Order")),
             "clear error naming the message and the type: {error}"
         );
         assert!(error.contains("line 1 column"), "{error}");
         assert_eq!(
-            text(sqs_worker::poller::dlq_attributes::ERROR_KIND),
+            text(sqs_worker::poller::dead_letter::ERROR_KIND),
             "permanent"
         );
     }

@@ -17,8 +17,8 @@ use sqs_worker_lambda::testing::{
     assert_all_succeeded, assert_failed_ids, context, event, failed_ids, fifo_record, record,
 };
 use sqs_worker_lambda::{
-    EventError, LambdaRunner, LambdaService, SqsBatchResponse, SqsEvent, SqsPayload,
-    dead_letter_attributes, message_from_record,
+    EventError, LambdaRunner, LambdaService, SqsBatchResponse, SqsEvent, SqsPayload, dead_letter,
+    message_from_record,
 };
 
 #[derive(serde::Deserialize)]
@@ -431,10 +431,10 @@ async fn with_a_client_a_permanent_failure_goes_to_the_dlq_and_counts_as_handled
             .to_owned()
     };
     assert_eq!(text("tenant"), "acme", "original attributes kept");
-    assert!(text(dead_letter_attributes::ERROR).contains("order 0 does not exist"));
-    assert_eq!(text(dead_letter_attributes::FAILURE_KIND), "permanent");
-    assert_eq!(text(dead_letter_attributes::MESSAGE_ID), id);
-    assert!(text(dead_letter_attributes::SOURCE_ARN).ends_with(url.rsplit('/').next().unwrap()));
+    assert!(text(dead_letter::ERROR).contains("order 0 does not exist"));
+    assert_eq!(text(dead_letter::ERROR_KIND), "permanent");
+    assert_eq!(text(dead_letter::MESSAGE_ID), id);
+    assert!(text(dead_letter::SOURCE_QUEUE_ARN).ends_with(url.rsplit('/').next().unwrap()));
 
     // When the DLQ send fails, the record is reported instead (nothing lost).
     let (ev, id) = receive_as_record(&sqs, &url, r#"{"order_id": 0}"#).await;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
-use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dlq_attributes};
+use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dead_letter};
 use sqs_worker::{Error, FixedDelay, Message};
 use sqs_worker_core::runner::Processor;
 use tokio::sync::{Notify, oneshot};
@@ -334,10 +334,10 @@ async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
             .to_owned()
     };
     assert_eq!(text("tenant"), "acme", "original attributes kept");
-    assert_eq!(text(dlq_attributes::ERROR_KIND), "permanent");
-    assert!(text(dlq_attributes::ERROR).contains("card 4242 declined"));
-    assert_eq!(text(dlq_attributes::SOURCE_QUEUE), url);
-    assert_eq!(text(dlq_attributes::MESSAGE_ID), id);
+    assert_eq!(text(dead_letter::ERROR_KIND), "permanent");
+    assert!(text(dead_letter::ERROR).contains("card 4242 declined"));
+    assert_eq!(text(dead_letter::SOURCE_QUEUE_URL), url);
+    assert_eq!(text(dead_letter::MESSAGE_ID), id);
     assert_eq!(summary.dead_lettered, 1);
     assert_eq!(
         common::depth(&client, &url).await,
@@ -873,4 +873,174 @@ async fn spawn_execution_spreads_computing_handlers_over_threads() {
     assert_eq!(summary.deleted, 10);
     let distinct: HashSet<_> = threads.lock().unwrap().iter().copied().collect();
     assert_eq!(distinct.len(), 2, "handlers ran on both worker threads");
+}
+
+/// Issue 14, point 4: a permanent failure whose dead-letter send fails for
+/// good (the DLQ's `MaximumMessageSize` is 1,024 bytes, the body 2,000; moto
+/// refuses it with `InvalidParameterValue` as SQS does) and no redrive
+/// policy: the message gets its retry delay instead of coming straight back,
+/// is not lost, and is counted as a failed settlement, not as a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_dead_letter_does_not_loop() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "big-perm").await;
+    let dlq = common::create_queue(
+        &client,
+        &common::unique("big-perm-dlq"),
+        &[("MaximumMessageSize", "1024")],
+    )
+    .await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::permanent("cannot be handled"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .retry_policy(FixedDelay(Duration::from_secs(60)))
+            .dead_letter_queue(dlq.as_str()),
+    );
+    send(&client, &url, &["x".repeat(2000)]).await;
+    until(Duration::from_secs(20), "the first call", || {
+        !calls.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let summary = running.stop().await;
+    let n = calls.lock().unwrap().len();
+    assert!(n <= 2, "handled {n} times in 10 s: the message loops");
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(summary.settlement_failures, 1, "{summary}");
+    assert_eq!(
+        summary.retried, 0,
+        "a failed dead-letter send is not a retry: {summary}"
+    );
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (0, 1),
+        "kept in the source queue, waiting out its retry delay"
+    );
+    assert_eq!(common::depth(&client, &dlq).await, (0, 0));
+}
+
+/// Issue 14, point 4, any other terminal failure: the dead-letter queue is
+/// gone (`NonExistentQueue`). The message gets its retry delay, and the
+/// summary counts a failed settlement, not a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "gone-perm").await;
+    let dlq = common::queue(&client, "gone-perm-dlq").await;
+    let calls: Seen = Arc::default();
+    let c = calls.clone();
+    let handler = move |m: Message| {
+        let c = c.clone();
+        async move {
+            c.lock().unwrap().push(m.id().to_owned());
+            Err::<(), _>(Error::permanent("cannot be handled"))
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .retry_policy(FixedDelay(Duration::from_secs(60)))
+            .dead_letter_queue(dlq.as_str()),
+    );
+    // Started (the start-up check found the DLQ); now it disappears.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.delete_queue().queue_url(&dlq).send().await.unwrap();
+    send(&client, &url, &["order".to_owned()]).await;
+    until(Duration::from_secs(20), "the first call", || {
+        !calls.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let summary = running.stop().await;
+    let n = calls.lock().unwrap().len();
+    assert_eq!(n, 1, "handled {n} times in 5 s: the message loops");
+    assert_eq!(summary.settlement_failures, 1, "{summary}");
+    assert_eq!(
+        summary.retried, 0,
+        "a failed dead-letter send is not a retry: {summary}"
+    );
+    assert_eq!(common::depth(&client, &url).await, (0, 1), "not lost");
+}
+
+/// The dead-letter fit rule end to end: the DLQ's `MaximumMessageSize` is
+/// 1,024 bytes (read at start-up), the body 600 and the error text 500: the
+/// message arrives without `SqsWorker.Error`, with its own attribute and the
+/// source queue, and is deleted from the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_over_the_dlq_size_limit_drops_the_error_text() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::queue(&client, "trim").await;
+    let dlq = common::create_queue(
+        &client,
+        &common::unique("trim-dlq"),
+        &[("MaximumMessageSize", "1024")],
+    )
+    .await;
+    let handler = |_m: Message| async { Err::<(), _>(Error::permanent("e".repeat(500))) };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .dead_letter_queue(dlq.as_str()),
+    );
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("x".repeat(600))
+        .message_attributes(
+            "tenant",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("acme")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let out = client
+            .receive_message()
+            .queue_url(&dlq)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            break m.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing in the DLQ"
+        );
+    };
+    let summary = running.stop().await;
+    let attrs = dead.message_attributes().unwrap();
+    assert!(attrs.contains_key("tenant"), "original attributes kept");
+    assert!(
+        !attrs.contains_key(dead_letter::ERROR),
+        "error text dropped for size"
+    );
+    assert_eq!(
+        attrs[dead_letter::SOURCE_QUEUE_URL].string_value(),
+        Some(url.as_str())
+    );
+    assert_eq!(summary.dead_lettered, 1);
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
 }

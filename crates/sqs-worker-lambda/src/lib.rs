@@ -35,7 +35,7 @@
 //! environment with [`LambdaRunner::with_env`]) the adapter does better:
 //! - a permanent failure is sent to the dead-letter queue
 //!   (`SQS_WORKER_DLQ_URL`) with its body, message attributes, trace header
-//!   and the error as attributes (`dead_letter_attributes`), and once sent is
+//!   and the error as attributes ([`dead_letter`], the poller's schema), and once sent is
 //!   not reported, so Lambda deletes it; if the send fails it is reported;
 //! - every reported record gets its retry delay from the retry policy as a
 //!   `ChangeMessageVisibilityBatch` (per queue, 10 per call, every failed
@@ -71,13 +71,13 @@ mod service;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-#[cfg(feature = "sqs-client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
-pub use self::client::dead_letter_attributes;
 pub use self::payload::SqsPayload;
 pub use self::record::{EventError, SQS_EVENT_SOURCE, message_from_record, queue_url_from_arn};
 pub use self::runner::{ConfigError, LambdaRunner, engine_config_from_env, env};
 pub use self::service::{DEFAULT_SAFETY_MARGIN, LambdaService};
+#[cfg(feature = "sqs-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
+pub use sqs_worker_sqs::dead_letter;
 
 pub use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 pub use lambda_runtime::{Context, LambdaEvent};

@@ -1,6 +1,8 @@
 //! What can stop a poller: bad settings, or a queue it cannot use.
 
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use sqs_worker_core::BoxError;
+use sqs_worker_sqs::{Class, classify, describe};
 
 /// A setting that is missing, malformed or contradictory.
 #[derive(Debug, thiserror::Error)]
@@ -87,4 +89,30 @@ pub enum PollerError {
     /// The shutdown signal handler could not be installed.
     #[error("cannot listen for SIGTERM/SIGINT")]
     Signal(#[source] std::io::Error),
+}
+
+/// Turns a non-transient SDK error into the poller's error, naming the queue.
+pub(crate) fn fatal<E>(e: &SdkError<E>, queue: &str, operation: &'static str) -> PollerError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let source: BoxError = Box::new(describe(e));
+    let queue = queue.to_owned();
+    match classify(e) {
+        Class::NoQueue => PollerError::QueueNotFound { queue, source },
+        Class::Setup(problem) => PollerError::Setup {
+            queue,
+            problem: problem.hint(),
+        },
+        Class::Denied => PollerError::AccessDenied {
+            queue,
+            operation,
+            source,
+        },
+        _ => PollerError::Sqs {
+            queue,
+            operation,
+            source,
+        },
+    }
 }

@@ -21,8 +21,8 @@ use sqs_worker_core::runner::{BoxFuture, MessageKey, MessageKeyHasher, Visibilit
 use sqs_worker_core::{Message, VisibilityError};
 use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
 
-use crate::sdk::{self, Class};
 use crate::stats::Stats;
+use sqs_worker_sqs::{classify, describe};
 
 /// One received, unsettled message.
 pub(crate) struct Entry {
@@ -174,9 +174,9 @@ impl Leases {
             Ok(out) => out,
             Err(e) => {
                 Stats::add(&self.stats.sdk_errors, 1);
-                let transient = sdk::classify(&e) == Class::Transient;
+                let transient = classify(&e).is_transient();
                 tracing::warn!(
-                    error = %sdk::describe(&e),
+                    error = %describe(&e),
                     messages = chunk.len(),
                     transient,
                     "heartbeat: visibility extension failed; trying again next beat"
@@ -259,7 +259,7 @@ impl VisibilityControl for Control {
                     Stats::add(&leases.stats.sdk_errors, 1);
                     VisibilityError::Failed {
                         message_id: message.id().to_owned(),
-                        source: Box::new(sdk::describe(&e)),
+                        source: Box::new(describe(&e)),
                     }
                 })?;
             if let Some(e) = leases.lock().get_mut(&MessageKey::of(message)) {

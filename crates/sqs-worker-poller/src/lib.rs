@@ -31,7 +31,8 @@
 //! - `settle`: each message is settled as soon as it finishes: deletes and
 //!   visibility changes (the failure's retry delay) coalesce into batches of
 //!   up to 10; permanent failures go to the dead-letter queue when one is
-//!   configured; every per-entry failure is checked;
+//!   configured ([`dead_letter`]: the attributes it adds, the same as
+//!   Lambda's); every per-entry failure is checked;
 //! - `run`: start-up checks, and shutdown: stop receiving (aborting the long
 //!   poll), let in-flight messages finish within the grace period, release
 //!   the rest with visibility 0, flush.
@@ -40,12 +41,12 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod clients;
 mod config;
 mod error;
 mod lease;
 mod receive;
 mod run;
-mod sdk;
 mod settle;
 mod stats;
 
@@ -55,8 +56,8 @@ pub use self::config::{
 };
 pub use self::error::{ConfigError, PollerError};
 pub use self::run::Poller;
-pub use self::settle::dlq_attributes;
 pub use self::stats::RunSummary;
+pub use sqs_worker_sqs::dead_letter;
 
 use sqs_worker_core::{BoxError, IntoHandler};
 

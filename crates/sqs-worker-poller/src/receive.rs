@@ -18,9 +18,9 @@ use tracing::Instrument;
 
 use crate::error::PollerError;
 use crate::lease::Leases;
-use crate::sdk::{self, Class};
 use crate::settle::Job;
 use crate::stats::Stats;
+use sqs_worker_sqs::classify::{classify, describe, receive_backoff};
 
 /// How long a receive in flight at shutdown may still answer.
 const STOP_RECEIVE_WAIT: Duration = Duration::from_secs(1);
@@ -113,7 +113,7 @@ impl<P: Processor> Receiver<P> {
         mut stop: watch::Receiver<bool>,
     ) -> (JoinSet<()>, Option<PollerError>) {
         let mut batches = JoinSet::new();
-        let mut backoff = sdk::receive_backoff().build();
+        let mut backoff = receive_backoff().build();
         let stats = self.leases.stats.clone();
         loop {
             while batches.try_join_next().is_some() {}
@@ -197,21 +197,21 @@ impl<P: Processor> Receiver<P> {
             let out = match result {
                 Ok(out) => {
                     observe::health().receive_succeeded();
-                    backoff = sdk::receive_backoff().build();
+                    backoff = receive_backoff().build();
                     out
                 }
                 Err(e) => {
                     observe::health().receive_failed();
                     Stats::add(&stats.sdk_errors, 1);
                     drop(permits);
-                    if sdk::classify(&e) != Class::Transient {
-                        let err = sdk::fatal(&e, &self.queue_url, "ReceiveMessage");
-                        tracing::error!(error = %sdk::describe(&e), queue = %self.queue_url, "ReceiveMessage failed; stopping");
+                    if !classify(&e).is_transient() {
+                        let err = crate::error::fatal(&e, &self.queue_url, "ReceiveMessage");
+                        tracing::error!(error = %describe(&e), queue = %self.queue_url, "ReceiveMessage failed; stopping");
                         return (batches, Some(err));
                     }
                     let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(
-                        error = %sdk::describe(&e),
+                        error = %describe(&e),
                         queue = %self.queue_url,
                         retry_in_ms = delay.as_millis() as u64,
                         "ReceiveMessage failed; retrying"

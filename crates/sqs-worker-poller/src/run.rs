@@ -1,22 +1,25 @@
 //! A run: start-up checks, the stages wired together, and shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::QueueAttributeName;
 use backon::Retryable;
 use sqs_worker_core::runner::Processor;
+use sqs_worker_sqs::RequestCounter;
+use sqs_worker_sqs::classify::{classify, describe, settle_backoff};
+use sqs_worker_sqs::dead_letter::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::clients::Clients;
 use crate::config::{Queue, Settings, Signal};
 use crate::error::PollerError;
+use crate::error::fatal;
 use crate::lease::Leases;
 use crate::receive::{Activity, Receiver};
-use crate::sdk::{self, Class, Clients, RequestCounter};
-use crate::settle::{Acker, Job};
+use crate::settle::{Acker, DeadLetter, Job};
 use crate::stats::{RunSummary, Stats};
 
 /// A configured long-poll consumer; [`run`](Self::run) it. Built with
@@ -39,6 +42,7 @@ impl<P> std::fmt::Debug for Poller<P> {
 /// What the start-up check learned about the queue.
 struct QueueFacts {
     url: String,
+    arn: String,
     visibility: Duration,
 }
 
@@ -87,8 +91,8 @@ impl<P: Processor> Poller<P> {
                 &aws_config::load_defaults(BehaviorVersion::latest()).await,
             ),
         };
-        let requests = Arc::new(AtomicU64::new(0));
-        let clients = Clients::new(&base, s.wait_time, &RequestCounter(requests.clone()));
+        let requests = RequestCounter::default();
+        let clients = Clients::new(&base, s.wait_time, &requests);
         let facts = check_queue(&clients.settle, &s).await?;
         let visibility = s.visibility_timeout.unwrap_or(facts.visibility);
         let heartbeat = s
@@ -102,9 +106,13 @@ impl<P: Processor> Poller<P> {
                  messages may become visible again between extensions (keep it under a half)"
             );
         }
-        if let Some(dlq) = &s.dead_letter_queue {
-            check_dead_letter_queue(&clients.settle, dlq, &facts.url).await?;
-        }
+        let dead_letter = match &s.dead_letter_queue {
+            Some(dlq) => Some(Arc::new(DeadLetter {
+                queue: check_dead_letter_queue(&clients.settle, dlq, &facts.url).await?,
+                source_arn: facts.arn.clone(),
+            })),
+            None => None,
+        };
         tracing::info!(
             queue = %facts.url,
             concurrency = s.concurrency,
@@ -132,7 +140,7 @@ impl<P: Processor> Poller<P> {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let acker = Arc::new(Acker {
             leases: leases.clone(),
-            dead_letter_queue: s.dead_letter_queue.clone(),
+            dead_letter,
             flush_interval: s.flush_interval,
         });
         let acker_task = tokio::spawn(acker.run(settle_rx));
@@ -264,14 +272,14 @@ impl<P: Processor> Poller<P> {
             // The main acker may still be flushing; a second one releases these.
             let release = Arc::new(Acker {
                 leases: leases.clone(),
-                dead_letter_queue: None,
+                dead_letter: None,
                 flush_interval: Duration::ZERO,
             });
             release.run(rx).await;
         }
         let _ = acker_task.await;
         helpers.abort_all();
-        let summary = stats.snapshot(requests.load(Relaxed), started.elapsed());
+        let summary = stats.snapshot(requests.get(), started.elapsed());
         tracing::info!(%summary, "poller stopped");
         if s.stats_interval.is_some() {
             log_stats(&summary, "final");
@@ -313,11 +321,11 @@ async fn check_queue(
         Queue::Url(u) => u.clone(),
         Queue::Name(name) => {
             let out = (|| client.get_queue_url().queue_name(name).send())
-                .retry(sdk::settle_backoff().with_max_times(5))
-                .when(|e| sdk::classify(e) == Class::Transient)
-                .notify(|e, d| tracing::warn!(error = %sdk::describe(e), retry_in = ?d, "GetQueueUrl failed; retrying"))
+                .retry(settle_backoff().with_max_times(5))
+                .when(|e| classify(e).is_transient())
+                .notify(|e, d| tracing::warn!(error = %describe(e), retry_in = ?d, "GetQueueUrl failed; retrying"))
                 .await
-                .map_err(|e| sdk::fatal(&e, name, "GetQueueUrl"))?;
+                .map_err(|e| fatal(&e, name, "GetQueueUrl"))?;
             out.queue_url.ok_or_else(|| PollerError::QueueNotFound {
                 queue: name.clone(),
                 source: "GetQueueUrl returned no URL".into(),
@@ -331,11 +339,11 @@ async fn check_queue(
             .attribute_names(QueueAttributeName::All)
             .send()
     })
-    .retry(sdk::settle_backoff().with_max_times(5))
-    .when(|e| sdk::classify(e) == Class::Transient)
-    .notify(|e, d| tracing::warn!(error = %sdk::describe(e), retry_in = ?d, "GetQueueAttributes failed; retrying"))
+    .retry(settle_backoff().with_max_times(5))
+    .when(|e| classify(e).is_transient())
+    .notify(|e, d| tracing::warn!(error = %describe(e), retry_in = ?d, "GetQueueAttributes failed; retrying"))
     .await
-    .map_err(|e| sdk::fatal(&e, &url, "GetQueueAttributes"))?;
+    .map_err(|e| fatal(&e, &url, "GetQueueAttributes"))?;
     let attrs = out.attributes.unwrap_or_default();
     let visibility = attrs
         .get(&QueueAttributeName::VisibilityTimeout)
@@ -345,13 +353,25 @@ async fn check_queue(
         .get(&QueueAttributeName::FifoQueue)
         .is_some_and(|v| v == "true");
     let redrive = attrs.get(&QueueAttributeName::RedrivePolicy);
-    if redrive.is_none() && s.dead_letter_queue.is_none() {
-        tracing::warn!(
+    match (redrive, &s.dead_letter_queue) {
+        (None, None) => tracing::warn!(
             queue = %url,
             "the queue has no redrive policy and no dead-letter queue is configured: a message \
              that always fails is retried until its retention period ends"
-        );
+        ),
+        (None, Some(dlq)) => tracing::warn!(
+            queue = %url,
+            dead_letter_queue = %dlq,
+            "a dead-letter queue is configured but the queue has no redrive policy: a message \
+             whose dead-letter send fails for good is retried after its retry delay until its \
+             retention period ends"
+        ),
+        _ => {}
     }
+    let arn = attrs
+        .get(&QueueAttributeName::QueueArn)
+        .cloned()
+        .unwrap_or_default();
     if let Some(dlq) = &s.dead_letter_queue
         && fifo != dlq.ends_with(".fifo")
     {
@@ -366,14 +386,18 @@ async fn check_queue(
             "the configured visibility timeout is far below the queue's; extensions will be frequent"
         );
     }
-    Ok(QueueFacts { url, visibility })
+    Ok(QueueFacts {
+        url,
+        arn,
+        visibility,
+    })
 }
 
 async fn check_dead_letter_queue(
     client: &aws_sdk_sqs::Client,
     dlq: &str,
     queue: &str,
-) -> Result<(), PollerError> {
+) -> Result<DeadLetterQueue, PollerError> {
     if dlq == queue {
         return Err(crate::error::ConfigError::Invalid {
             setting: "dead_letter_queue",
@@ -381,18 +405,27 @@ async fn check_dead_letter_queue(
         }
         .into());
     }
-    (|| {
+    let out = (|| {
         client
             .get_queue_attributes()
             .queue_url(dlq)
-            .attribute_names(QueueAttributeName::QueueArn)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
             .send()
     })
-    .retry(sdk::settle_backoff().with_max_times(5))
-    .when(|e| sdk::classify(e) == Class::Transient)
+    .retry(settle_backoff().with_max_times(5))
+    .when(|e| classify(e).is_transient())
     .await
-    .map_err(|e| sdk::fatal(&e, dlq, "GetQueueAttributes"))?;
-    Ok(())
+    .map_err(|e| fatal(&e, dlq, "GetQueueAttributes"))?;
+    // The dead-letter send keeps each message within the DLQ's own limit.
+    let max_message_size = out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+    Ok(DeadLetterQueue {
+        url: dlq.to_owned(),
+        max_message_size,
+    })
 }
 
 async fn idle_monitor(
@@ -415,7 +448,7 @@ async fn idle_monitor(
 async fn stats_logger(
     every: Duration,
     stats: Arc<Stats>,
-    requests: Arc<AtomicU64>,
+    requests: RequestCounter,
     started: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -426,7 +459,7 @@ async fn stats_logger(
             _ = crate::receive::stopped(&mut stop) => return,
             _ = tick.tick() => {}
         }
-        let s = stats.snapshot(requests.load(Relaxed), started.elapsed());
+        let s = stats.snapshot(requests.get(), started.elapsed());
         log_stats(&s, "progress");
     }
 }

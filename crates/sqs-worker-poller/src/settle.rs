@@ -1,41 +1,25 @@
 //! Settlement: what the engine decided, as SQS calls. Deletes and visibility
 //! changes are coalesced into batches of up to 10 (or whatever is pending
-//! after the flush interval); every per-entry failure is looked at, retried
-//! when transient, logged and counted when not. Permanent failures go to the
-//! dead-letter queue when one is configured.
+//! after the flush interval) and sent through `sqs_worker_sqs`, which retries
+//! transient failures; every entry that fails for good is logged and counted
+//! here. Permanent failures go to the dead-letter queue when one is
+//! configured; when that send fails for good, the message gets its retry
+//! delay (it is not looped at visibility 0).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::primitives::Blob;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
-};
-use backon::{BackoffBuilder, Retryable};
+use sqs_worker_core::Message;
 use sqs_worker_core::runner::observe::names;
 use sqs_worker_core::runner::{FailureKind, Outcome, Settled};
-use sqs_worker_core::{AttributeValue, MAX_VISIBILITY_TIMEOUT, Message};
+use sqs_worker_sqs::classify::settle_backoff;
+use sqs_worker_sqs::dead_letter::{self, DeadLetterQueue, SourceQueue};
+use sqs_worker_sqs::{BatchCall, BatchResult, visibility_seconds};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::lease::Leases;
-use crate::sdk::{self, Class};
 use crate::stats::Stats;
-
-/// Message attributes added to a dead-lettered message.
-pub mod dlq_attributes {
-    /// The failure kind (`permanent`).
-    pub const ERROR_KIND: &str = "SqsWorker.ErrorKind";
-    /// The error text, truncated to 1 KiB.
-    pub const ERROR: &str = "SqsWorker.Error";
-    /// The URL of the queue the message came from.
-    pub const SOURCE_QUEUE: &str = "SqsWorker.SourceQueue";
-    /// The message id in the source queue.
-    pub const MESSAGE_ID: &str = "SqsWorker.MessageId";
-}
-
-const MAX_ERROR_TEXT: usize = 1024;
 
 /// One settlement to carry out.
 pub(crate) enum Job {
@@ -49,11 +33,13 @@ pub(crate) enum Job {
         received: Instant,
         retry: bool,
     },
-    /// Send to the dead-letter queue, then delete.
+    /// Send to the dead-letter queue, then delete; if the send fails for
+    /// good, make visible again after `delay`.
     DeadLetter {
         message: Message,
         kind: FailureKind,
         error: String,
+        delay: Duration,
         received: Instant,
     },
 }
@@ -76,6 +62,7 @@ impl Job {
                         message: s.message,
                         kind: f.kind,
                         error: f.error.to_string(),
+                        delay: f.retry_delay,
                         received,
                     }
                 } else {
@@ -91,17 +78,34 @@ impl Job {
     }
 }
 
+/// The dead-letter queue and what the schema says about the source.
+pub(crate) struct DeadLetter {
+    pub(crate) queue: DeadLetterQueue,
+    pub(crate) source_arn: String,
+}
+
 /// What the settlement calls need.
 pub(crate) struct Acker {
     pub(crate) leases: Arc<Leases>,
-    pub(crate) dead_letter_queue: Option<String>,
+    pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) flush_interval: Duration,
+}
+
+/// What a successful visibility change counts as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    /// `retried`: the handler failed, the message comes back after its delay.
+    Retried,
+    /// `released`: given back without (fully) running.
+    Released,
+    /// Nothing more: already counted (a failed dead-letter send).
+    Counted,
 }
 
 struct Change {
     message: Message,
     seconds: i32,
-    retry: bool,
+    tally: Tally,
 }
 
 impl Acker {
@@ -156,9 +160,13 @@ impl Acker {
                     retry,
                 } => {
                     changes.push(Change {
-                        seconds: release_seconds(delay, received),
+                        seconds: visibility_seconds(delay, received.elapsed()),
                         message,
-                        retry,
+                        tally: if retry {
+                            Tally::Retried
+                        } else {
+                            Tally::Released
+                        },
                     });
                     if changes.len() == 10 {
                         let batch = std::mem::take(&mut changes);
@@ -169,9 +177,13 @@ impl Acker {
                     message,
                     kind,
                     error,
+                    delay,
                     received,
                 } => {
-                    tasks.spawn(self.clone().dead_letter(message, kind, error, received));
+                    tasks.spawn(
+                        self.clone()
+                            .dead_letter(message, kind, error, delay, received),
+                    );
                 }
             }
             let now = Instant::now();
@@ -205,374 +217,111 @@ impl Acker {
         }
     }
 
-    fn failed_for_good(&self, action: &'static str, message: &Message, code: &str, detail: &str) {
-        Stats::add(&self.stats().settlement_failures, 1);
-        metrics::counter!(names::SETTLEMENT_FAILURES, "action" => action).increment(1);
-        tracing::warn!(
-            messaging.message.id = message.id(),
-            action,
-            code,
-            detail = %sdk::redact(detail),
-            "settling a message failed; it will come back when its visibility timeout ends"
-        );
+    fn call(&self) -> BatchCall<'_> {
+        BatchCall {
+            client: &self.leases.client,
+            queue_url: &self.leases.queue_url,
+            retry: settle_backoff(),
+            gate: Some(&self.leases.gate),
+        }
     }
 
-    /// `DeleteMessageBatch`, retrying transient failures (whole call or entry).
-    async fn delete(self: Arc<Self>, mut pending: Vec<Message>) {
-        let mut backoff = sdk::settle_backoff().build();
-        loop {
-            let mut entries = Vec::with_capacity(pending.len());
-            for (i, m) in pending.iter().enumerate() {
-                match DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle())
-                    .build()
-                {
-                    Ok(e) => entries.push(e),
-                    // Both required fields are set, so this cannot happen; if
-                    // it did, the message comes back after its visibility timeout.
-                    Err(e) => {
-                        tracing::error!(messaging.message.id = m.id(), error = %e, "cannot build a delete entry")
-                    }
+    /// Counts and logs the entries that failed for good; returns which succeeded.
+    fn tally(&self, action: &'static str, messages: &[&Message], result: BatchResult) -> Vec<bool> {
+        Stats::add(&self.stats().sdk_errors, result.sdk_errors);
+        let mut ok = Vec::with_capacity(messages.len());
+        for (m, entry) in messages.iter().zip(result.entries) {
+            match entry {
+                Ok(()) => ok.push(true),
+                Err(f) => {
+                    ok.push(false);
+                    Stats::add(&self.stats().settlement_failures, 1);
+                    metrics::counter!(names::SETTLEMENT_FAILURES, "action" => action).increment(1);
+                    tracing::warn!(
+                        messaging.message.id = m.id(),
+                        action,
+                        code = f.code,
+                        detail = %f.detail,
+                        "settling a message failed; it will come back when its visibility timeout ends"
+                    );
                 }
             }
-            let out = {
-                let _gate = self.leases.gate.read().await;
-                self.leases
-                    .client
-                    .delete_message_batch()
-                    .queue_url(&self.leases.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-            };
-            let mut retry = Vec::new();
-            match out {
-                Ok(out) => {
-                    Stats::add(&self.stats().deleted, out.successful().len() as u64);
-                    for f in out.failed() {
-                        let Some(m) = f.id().parse::<usize>().ok().and_then(|i| pending.get(i))
-                        else {
-                            continue;
-                        };
-                        if sdk::transient_entry(f.code(), f.sender_fault()) {
-                            retry.push(m.clone());
-                        } else {
-                            self.failed_for_good("delete", m, f.code(), f.message().unwrap_or(""));
-                        }
-                    }
-                }
-                Err(e) => {
-                    Stats::add(&self.stats().sdk_errors, 1);
-                    let class = sdk::classify(&e);
-                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class == Class::Transient, "DeleteMessageBatch failed");
-                    if class == Class::Transient {
-                        retry = pending;
-                    } else {
-                        for m in &pending {
-                            self.failed_for_good(
-                                "delete",
-                                m,
-                                "call_failed",
-                                "DeleteMessageBatch failed",
-                            );
-                        }
-                    }
-                }
-            }
-            if retry.is_empty() {
-                return;
-            }
-            let Some(delay) = backoff.next() else {
-                for m in &retry {
-                    self.failed_for_good("delete", m, "retries_exhausted", "gave up retrying");
-                }
-                return;
-            };
-            tokio::time::sleep(delay).await;
-            pending = retry;
         }
+        ok
+    }
+
+    /// `DeleteMessageBatch`.
+    async fn delete(self: Arc<Self>, batch: Vec<Message>) {
+        let handles: Vec<&str> = batch.iter().map(Message::receipt_handle).collect();
+        let result = self.call().delete(&handles).await;
+        let messages: Vec<&Message> = batch.iter().collect();
+        let ok = self.tally("delete", &messages, result);
+        let deleted = ok.iter().filter(|ok| **ok).count();
+        Stats::add(&self.stats().deleted, deleted as u64);
     }
 
     /// `ChangeMessageVisibilityBatch` for failed and released messages.
-    async fn change(self: Arc<Self>, mut pending: Vec<Change>) {
-        let mut backoff = sdk::settle_backoff().build();
-        loop {
-            let mut entries = Vec::with_capacity(pending.len());
-            for (i, c) in pending.iter().enumerate() {
-                match ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(c.message.receipt_handle())
-                    .visibility_timeout(c.seconds)
-                    .build()
-                {
-                    Ok(e) => entries.push(e),
-                    // Required fields are set, so this cannot happen; if it did,
-                    // the message comes back after its visibility timeout.
-                    Err(e) => {
-                        tracing::error!(messaging.message.id = c.message.id(), error = %e, "cannot build a visibility entry")
-                    }
+    async fn change(self: Arc<Self>, batch: Vec<Change>) {
+        let entries: Vec<(&str, i32)> = batch
+            .iter()
+            .map(|c| (c.message.receipt_handle(), c.seconds))
+            .collect();
+        let result = self.call().change_visibility(&entries).await;
+        let messages: Vec<&Message> = batch.iter().map(|c| &c.message).collect();
+        let ok = self.tally("change_visibility", &messages, result);
+        for (c, ok) in batch.iter().zip(ok) {
+            match c.tally {
+                _ if !ok => {}
+                Tally::Retried => {
+                    Stats::add(&self.stats().retried, 1);
+                    metrics::counter!(names::RETRIED).increment(1);
                 }
+                Tally::Released => Stats::add(&self.stats().released, 1),
+                Tally::Counted => {}
             }
-            let out = {
-                let _gate = self.leases.gate.read().await;
-                self.leases
-                    .client
-                    .change_message_visibility_batch()
-                    .queue_url(&self.leases.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-            };
-            let mut retry = Vec::new();
-            match out {
-                Ok(out) => {
-                    let mut ok = vec![false; pending.len()];
-                    for s in out.successful() {
-                        if let Some(slot) = s.id().parse::<usize>().ok().and_then(|i| ok.get_mut(i))
-                        {
-                            *slot = true;
-                        }
-                    }
-                    let failed: HashMap<usize, (&str, bool, &str)> = out
-                        .failed()
-                        .iter()
-                        .filter_map(|f| {
-                            let i = f.id().parse::<usize>().ok()?;
-                            Some((i, (f.code(), f.sender_fault(), f.message().unwrap_or(""))))
-                        })
-                        .collect();
-                    for (i, c) in pending.into_iter().enumerate() {
-                        if ok[i] {
-                            self.count_change(&c);
-                        } else if let Some((code, sender_fault, detail)) = failed.get(&i) {
-                            if sdk::transient_entry(code, *sender_fault) {
-                                retry.push(c);
-                            } else {
-                                self.failed_for_good("change_visibility", &c.message, code, detail);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    Stats::add(&self.stats().sdk_errors, 1);
-                    let class = sdk::classify(&e);
-                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class == Class::Transient, "ChangeMessageVisibilityBatch failed");
-                    if class == Class::Transient {
-                        retry = pending;
-                    } else {
-                        for c in &pending {
-                            self.failed_for_good(
-                                "change_visibility",
-                                &c.message,
-                                "call_failed",
-                                "ChangeMessageVisibilityBatch failed",
-                            );
-                        }
-                    }
-                }
-            }
-            if retry.is_empty() {
-                return;
-            }
-            let Some(delay) = backoff.next() else {
-                for c in &retry {
-                    self.failed_for_good(
-                        "change_visibility",
-                        &c.message,
-                        "retries_exhausted",
-                        "gave up retrying",
-                    );
-                }
-                return;
-            };
-            tokio::time::sleep(delay).await;
-            pending = retry;
-        }
-    }
-
-    fn count_change(&self, c: &Change) {
-        if c.retry {
-            Stats::add(&self.stats().retried, 1);
-            metrics::counter!(names::RETRIED).increment(1);
-        } else {
-            Stats::add(&self.stats().released, 1);
         }
     }
 
     /// `SendMessage` to the dead-letter queue, then delete; if the send fails
-    /// for good, the message is made visible again for the redrive policy.
+    /// for good, the message gets its retry delay (counted as a failed
+    /// settlement, not a retry).
     async fn dead_letter(
         self: Arc<Self>,
         message: Message,
         kind: FailureKind,
         error: String,
+        delay: Duration,
         received: Instant,
     ) {
-        let Some(dlq) = self.dead_letter_queue.clone() else {
+        let Some(dlq) = self.dead_letter.clone() else {
             return;
         };
-        let attributes = dlq_message_attributes(&message, kind, &error, &self.leases.queue_url);
-        let fifo = dlq.ends_with(".fifo");
-        let send = || {
-            let mut req = self
-                .leases
-                .client
-                .send_message()
-                .queue_url(&dlq)
-                .message_body(message.body())
-                .set_message_attributes(Some(attributes.clone()));
-            if fifo {
-                req = req
-                    .message_group_id(message.group_id().unwrap_or("sqs-worker-dlq"))
-                    .message_deduplication_id(message.id());
-            }
-            req.send()
+        let source = SourceQueue {
+            url: &self.leases.queue_url,
+            arn: &dlq.source_arn,
         };
-        let sent = send
-            .retry(sdk::settle_backoff())
-            .when(|e| sdk::classify(e) == Class::Transient)
-            .notify(|e, d| {
-                Stats::add(&self.stats().sdk_errors, 1);
-                tracing::warn!(error = %sdk::describe(e), retry_in = ?d, "SendMessage to the dead-letter queue failed; retrying");
-            })
+        let sent = dead_letter::send(
+            &self.leases.client,
+            &dlq.queue,
+            source,
+            &message,
+            kind,
+            &error,
+            settle_backoff(),
+        )
+        .await;
+        Stats::add(&self.stats().sdk_errors, sent.sdk_errors);
+        if sent.result.is_ok() {
+            Stats::add(&self.stats().dead_lettered, 1);
+            self.delete(vec![message]).await;
+        } else {
+            Stats::add(&self.stats().settlement_failures, 1);
+            self.change(vec![Change {
+                seconds: visibility_seconds(delay, received.elapsed()),
+                message,
+                tally: Tally::Counted,
+            }])
             .await;
-        match sent {
-            Ok(_) => {
-                Stats::add(&self.stats().dead_lettered, 1);
-                metrics::counter!(names::DEAD_LETTERED).increment(1);
-                tracing::info!(
-                    messaging.message.id = message.id(),
-                    kind = kind.as_str(),
-                    "message sent to the dead-letter queue"
-                );
-                self.delete(vec![message]).await;
-            }
-            Err(e) => {
-                Stats::add(&self.stats().sdk_errors, 1);
-                self.failed_for_good(
-                    "dead_letter",
-                    &message,
-                    "send_failed",
-                    &sdk::describe(&e).to_string(),
-                );
-                // Left to the queue's redrive policy.
-                self.change(vec![Change {
-                    message,
-                    seconds: release_seconds(Duration::ZERO, received),
-                    retry: true,
-                }])
-                .await;
-            }
         }
-    }
-}
-
-/// Whole seconds for a retry delay (rounded up), kept within SQS's 12 hours
-/// from receipt.
-fn release_seconds(delay: Duration, received: Instant) -> i32 {
-    let room = MAX_VISIBILITY_TIMEOUT
-        .saturating_sub(received.elapsed())
-        .saturating_sub(Duration::from_secs(1));
-    delay.min(room).as_secs_f64().ceil() as i32
-}
-
-/// The original message attributes plus ours, within SQS's limit of 10.
-fn dlq_message_attributes(
-    message: &Message,
-    kind: FailureKind,
-    error: &str,
-    source: &str,
-) -> HashMap<String, MessageAttributeValue> {
-    let mut out = HashMap::new();
-    for (name, a) in message.message_attributes() {
-        let b = MessageAttributeValue::builder().data_type(&a.data_type);
-        let b = match &a.value {
-            AttributeValue::String(s) | AttributeValue::Number(s) => b.string_value(s),
-            AttributeValue::Binary(v) => b.binary_value(Blob::new(v.clone())),
-        };
-        if let Ok(v) = b.build() {
-            out.insert(name.clone(), v);
-        }
-    }
-    let mut text = error.to_owned();
-    if text.len() > MAX_ERROR_TEXT {
-        let mut cut = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    let ours = [
-        (dlq_attributes::ERROR_KIND, kind.as_str().to_owned()),
-        (dlq_attributes::ERROR, text),
-        (dlq_attributes::SOURCE_QUEUE, source.to_owned()),
-        (dlq_attributes::MESSAGE_ID, message.id().to_owned()),
-    ];
-    for (name, value) in ours {
-        if out.len() >= 10 {
-            tracing::warn!(
-                messaging.message.id = message.id(),
-                attribute = name,
-                "no room for this dead-letter attribute (SQS allows 10)"
-            );
-            continue;
-        }
-        if value.is_empty() {
-            continue;
-        }
-        if let Ok(v) = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-        {
-            out.insert(name.to_owned(), v);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use sqs_worker_core::MessageAttribute;
-
-    use super::*;
-
-    #[test]
-    fn dead_letter_attributes_keep_the_originals_and_truncate() {
-        let m = Message::builder("m-1", "body")
-            .message_attribute("trace", MessageAttribute::string("t"))
-            .message_attribute("n", MessageAttribute::number(3))
-            .build();
-        let long = "é".repeat(2000);
-        let a = dlq_message_attributes(&m, FailureKind::Permanent, &long, "http://q");
-        assert_eq!(a["trace"].string_value(), Some("t"));
-        assert_eq!(a["n"].data_type(), "Number");
-        assert_eq!(
-            a[dlq_attributes::ERROR_KIND].string_value(),
-            Some("permanent")
-        );
-        assert!(a[dlq_attributes::ERROR].string_value().unwrap().len() <= MAX_ERROR_TEXT + 3);
-        assert_eq!(
-            a[dlq_attributes::SOURCE_QUEUE].string_value(),
-            Some("http://q")
-        );
-        let mut full = Message::builder("m-2", "b");
-        for i in 0..10 {
-            full = full.message_attribute(format!("a{i}"), MessageAttribute::string("x"));
-        }
-        assert_eq!(
-            dlq_message_attributes(&full.build(), FailureKind::Permanent, "e", "q").len(),
-            10
-        );
-    }
-
-    #[test]
-    fn release_seconds_round_up_and_stay_under_twelve_hours() {
-        let now = Instant::now();
-        assert_eq!(release_seconds(Duration::ZERO, now), 0);
-        assert_eq!(release_seconds(Duration::from_millis(1500), now), 2);
-        assert!(release_seconds(Duration::from_secs(13 * 3600), now) < 12 * 3600);
     }
 }

@@ -55,7 +55,8 @@ pub struct RunSummary {
     pub succeeded: u64,
     /// Messages whose handler failed (retried, dead-lettered, or left to the redrive policy).
     pub failed: u64,
-    /// Failed messages made visible again after their retry delay.
+    /// Failed messages made visible again after their retry delay (not those
+    /// whose dead-letter send failed for good: see `settlement_failures`).
     pub retried: u64,
     /// Messages made visible again at once without (fully) running: not
     /// started, blocked behind a FIFO group failure, or stopped at shutdown.
@@ -66,7 +67,8 @@ pub struct RunSummary {
     pub deleted: u64,
     /// Visibility extensions (heartbeat and handler-requested).
     pub extensions: u64,
-    /// Deletes, visibility changes or dead-letter sends that failed for good.
+    /// Deletes, visibility changes or dead-letter sends that failed for good
+    /// (a message whose dead-letter send failed then gets its retry delay).
     pub settlement_failures: u64,
     /// SQS calls that failed (each retried when transient).
     pub sdk_errors: u64,

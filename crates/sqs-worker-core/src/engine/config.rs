@@ -103,9 +103,7 @@ impl EngineConfig {
 
     pub(crate) fn failure(&self, msg: &Message, kind: FailureKind, error: Error) -> Failure {
         let retry_delay = match kind {
-            FailureKind::Unstarted | FailureKind::GroupBlocked | FailureKind::Permanent => {
-                Duration::ZERO
-            }
+            FailureKind::Unstarted | FailureKind::GroupBlocked => Duration::ZERO,
             _ => self.retry.delay(msg.receive_count(), &error),
         };
         Failure {

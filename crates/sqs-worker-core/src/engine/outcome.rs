@@ -76,8 +76,10 @@ pub struct Failure {
     /// The cause, with its source chain.
     pub error: Error,
     /// How long the message should stay invisible before its next delivery.
-    /// Zero for messages that never ran (so they come back at once, in order)
-    /// and for permanent failures (so the redrive policy sees them quickly).
+    /// Zero for messages that never ran (so they come back at once, in order).
+    /// A permanent failure has its delay too: runners apply it when the
+    /// dead-letter send fails for good or no dead-letter queue is configured
+    /// (so it never loops without delay).
     pub retry_delay: Duration,
 }
 

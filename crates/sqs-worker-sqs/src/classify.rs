@@ -1,105 +1,29 @@
-//! The SQS client as the poller uses it: request counting, attempt timeouts,
-//! and what an SDK error means (retry it, or stop).
+//! What an SDK error means: retry it soon, back off, or stop. And the error's
+//! text for logs, with receipt handles redacted.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_sqs::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use backon::ExponentialBuilder;
 
-use crate::error::PollerError;
-
-/// Counts every HTTP attempt the poller's clients send (SDK retries included).
-#[derive(Debug, Clone)]
-pub(crate) struct RequestCounter(pub(crate) Arc<AtomicU64>);
-
-impl Intercept for RequestCounter {
-    fn name(&self) -> &'static str {
-        "SqsWorkerRequestCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        let action = cfg
-            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
-            .map_or("unknown", |m| action_label(m.name()));
-        metrics::counter!(sqs_worker_core::runner::observe::names::SQS_REQUESTS, "action" => action)
-            .increment(1);
-        Ok(())
-    }
-}
-
-/// A static label for the SQS actions the poller sends.
-fn action_label(name: &str) -> &'static str {
-    match name {
-        "ReceiveMessage" => "ReceiveMessage",
-        "DeleteMessageBatch" => "DeleteMessageBatch",
-        "DeleteMessage" => "DeleteMessage",
-        "ChangeMessageVisibilityBatch" => "ChangeMessageVisibilityBatch",
-        "ChangeMessageVisibility" => "ChangeMessageVisibility",
-        "SendMessage" => "SendMessage",
-        "SendMessageBatch" => "SendMessageBatch",
-        "GetQueueAttributes" => "GetQueueAttributes",
-        "GetQueueUrl" => "GetQueueUrl",
-        _ => "other",
-    }
-}
-
-/// The two clients the poller uses, both sharing the caller's connection pool:
-/// one for long polls (attempt timeout above the wait time), one for the rest.
-#[derive(Debug, Clone)]
-pub(crate) struct Clients {
-    pub(crate) receive: aws_sdk_sqs::Client,
-    pub(crate) settle: aws_sdk_sqs::Client,
-}
-
-impl Clients {
-    pub(crate) fn new(
-        base: &aws_sdk_sqs::Client,
-        wait: Duration,
-        counter: &RequestCounter,
-    ) -> Self {
-        let make = |attempt: Duration| {
-            let mut timeouts = base
-                .config()
-                .timeout_config()
-                .cloned()
-                .unwrap_or_else(TimeoutConfig::disabled)
-                .to_builder();
-            timeouts = timeouts.operation_attempt_timeout(attempt);
-            let conf = base
-                .config()
-                .to_builder()
-                .timeout_config(timeouts.build())
-                .interceptor(counter.clone())
-                .build();
-            aws_sdk_sqs::Client::from_conf(conf)
-        };
-        Self {
-            receive: make(wait + Duration::from_secs(10)),
-            settle: make(Duration::from_secs(15)),
-        }
-    }
-}
-
-/// What an SDK error means for the poller.
+/// What an SDK error means for a runner. New classes may be added (for
+/// example expired credentials apart from a missing permission): match with
+/// a `_` arm, or use [`Class::is_transient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Throttling, 5xx, timeouts, connection failures: back off and retry.
+#[non_exhaustive]
+pub enum Class {
+    /// 5xx, timeouts, connection failures: retry with backoff.
     Transient,
+    /// SQS or KMS asked the caller to slow down (throttling codes, HTTP 429):
+    /// retry with backoff.
+    Throttled,
+    /// The queue reached a limit on messages in flight (HTTP 403 `OverLimit`):
+    /// retry with a long backoff; it ends when in-flight messages settle.
+    OverLimit,
     /// The queue does not exist.
     NoQueue,
-    /// Credentials refused or permission missing.
+    /// Credentials refused or a permission missing.
     Denied,
     /// The client cannot sign requests: no region or no credentials found.
     Setup(SetupProblem),
@@ -107,28 +31,62 @@ pub(crate) enum Class {
     Fatal,
 }
 
-/// Error codes that mean "back off and retry".
-fn transient_code(code: &str) -> bool {
+impl Class {
+    /// Whether the same request may succeed later (transient, throttled or
+    /// over the in-flight limit).
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Transient | Self::Throttled | Self::OverLimit)
+    }
+}
+
+/// What is missing for the client to sign requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupProblem {
+    /// No region.
+    Region,
+    /// No credentials.
+    Credentials,
+}
+
+impl SetupProblem {
+    /// What is missing and how to provide it, in one sentence.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::Region => {
+                "no AWS region is configured: set AWS_REGION (or a region in the AWS profile)"
+            }
+            Self::Credentials => {
+                "no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with a task or instance role"
+            }
+        }
+    }
+}
+
+/// Error codes that mean "slow down".
+fn throttled_code(code: &str) -> bool {
     code.contains("Throttl")
         || matches!(
             code,
             "RequestThrottled"
-                | "ServiceUnavailable"
-                | "InternalError"
-                | "InternalFailure"
                 | "KmsThrottled"
-                | "RequestTimeout"
-                | "RequestTimeoutException"
                 | "SlowDown"
                 | "TooManyRequestsException"
                 | "ProvisionedThroughputExceededException"
         )
 }
 
-/// Whether a per-entry batch error code is worth retrying.
-pub(crate) fn transient_entry(code: &str, sender_fault: bool) -> bool {
-    transient_code(code)
-        || !sender_fault && !code.starts_with("ReceiptHandle") && !code.contains("NonExistent")
+/// Error codes that mean "try again".
+fn transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ServiceUnavailable"
+            | "InternalError"
+            | "InternalFailure"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
+    )
 }
 
 fn denied_code(code: &str) -> bool {
@@ -156,8 +114,17 @@ fn no_queue_code(code: &str) -> bool {
     )
 }
 
+/// Whether a per-entry batch error code (`BatchResultErrorEntry`) is worth
+/// retrying: throttling and server faults are; an invalid or expired receipt
+/// handle and other sender faults are not.
+pub fn transient_entry(code: &str, sender_fault: bool) -> bool {
+    throttled_code(code)
+        || transient_code(code)
+        || !sender_fault && !code.starts_with("ReceiptHandle") && !code.contains("NonExistent")
+}
+
 /// Classifies an SDK error.
-pub(crate) fn classify<E>(e: &SdkError<E>) -> Class
+pub fn classify<E>(e: &SdkError<E>) -> Class
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -180,48 +147,54 @@ where
         SdkError::ServiceError(_) => {
             let code = e.code().unwrap_or("");
             let status = e.raw_response().map_or(0, |r| r.status().as_u16());
-            if no_queue_code(code) {
-                Class::NoQueue
-            } else if denied_code(code) {
-                Class::Denied
-            } else if transient_code(code) || status >= 500 || status == 429 {
-                Class::Transient
-            } else if status == 403 {
-                Class::Denied
-            } else {
-                Class::Fatal
-            }
+            classify_code(code, status)
         }
         _ => Class::Fatal,
     }
 }
 
-/// What is missing for the client to sign requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SetupProblem {
-    /// No region.
-    Region,
-    /// No credentials.
-    Credentials,
-}
-
-impl SetupProblem {
-    fn hint(self) -> &'static str {
-        match self {
-            Self::Region => {
-                "no AWS region is configured: set AWS_REGION (or a region in the AWS profile)"
-            }
-            Self::Credentials => {
-                "no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with a task or instance role"
-            }
-        }
+/// Classifies a service error by its code and HTTP status.
+fn classify_code(code: &str, status: u16) -> Class {
+    if no_queue_code(code) {
+        Class::NoQueue
+    } else if code == "OverLimit" {
+        // HTTP 403 `x-amzn-query-error: OverLimit;Sender`, or JSON
+        // `__type: com.amazonaws.sqs#OverLimit` (the SDK strips the namespace).
+        Class::OverLimit
+    } else if denied_code(code) {
+        Class::Denied
+    } else if throttled_code(code) || status == 429 {
+        Class::Throttled
+    } else if transient_code(code) || status >= 500 {
+        Class::Transient
+    } else if status == 403 {
+        Class::Denied
+    } else {
+        Class::Fatal
     }
 }
 
+/// Whether a `SendMessage` error says the message is too large (SQS answers
+/// `InvalidParameterValue`, "Message must be shorter than N bytes"). Any
+/// invalid-parameter answer counts: sending fewer attributes may fix it too.
+pub fn too_large<E>(e: &SdkError<E>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    matches!(
+        e.code(),
+        Some(
+            "InvalidParameterValue"
+                | "InvalidParameterValueException"
+                | "MessageTooLong"
+                | "InvalidMessageContents"
+        )
+    )
+}
+
 /// An SDK error with its whole context in `Display` (the SDK's own `Display`
-/// says only "service error").
-pub(crate) struct Described(String);
+/// says only "service error"), receipt handles redacted.
+pub struct Described(String);
 
 impl fmt::Debug for Described {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,7 +211,7 @@ impl fmt::Display for Described {
 impl std::error::Error for Described {}
 
 /// The error's text with its context, for logs and error sources.
-pub(crate) fn describe<E>(e: &SdkError<E>) -> Described
+pub fn describe<E>(e: &SdkError<E>) -> Described
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -258,7 +231,7 @@ where
 /// Replaces anything that looks like a receipt handle (a long run of base64
 /// characters: SQS quotes the handle in some error messages) so it never
 /// reaches a log.
-pub(crate) fn redact(text: &str) -> String {
+pub fn redact(text: &str) -> String {
     // A quoted value in a message about a receipt handle is the handle, whatever its length.
     let text = &if text.to_ascii_lowercase().contains("receipt handle") {
         redact_quoted(text)
@@ -305,34 +278,8 @@ fn redact_quoted(text: &str) -> String {
     out
 }
 
-/// Turns a non-transient SDK error into the poller's error, naming the queue.
-pub(crate) fn fatal<E>(e: &SdkError<E>, queue: &str, operation: &'static str) -> PollerError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let source: BoxError = Box::new(describe(e));
-    let queue = queue.to_owned();
-    match classify(e) {
-        Class::NoQueue => PollerError::QueueNotFound { queue, source },
-        Class::Setup(problem) => PollerError::Setup {
-            queue,
-            problem: problem.hint(),
-        },
-        Class::Denied => PollerError::AccessDenied {
-            queue,
-            operation,
-            source,
-        },
-        _ => PollerError::Sqs {
-            queue,
-            operation,
-            source,
-        },
-    }
-}
-
-/// Backoff for the receive loop: 100 ms doubling to 10 s, with jitter, forever.
-pub(crate) fn receive_backoff() -> ExponentialBuilder {
+/// Backoff for a receive loop: 100 ms doubling to 10 s, with jitter, forever.
+pub fn receive_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(10))
@@ -342,7 +289,7 @@ pub(crate) fn receive_backoff() -> ExponentialBuilder {
 
 /// Backoff for settlement calls: 50 ms doubling to 5 s, with jitter, for
 /// about a minute in all (a receipt handle is rarely worth more).
-pub(crate) fn settle_backoff() -> ExponentialBuilder {
+pub fn settle_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
         .with_max_delay(Duration::from_secs(5))
@@ -383,5 +330,18 @@ mod tests {
         assert!(!transient_entry("InvalidParameterValue", true));
         assert!(denied_code("InvalidClientTokenId"));
         assert!(no_queue_code("AWS.SimpleQueueService.NonExistentQueue"));
+    }
+
+    #[test]
+    fn over_limit_is_not_access_denied() {
+        assert_eq!(classify_code("OverLimit", 403), Class::OverLimit);
+        assert!(Class::OverLimit.is_transient());
+        assert_eq!(classify_code("AccessDenied", 403), Class::Denied);
+        assert_eq!(classify_code("SomethingElse", 403), Class::Denied);
+        assert!(!Class::Denied.is_transient());
+        assert_eq!(classify_code("RequestThrottled", 400), Class::Throttled);
+        assert_eq!(classify_code("", 429), Class::Throttled);
+        assert_eq!(classify_code("InternalError", 500), Class::Transient);
+        assert_eq!(classify_code("InvalidParameterValue", 400), Class::Fatal);
     }
 }
