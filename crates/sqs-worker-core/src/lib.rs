@@ -32,6 +32,7 @@
 //! [sqs-worker]: https://docs.rs/sqs-worker
 
 mod batch;
+pub mod config;
 mod engine;
 mod error;
 mod handler;
