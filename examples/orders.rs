@@ -92,7 +92,7 @@ async fn charge(customer: &str, amount_cents: u64) -> Result<(), std::io::Error>
 }
 
 #[tokio::main]
-async fn main() -> Result<(), sqs_worker::BoxError> {
+async fn main() -> Result<(), sqs_worker::RunError> {
     // With SQS_WORKER_IDEMPOTENCY_TABLE (as template.yaml sets it), each order
     // is charged once per order_id, however often SQS delivers it.
     #[cfg(feature = "dynamodb")]

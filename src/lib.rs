@@ -15,7 +15,7 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), sqs_worker::BoxError> {
+//! async fn main() -> Result<(), sqs_worker::RunError> {
 //!     // Lambda if AWS_LAMBDA_RUNTIME_API is set, else a poller on SQS_QUEUE_URL.
 //!     sqs_worker::run(handle).await
 //! }
@@ -40,7 +40,7 @@ pub use sqs_worker_core::{
     Action, AttributeValue, BatchHandler, BatchResults, BoxError, DecodeError, EngineConfig, Error,
     Execution, ExponentialBackoff, FixedDelay, FnHandler, Handler, IntoHandler, Jitter, Json,
     MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
-    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, Visibility, VisibilityError,
+    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, Visibility, VisibilityError, config,
     handler_fn, idempotency,
 };
 
@@ -73,10 +73,10 @@ pub mod telemetry;
     any(feature = "poller", feature = "lambda")
 ))]
 mod telemetry {
-    use crate::BoxError;
+    use sqs_worker_core::config::ConfigError;
 
     /// Nothing to set up.
-    pub(crate) fn init() -> Result<(), BoxError> {
+    pub(crate) fn init() -> Result<(), ConfigError> {
         Ok(())
     }
 
@@ -88,124 +88,12 @@ mod telemetry {
 
     /// No metrics endpoint without `telemetry`.
     #[cfg(feature = "poller")]
-    pub(crate) async fn serve_metrics_from_env() -> Result<(), BoxError> {
-        Ok(())
+    pub(crate) async fn serve_metrics_from_env() -> Result<Option<()>, crate::BoxError> {
+        Ok(None)
     }
 }
 
-/// Runs `handler` with the runner the environment asks for: the Lambda
-/// adapter when `AWS_LAMBDA_RUNTIME_API` is set (feature `lambda`), otherwise
-/// the long-poll consumer configured from `SQS_QUEUE_URL` and friends
-/// (feature `poller`).
-///
-/// With the `telemetry` feature (default) it first sets up logs and metrics
-/// with `telemetry::init` (leaving any subscriber or recorder you installed
-/// alone); the poller also serves `/metrics` and `/healthz` when
-/// `SQS_WORKER_METRICS_ADDR` is set.
-///
-/// Errors come back as a [`RunError`], whose `Debug` is the readable cause
-/// chain: a `main` that returns it prints a sentence, not SDK internals.
+mod run;
+pub use self::run::RunError;
 #[cfg(any(feature = "poller", feature = "lambda"))]
-pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
-    run_inner(handler)
-        .await
-        .map_err(|e| Box::new(RunError(e)) as BoxError)
-}
-
-/// An error from [`run`]: `Display` is the error, `Debug` the error and its
-/// causes, one per line (what `main` prints when it returns the error).
-pub struct RunError(BoxError);
-
-impl RunError {
-    /// The underlying error.
-    pub fn into_inner(self) -> BoxError {
-        self.0
-    }
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::fmt::Debug for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        if source.is_some() {
-            f.write_str("\n\nCaused by:")?;
-        }
-        while let Some(e) = source {
-            write!(f, "\n    {e}")?;
-            source = e.source();
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for RunError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-#[cfg(any(feature = "poller", feature = "lambda"))]
-async fn run_inner<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
-    telemetry::init()?;
-    #[cfg(feature = "lambda")]
-    if telemetry::in_lambda() {
-        return sqs_worker_lambda::run(handler).await;
-    }
-    #[cfg(feature = "poller")]
-    {
-        let _metrics = telemetry::serve_metrics_from_env().await?;
-        sqs_worker_poller::run_from_env(handler).await
-    }
-    #[cfg(not(feature = "poller"))]
-    {
-        let _ = handler;
-        Err(
-            "AWS_LAMBDA_RUNTIME_API is not set and the `poller` feature is off: \
-             this binary can only run inside AWS Lambda"
-                .into(),
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug)]
-    struct Inner;
-    impl std::fmt::Display for Inner {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("the queue does not exist")
-        }
-    }
-    impl std::error::Error for Inner {}
-
-    #[derive(Debug)]
-    struct Outer(Inner);
-    impl std::fmt::Display for Outer {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("start-up failed")
-        }
-    }
-    impl std::error::Error for Outer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn run_errors_debug_as_a_readable_chain() {
-        let e: BoxError = Box::new(RunError(Box::new(Outer(Inner))));
-        assert_eq!(
-            format!("{e:?}"),
-            "start-up failed\n\nCaused by:\n    the queue does not exist"
-        );
-        assert_eq!(e.to_string(), "start-up failed");
-    }
-}
+pub use self::run::run;

@@ -671,6 +671,11 @@ async fn a_worker_binary_prints_start_up_errors_without_sdk_internals() {
         (run(&[region, key, secret]), "does not exist"),
         (run(&[key, secret]), "AWS_REGION"),
         (run(&[region]), "credentials"),
+        // A malformed setting names its variable (one ConfigError for both runners).
+        (
+            run(&[region, key, secret, ("SQS_WORKER_WAIT_SECONDS", "1.5")]),
+            "SQS_WORKER_WAIT_SECONDS",
+        ),
     ];
     for (stderr, clear) in &cases {
         assert!(stderr.contains(clear), "{clear:?} missing from:\n{stderr}");

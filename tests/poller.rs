@@ -676,6 +676,47 @@ async fn a_missing_queue_is_an_error_naming_it() {
     assert!(err.to_string().contains("no-such-queue-4712"), "{err}");
 }
 
+/// A queue whose own visibility timeout is 0 would hand every running message
+/// to other consumers: the poller refuses to start on it (it only warned
+/// before), naming the setting, and receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_a_visibility_timeout_of_zero_is_refused_at_start_up() {
+    init_logs();
+    let client = common::sqs().await;
+    let url = common::create_queue(
+        &client,
+        &common::unique("vt-zero"),
+        &[("VisibilityTimeout", "0")],
+    )
+    .await;
+    send(&client, &url, &["one".to_owned()]).await;
+    let ran = Arc::new(Mutex::new(0_u32));
+    let counter = ran.clone();
+    let handler = move |_m: Message| {
+        let counter = counter.clone();
+        async move {
+            *counter.lock().unwrap() += 1;
+            Ok::<_, Error>(())
+        }
+    };
+    let err = Poller::builder(url.as_str(), handler)
+        .client(client.clone())
+        .wait_time(Duration::from_secs(1))
+        .shutdown_signal(tokio::time::sleep(Duration::from_secs(30)))
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("visibility_timeout"), "{err}");
+    assert_eq!(*ran.lock().unwrap(), 0, "nothing ran");
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (1, 0),
+        "nothing received"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_body_is_processed() {
     init_logs();

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::BoxError;
+use crate::config::{ConfigError, Env, var};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +36,17 @@ pub enum LogFormat {
 impl LogFormat {
     /// From `SQS_WORKER_LOG_FORMAT` (`json` or `text`); JSON by default inside
     /// Lambda, text elsewhere.
-    pub fn from_env() -> Result<Self, BoxError> {
-        match std::env::var("SQS_WORKER_LOG_FORMAT") {
-            Ok(v) if v.eq_ignore_ascii_case("json") => Ok(Self::Json),
-            Ok(v) if v.eq_ignore_ascii_case("text") => Ok(Self::Text),
-            Ok(v) => {
-                Err(format!("SQS_WORKER_LOG_FORMAT must be `json` or `text`, not {v:?}").into())
-            }
-            Err(_) if in_lambda() => Ok(Self::Json),
-            Err(_) => Ok(Self::Text),
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match Env::process().string(var::LOG_FORMAT) {
+            Some(v) if v.eq_ignore_ascii_case("json") => Ok(Self::Json),
+            Some(v) if v.eq_ignore_ascii_case("text") => Ok(Self::Text),
+            Some(value) => Err(ConfigError::InvalidEnv {
+                var: var::LOG_FORMAT,
+                value,
+                reason: "expected `json` or `text`".into(),
+            }),
+            None if in_lambda() => Ok(Self::Json),
+            None => Ok(Self::Text),
         }
     }
 }
@@ -98,7 +100,7 @@ pub fn init_logs(format: LogFormat) -> bool {
 }
 
 /// Sets up logs and metrics from the environment (idempotent).
-pub fn init() -> Result<(), BoxError> {
+pub fn init() -> Result<(), ConfigError> {
     static DONE: OnceLock<()> = OnceLock::new();
     if DONE.get().is_some() {
         return Ok(());

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::BoxError;
+use sqs_worker_core::config::{ConfigError, Env, var};
 use sqs_worker_core::runner::observe::{HealthStatus, health};
 
 /// How long every receive must have failed before `/healthz` says unhealthy,
@@ -86,18 +87,18 @@ pub async fn serve_metrics(
 /// [`serve_metrics`] on `SQS_WORKER_METRICS_ADDR` (e.g. `0.0.0.0:9090`) when
 /// it is set; `None` otherwise.
 pub async fn serve_metrics_from_env() -> Result<Option<MetricsServer>, BoxError> {
-    let Ok(addr) = std::env::var("SQS_WORKER_METRICS_ADDR") else {
+    let env = Env::process();
+    let Some(addr) = env.string(var::METRICS_ADDR) else {
         return Ok(None);
     };
-    let addr: SocketAddr = addr.parse().map_err(|e| {
-        format!("SQS_WORKER_METRICS_ADDR must be an address like 0.0.0.0:9090, not {addr:?}: {e}")
+    let addr: SocketAddr = addr.parse().map_err(|e| ConfigError::InvalidEnv {
+        var: var::METRICS_ADDR,
+        value: addr,
+        reason: format!("expected an address like 0.0.0.0:9090 ({e})"),
     })?;
-    let after = match std::env::var("SQS_WORKER_UNHEALTHY_AFTER_SECONDS") {
-        Ok(s) => Duration::from_secs(s.parse().map_err(|e| {
-            format!("SQS_WORKER_UNHEALTHY_AFTER_SECONDS must be whole seconds, not {s:?}: {e}")
-        })?),
-        Err(_) => DEFAULT_UNHEALTHY_AFTER,
-    };
+    let after = env
+        .seconds(var::UNHEALTHY_AFTER_SECONDS)?
+        .unwrap_or(DEFAULT_UNHEALTHY_AFTER);
     serve_metrics(addr, after).await.map(Some)
 }
 

@@ -77,9 +77,12 @@ use sqs_worker_core::idempotency::{
 use sqs_worker_core::runner::BoxFuture;
 
 pub use self::table::CreateTableError;
+/// Why [`DynamoDbStore::from_env`] failed: the configuration error both
+/// runners use.
+pub use sqs_worker_core::config::ConfigError;
 
 /// The environment variable [`DynamoDbStore::from_env`] reads the table name from.
-pub const TABLE_ENV: &str = "SQS_WORKER_IDEMPOTENCY_TABLE";
+pub const TABLE_ENV: &str = sqs_worker_core::config::var::IDEMPOTENCY_TABLE;
 /// The default partition key attribute.
 pub const DEFAULT_KEY_ATTRIBUTE: &str = "pk";
 /// The TTL attribute: epoch seconds.
@@ -92,18 +95,6 @@ const PAYLOAD_HASH: &str = "payload_hash";
 const RESULT: &str = "result";
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
-
-/// Why [`DynamoDbStore::from_env`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The variable is unset or empty.
-    #[error("environment variable {0} is not set: it must name the DynamoDB idempotency table")]
-    Missing(&'static str),
-    /// The variable is not valid Unicode.
-    #[error("environment variable {0} is not valid Unicode")]
-    NotUnicode(&'static str),
-}
 
 /// Idempotency records in a DynamoDB table. Cheap to clone (the client is).
 #[derive(Clone, Debug)]
@@ -269,11 +260,8 @@ impl DynamoDbStore {
 }
 
 fn table_from_env() -> Result<String, ConfigError> {
-    match std::env::var(TABLE_ENV) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Err(ConfigError::Missing(TABLE_ENV)),
-        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode(TABLE_ENV)),
-    }
+    sqs_worker_core::config::Env::process()
+        .required(TABLE_ENV, "the name of the DynamoDB idempotency table")
 }
 
 /// What an existing item means at `now`; `None` when it no longer blocks

@@ -31,8 +31,8 @@
 //!
 //! Lambda's event source mapping deletes what the function does not report
 //! and leaves reported records invisible until the queue's visibility timeout
-//! ends. With an SQS client ([`LambdaRunner::sqs_client`], or from the
-//! environment with [`LambdaRunner::with_env`]) the adapter does better:
+//! ends. With an SQS client ([`LambdaRunner::sqs_client`], or the default
+//! one [`LambdaRunner::run`] loads) the adapter does better:
 //! - a permanent failure is sent to the dead-letter queue
 //!   (`SQS_WORKER_DLQ_URL`) with its body, message attributes, trace header
 //!   and the error as attributes ([`dead_letter`], the poller's schema), and once sent is
@@ -73,8 +73,9 @@ pub mod testing;
 
 pub use self::payload::SqsPayload;
 pub use self::record::{EventError, SQS_EVENT_SOURCE, message_from_record, queue_url_from_arn};
-pub use self::runner::{ConfigError, LambdaRunner, engine_config_from_env, env};
+pub use self::runner::{LambdaRunner, MAX_SAFETY_MARGIN, engine_config_from_env};
 pub use self::service::{DEFAULT_SAFETY_MARGIN, LambdaService};
+pub use sqs_worker_core::config::ConfigError;
 #[cfg(feature = "sqs-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
 pub use sqs_worker_sqs::dead_letter;
@@ -85,20 +86,16 @@ pub use lambda_runtime::{Context, LambdaEvent};
 use sqs_worker_core::{BoxError, IntoHandler};
 
 /// Runs `handler` as a Lambda function behind an SQS event source mapping,
-/// configured from the environment ([`env`](mod@env): `SQS_WORKER_CONCURRENCY`,
-/// `SQS_WORKER_SAFETY_MARGIN_MS`, and with the `sqs-client` feature
-/// `SQS_WORKER_DLQ_URL` and `SQS_WORKER_BACKOFF`), with
-/// [`Execution::Inline`](sqs_worker_core::Execution::Inline).
+/// configured from the environment ([`LambdaRunner::from_env`]:
+/// `SQS_WORKER_CONCURRENCY`, `SQS_WORKER_SAFETY_MARGIN_SECONDS`, and with the
+/// `sqs-client` feature `SQS_WORKER_DLQ_URL` and `SQS_WORKER_BACKOFF`), with
+/// [`Execution::Inline`](sqs_worker_core::Execution::Inline). The same shape
+/// as `sqs_worker_poller::run`.
 ///
 /// Installs the Lambda runtime's default `tracing` subscriber when none is
 /// set. Returns an error naming the variable when the configuration is
 /// invalid, before the first invocation.
 pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
     runner::init_logs();
-    let config = engine_config_from_env()?;
-    LambdaRunner::with_config(handler, config)
-        .with_env()
-        .await?
-        .run()
-        .await
+    LambdaRunner::from_env(handler)?.run().await
 }

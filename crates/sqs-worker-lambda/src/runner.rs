@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
+use sqs_worker_core::config::{ConfigError, Env, var};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
@@ -11,44 +12,8 @@ use crate::payload::SqsPayload;
 use crate::record::EventError;
 use crate::service::{DEFAULT_SAFETY_MARGIN, LambdaService};
 
-/// Environment variables read by [`run`](crate::run) and
-/// [`LambdaRunner::with_env`].
-pub mod env {
-    /// Dead-letter queue URL for permanent failures (feature `sqs-client`).
-    pub const DLQ_URL: &str = "SQS_WORKER_DLQ_URL";
-    /// Safety margin before the invocation deadline, in milliseconds
-    /// (default 500).
-    pub const SAFETY_MARGIN_MS: &str = "SQS_WORKER_SAFETY_MARGIN_MS";
-    /// `false`/`0`/`off` turns off retry delays as visibility changes
-    /// (feature `sqs-client`; default on).
-    pub const BACKOFF: &str = "SQS_WORKER_BACKOFF";
-    /// Handlers running at once within a batch (default 16); read by
-    /// [`run`](crate::run) only.
-    pub const CONCURRENCY: &str = "SQS_WORKER_CONCURRENCY";
-}
-
-/// A configuration mistake, found before the first invocation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// An environment variable has a value that does not parse.
-    #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    InvalidVar {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is expected.
-        reason: &'static str,
-    },
-    /// A dead-letter queue was given to a [`LambdaRunner`] without an SQS
-    /// client.
-    #[error(
-        "a dead-letter queue ({0}) needs an SQS client: call `sqs_client` or `with_env` \
-         on the LambdaRunner"
-    )]
-    DeadLetterQueueWithoutClient(String),
-}
+/// The longest safety margin accepted: Lambda's longest function timeout.
+pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(900);
 
 /// Builds and runs the Lambda adapter.
 ///
@@ -63,13 +28,13 @@ pub enum ConfigError {
 /// }
 ///
 /// # async fn main_() -> Result<(), sqs_worker_core::BoxError> {
-/// LambdaRunner::with_config(handle, EngineConfig::default().concurrency(4))
+/// // Settings from SQS_WORKER_*, then options chained; `run` validates.
+/// LambdaRunner::from_env(handle)?
 ///     .safety_margin(Duration::from_secs(1))
-///     .with_env()
-///     .await?
 ///     .run()
 ///     .await
 /// # }
+/// # let _ = EngineConfig::default();
 /// ```
 #[must_use]
 pub struct LambdaRunner<P> {
@@ -102,6 +67,22 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
         Self::with_config(handler, EngineConfig::default())
     }
 
+    /// A runner for `handler` configured from the environment (synchronous,
+    /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
+    /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
+    /// and with the `sqs-client` feature `SQS_WORKER_DLQ_URL` and
+    /// `SQS_WORKER_BACKOFF` (the README's configuration table; names in
+    /// [`sqs_worker_core::config::var`]). Fails naming the variable when a
+    /// value does not parse. The SQS client is loaded by [`run`](Self::run).
+    ///
+    /// In a build without the `sqs-client` feature, `SQS_WORKER_DLQ_URL` is
+    /// ignored with a warning (one configuration often serves both runners).
+    pub fn from_env<A, F: IntoHandler<A, Handler = H>>(handler: F) -> Result<Self, ConfigError> {
+        let env = Env::process();
+        let config = engine_config_in(&env)?;
+        Self::with_config(handler, config).env_in(&env)
+    }
+
     /// A runner for `handler` with engine settings.
     pub fn with_config<A, F: IntoHandler<A, Handler = H>>(
         handler: F,
@@ -128,17 +109,20 @@ impl<P: Processor> LambdaRunner<P> {
     }
 
     /// The engine stops this long before the invocation deadline (default
-    /// 500 ms): no record starts after it, handlers still running are
-    /// stopped, and the rest of the margin is for the dead-letter and
-    /// visibility calls and the response. Keep it well under the function
-    /// timeout.
+    /// 500 ms, `SQS_WORKER_SAFETY_MARGIN_SECONDS`): no record starts after
+    /// it, handlers still running are stopped, and the rest of the margin is
+    /// for the dead-letter and visibility calls and the response. Keep it
+    /// well under the function timeout; [`build`](Self::build) refuses more
+    /// than 900 s.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.safety_margin = margin;
         self
     }
 
     /// The SQS client for dead-lettering, retry delays and visibility
-    /// extension (e.g. one pointed at a local server in tests).
+    /// extension (e.g. one pointed at a local server in tests). Default: one
+    /// built from `aws_config::load_defaults` when [`run`](Self::run) starts,
+    /// as the poller does.
     #[cfg(feature = "sqs-client")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn sqs_client(mut self, client: aws_sdk_sqs::Client) -> Self {
@@ -147,8 +131,8 @@ impl<P: Processor> LambdaRunner<P> {
     }
 
     /// Permanent failures go to this queue (URL) and then count as handled.
-    /// Needs an SQS client ([`sqs_client`](Self::sqs_client) or
-    /// [`with_env`](Self::with_env)). A FIFO DLQ gets the original group id
+    /// Needs an SQS client ([`sqs_client`](Self::sqs_client), or the default
+    /// one [`run`](Self::run) loads). A FIFO DLQ gets the original group id
     /// and the message id as deduplication id.
     #[cfg(feature = "sqs-client")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
@@ -166,59 +150,95 @@ impl<P: Processor> LambdaRunner<P> {
         self
     }
 
-    /// Applies the environment ([`env`](mod@env)): the safety margin, and with the
-    /// `sqs-client` feature the dead-letter queue, backoff switch and, unless
-    /// one was given, an SQS client from the default AWS configuration
-    /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`).
-    ///
-    /// Fails naming the variable when a value does not parse. In a build
-    /// without the `sqs-client` feature, `SQS_WORKER_DLQ_URL` is ignored with a
-    /// warning (one configuration often serves both runners).
-    pub async fn with_env(mut self) -> Result<Self, ConfigError> {
-        if let Some(ms) = var(env::SAFETY_MARGIN_MS) {
-            let ms = ms.parse::<u64>().map_err(|_| ConfigError::InvalidVar {
-                name: env::SAFETY_MARGIN_MS,
-                value: ms,
-                reason: "expected a number of milliseconds",
-            })?;
-            self.safety_margin = Duration::from_millis(ms);
+    /// Applies the environment like [`from_env`](LambdaRunner::from_env)
+    /// (except `SQS_WORKER_CONCURRENCY`, which needs the engine) and loads
+    /// the default SQS client.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `LambdaRunner::from_env(handler)` (synchronous); `run` loads the SQS client"
+    )]
+    pub async fn with_env(self) -> Result<Self, ConfigError> {
+        #[allow(unused_mut)]
+        let mut runner = self.env_in(&Env::process())?;
+        #[cfg(feature = "sqs-client")]
+        runner.load_default_client().await;
+        Ok(runner)
+    }
+
+    /// Applies the runner's variables (all but the concurrency) from `env`.
+    pub(crate) fn env_in<F>(mut self, env: &Env<F>) -> Result<Self, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let margin = env.seconds_or_renamed(
+            var::SAFETY_MARGIN_SECONDS,
+            var::OLD_SAFETY_MARGIN_MS,
+            Duration::from_millis(1),
+        )?;
+        if let Some(margin) = margin {
+            self.safety_margin = margin;
         }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
         #[cfg(not(feature = "sqs-client"))]
-        if let Some(url) = var(env::DLQ_URL) {
+        if let Some(url) = env.string(var::DLQ_URL) {
             tracing::warn!(
                 dead_letter_queue = url,
                 "{} is set, but sqs-worker-lambda was built without its `sqs-client` feature: \
                  permanent failures are reported and the queue's redrive policy applies",
-                env::DLQ_URL
+                var::DLQ_URL
             );
         }
         #[cfg(feature = "sqs-client")]
         {
-            if let Some(url) = var(env::DLQ_URL) {
+            if let Some(url) = env.string(var::DLQ_URL) {
                 self.dead_letter_queue = Some(url);
             }
-            if let Some(v) = var(env::BACKOFF) {
-                self.backoff = parse_bool(env::BACKOFF, v)?;
-            }
-            if self.client.is_none() {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                self.client = Some(aws_sdk_sqs::Client::new(&config));
+            if let Some(on) = env.flag(var::BACKOFF)? {
+                self.backoff = on;
             }
         }
         Ok(self)
     }
 
-    /// The service (for tests, or to wrap in your own `lambda_runtime`
-    /// setup). Fails when a dead-letter queue is set without an SQS client.
+    /// With the `sqs-client` feature and no client given, one from the
+    /// default AWS configuration (`AWS_REGION`, credentials,
+    /// `AWS_ENDPOINT_URL`).
+    #[cfg(feature = "sqs-client")]
+    async fn load_default_client(&mut self) {
+        if self.client.is_none() {
+            let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            self.client = Some(aws_sdk_sqs::Client::new(&config));
+        }
+    }
+
+    /// Validates the settings and returns the service (for tests, or to wrap
+    /// in your own `lambda_runtime` setup). Fails when the safety margin is
+    /// above 900 s, or a dead-letter queue is set without an SQS client.
     pub fn build(self) -> Result<LambdaService<P>, ConfigError> {
+        if self.safety_margin > MAX_SAFETY_MARGIN {
+            return Err(ConfigError::invalid(
+                "safety_margin",
+                format!(
+                    "{:?} is above 900 s, Lambda's longest function timeout",
+                    self.safety_margin
+                ),
+            ));
+        }
         #[cfg(feature = "sqs-client")]
         {
             let settler = match (self.client, self.dead_letter_queue) {
                 (Some(c), dlq) => Some(crate::client::SqsSettler::new(c, dlq, self.backoff)),
-                (None, Some(dlq)) => return Err(ConfigError::DeadLetterQueueWithoutClient(dlq)),
+                (None, Some(dlq)) => {
+                    return Err(ConfigError::invalid(
+                        "dead_letter_queue",
+                        format!(
+                            "{dlq} needs an SQS client: call `sqs_client`, or start the \
+                             function with `run`, which loads the default one"
+                        ),
+                    ));
+                }
                 (None, None) => None,
             };
             Ok(LambdaService::from_parts(
@@ -235,11 +255,15 @@ impl<P: Processor> LambdaRunner<P> {
     }
 
     /// Runs the function on the Lambda Runtime API (`lambda_runtime::run`)
-    /// until the runtime stops it. Installs the runtime's default `tracing`
-    /// subscriber when none is set (`AWS_LAMBDA_LOG_LEVEL`, `RUST_LOG`,
-    /// `AWS_LAMBDA_LOG_FORMAT`).
-    pub async fn run(self) -> Result<(), BoxError> {
+    /// until the runtime stops it. With the `sqs-client` feature and no
+    /// client given, loads the default SQS client first. Installs the
+    /// runtime's default `tracing` subscriber when none is set
+    /// (`AWS_LAMBDA_LOG_LEVEL`, `RUST_LOG`, `AWS_LAMBDA_LOG_FORMAT`).
+    #[allow(unused_mut)]
+    pub async fn run(mut self) -> Result<(), BoxError> {
         init_logs();
+        #[cfg(feature = "sqs-client")]
+        self.load_default_client().await;
         let service = self.build()?;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsPayload>| {
             let service = service.clone();
@@ -253,19 +277,17 @@ impl<P: Processor> LambdaRunner<P> {
     }
 }
 
-/// The engine settings from the environment ([`env::CONCURRENCY`]).
+/// The engine settings from the environment: `SQS_WORKER_CONCURRENCY`,
+/// handlers running at once (default 16).
 pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
+    engine_config_in(&Env::process())
+}
+
+fn engine_config_in<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<EngineConfig, ConfigError> {
     let mut config = EngineConfig::default();
-    if let Some(n) = var(env::CONCURRENCY) {
-        let n = n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(ConfigError::InvalidVar {
-                name: env::CONCURRENCY,
-                value: n,
-                reason: "expected a positive whole number",
-            })?;
+    if let Some(n) = env.count(var::CONCURRENCY)? {
         config = config.concurrency(n);
     }
     Ok(config)
@@ -279,20 +301,75 @@ pub(crate) fn init_logs() {
     }
 }
 
-/// A set, non-empty variable.
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
 
-#[cfg(feature = "sqs-client")]
-fn parse_bool(name: &'static str, v: String) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "on" | "yes" => Ok(true),
-        "0" | "false" | "off" | "no" => Ok(false),
-        _ => Err(ConfigError::InvalidVar {
-            name,
-            value: v,
-            reason: "expected true or false",
-        }),
+    use sqs_worker_core::{Error, Message};
+
+    use super::*;
+
+    async fn ok(_m: Message) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Env::from_fn(move |k: &str| map.get(k).cloned())
+    }
+
+    fn margin(pairs: &[(&str, &str)]) -> Duration {
+        LambdaRunner::new(ok)
+            .env_in(&env(pairs))
+            .unwrap()
+            .build()
+            .unwrap()
+            .safety_margin()
+    }
+
+    #[test]
+    fn the_safety_margin_is_in_seconds_and_the_old_ms_name_is_still_read() {
+        assert_eq!(margin(&[]), DEFAULT_SAFETY_MARGIN);
+        let new = [("SQS_WORKER_SAFETY_MARGIN_SECONDS", "1.5")];
+        assert_eq!(margin(&new), Duration::from_millis(1500));
+        let old = [("SQS_WORKER_SAFETY_MARGIN_MS", "750")];
+        assert_eq!(margin(&old), Duration::from_millis(750));
+        let e = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_SAFETY_MARGIN_SECONDS", "1s")]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("SQS_WORKER_SAFETY_MARGIN_SECONDS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn concurrency_from_the_environment_is_checked_and_named() {
+        for bad in ["0", "many", "1000000"] {
+            let e = engine_config_in(&env(&[("SQS_WORKER_CONCURRENCY", bad)])).unwrap_err();
+            assert!(e.to_string().contains("SQS_WORKER_CONCURRENCY"), "{e}");
+        }
+        assert!(engine_config_in(&env(&[("SQS_WORKER_CONCURRENCY", "4")])).is_ok());
+    }
+
+    #[test]
+    fn an_extreme_safety_margin_is_refused_by_build() {
+        let e = LambdaRunner::new(ok)
+            .safety_margin(Duration::MAX)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("safety_margin"), "{e}");
+    }
+
+    #[cfg(feature = "sqs-client")]
+    #[test]
+    fn a_bad_backoff_switch_names_the_variable() {
+        let e = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_BACKOFF", "maybe")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SQS_WORKER_BACKOFF"), "{e}");
     }
 }

@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqs_worker_core::config::{ConfigError, check_concurrency, check_duration};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{
     EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy,
 };
 
-use crate::error::ConfigError;
 use crate::run::Poller;
 
 /// The queue to poll: its URL, or its name (resolved with `GetQueueUrl` at start).
@@ -87,14 +87,17 @@ pub(crate) struct Settings {
     pub(crate) stats_interval: Option<Duration>,
 }
 
-/// Default in-flight limit.
+/// Default concurrency: messages handled at once by this process.
 pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Default long-poll wait.
 pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(20);
 /// Default maximum processing time of one message (from its receipt).
 pub const DEFAULT_MAX_PROCESSING_TIME: Duration = Duration::from_secs(60 * 60);
-/// Default grace period at shutdown.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Default grace period at shutdown: 20 s, so that the release of unfinished
+/// messages and the last deletes fit before the SIGKILL of ECS's and
+/// Kubernetes' default 30 s stop timeout. Keep the grace period a few seconds
+/// below the platform's stop timeout.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
 
 /// Builds a [`Poller`]: required values in the constructor, options as
 /// chained methods, [`build`](Self::build) validates.
@@ -164,131 +167,6 @@ impl Poller<()> {
     pub fn with_processor<P: Processor>(queue: impl Into<Queue>, processor: P) -> PollerBuilder<P> {
         PollerBuilder::new(queue.into(), true, Box::new(move |_| processor))
     }
-
-    /// A poller running `handler`, configured from the environment:
-    ///
-    /// | variable | meaning | default |
-    /// |---|---|---|
-    /// | `SQS_QUEUE_URL` | the queue URL (required; `SQS_QUEUE_NAME` instead resolves a name) | |
-    /// | `SQS_WORKER_CONCURRENCY` | in-flight message limit | 32 |
-    /// | `SQS_WORKER_RECEIVERS` | receive loops | 1, or 2 from concurrency 20 |
-    /// | `SQS_WORKER_WAIT_SECONDS` | long-poll wait, 0–20 | 20 |
-    /// | `SQS_WORKER_VISIBILITY_TIMEOUT` | seconds; else the queue's | |
-    /// | `SQS_WORKER_HEARTBEAT_SECONDS` | extension interval | a third of the visibility timeout |
-    /// | `SQS_WORKER_MAX_PROCESSING_SECONDS` | handler time limit | 3600 |
-    /// | `SQS_WORKER_DLQ_URL` | dead-letter queue for permanent failures | none |
-    /// | `SQS_WORKER_GRACE_SECONDS` | shutdown grace period | 30 |
-    /// | `SQS_WORKER_IDLE_EXIT_SECONDS` | stop once the queue was empty this long | never |
-    /// | `SQS_WORKER_STATS_SECONDS` | log progress counters this often | never |
-    ///
-    /// Seconds may be fractional. A malformed value is an error naming the
-    /// variable. Credentials, region and endpoint come from `aws-config`
-    /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, …).
-    pub fn from_env<A, H>(handler: H) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
-    where
-        H: IntoHandler<A> + Send + 'static,
-    {
-        Self::from_env_with(handler, |var| std::env::var(var).ok())
-    }
-
-    pub(crate) fn from_env_with<A, H>(
-        handler: H,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
-    where
-        H: IntoHandler<A> + Send + 'static,
-    {
-        let get = |var: &str| get(var).filter(|v| !v.trim().is_empty());
-        let queue = match (get("SQS_QUEUE_URL"), get("SQS_QUEUE_NAME")) {
-            (Some(url), _) => Queue::Url(url.trim().to_owned()),
-            (None, Some(name)) => Queue::Name(name.trim().to_owned()),
-            (None, None) => {
-                return Err(ConfigError::MissingEnv {
-                    var: "SQS_QUEUE_URL",
-                    hint: "the URL of the queue to poll",
-                });
-            }
-        };
-        let mut b = Self::builder(queue, handler);
-        if let Some(n) = env_count(&get, "SQS_WORKER_CONCURRENCY")? {
-            b = b.concurrency(n);
-        }
-        if let Some(n) = env_count(&get, "SQS_WORKER_RECEIVERS")? {
-            b = b.receivers(n);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_WAIT_SECONDS")? {
-            if d > DEFAULT_WAIT_TIME {
-                return Err(invalid_env(
-                    &get,
-                    "SQS_WORKER_WAIT_SECONDS",
-                    "at most 20 seconds",
-                ));
-            }
-            b = b.wait_time(d);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_VISIBILITY_TIMEOUT")? {
-            b = b.visibility_timeout(d);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_HEARTBEAT_SECONDS")? {
-            b = b.heartbeat_interval(d);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_MAX_PROCESSING_SECONDS")? {
-            b = b.max_processing_time(d);
-        }
-        if let Some(url) = get("SQS_WORKER_DLQ_URL") {
-            b = b.dead_letter_queue(url.trim());
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_GRACE_SECONDS")? {
-            b = b.grace_period(d);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_IDLE_EXIT_SECONDS")? {
-            b = b.idle_exit(d);
-        }
-        if let Some(d) = env_secs(&get, "SQS_WORKER_STATS_SECONDS")? {
-            b = b.stats_interval(d);
-        }
-        Ok(b)
-    }
-}
-
-fn invalid_env(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    reason: &str,
-) -> ConfigError {
-    ConfigError::InvalidEnv {
-        var,
-        value: get(var).unwrap_or_default(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn env_count(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<usize>, ConfigError> {
-    let Some(v) = get(var) else { return Ok(None) };
-    match v.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err(invalid_env(get, var, "expected a whole number, at least 1")),
-    }
-}
-
-fn env_secs(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<Duration>, ConfigError> {
-    let Some(v) = get(var) else { return Ok(None) };
-    match v.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 && s <= MAX_VISIBILITY_TIMEOUT.as_secs_f64() => {
-            Ok(Some(Duration::from_secs_f64(s)))
-        }
-        _ => Err(invalid_env(
-            get,
-            var,
-            "expected a number of seconds, 0 to 43200",
-        )),
-    }
 }
 
 impl<P: Processor> PollerBuilder<P> {
@@ -327,8 +205,10 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// At most `n` messages in flight (received and not yet settled), across
-    /// all receive loops. Default 32.
+    /// Messages handled at once by this process (`SQS_WORKER_CONCURRENCY`):
+    /// at most `n` received and not yet settled, across all receive loops,
+    /// so at most `n` handlers run at once. 1 to
+    /// [`MAX_CONCURRENCY`](sqs_worker_core::config::MAX_CONCURRENCY); default 32.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
         self
@@ -354,7 +234,9 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The long-poll wait (`WaitTimeSeconds`, whole seconds, at most 20). Default 20 s.
+    /// The long-poll wait (`WaitTimeSeconds`): whole seconds from 1 to 20;
+    /// [`build`](Self::build) refuses fractions and short polls (under 1 s,
+    /// which would turn an empty queue into a busy loop). Default 20 s.
     pub fn wait_time(mut self, wait: Duration) -> Self {
         self.settings.wait_time = wait;
         self
@@ -381,7 +263,8 @@ impl<P: Processor> PollerBuilder<P> {
 
     /// The longest a message may be processed, from its receipt: the heartbeat
     /// stops extending it then, and the handler is stopped (the engine's
-    /// handler timeout) and its message retried. Default 1 hour.
+    /// handler timeout) and its message retried. Above 0 and at most 12 h
+    /// (SQS's limit on a message's visibility); default 1 hour.
     pub fn max_processing_time(mut self, limit: Duration) -> Self {
         self.settings.max_processing_time = limit;
         self
@@ -409,7 +292,11 @@ impl<P: Processor> PollerBuilder<P> {
     }
 
     /// How long in-flight messages may finish after shutdown starts; those
-    /// still running then are stopped and made visible again. Default 30 s.
+    /// still running then are stopped and made visible again. At most 12 h;
+    /// default 20 s ([`DEFAULT_GRACE_PERIOD`]). Keep it a few seconds below
+    /// the platform's stop timeout (ECS `stopTimeout`, Kubernetes
+    /// `terminationGracePeriodSeconds`, systemd `TimeoutStopSec`): the
+    /// release and flush come after it.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.settings.grace_period = grace;
         self
@@ -438,18 +325,19 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// Validates the settings.
+    /// Validates the settings: every value in range (durations at most
+    /// 12 h, so no clock arithmetic can overflow), none contradicting
+    /// another. The queue's own visibility timeout is checked when the
+    /// poller starts.
     pub fn build(self) -> Result<Poller<P>, ConfigError> {
         let mut s = self.settings;
         let bad =
-            |setting: &'static str, reason: String| Err(ConfigError::Invalid { setting, reason });
+            |setting: &'static str, reason: String| Err(ConfigError::invalid(setting, reason));
         if s.queue.as_str().trim().is_empty() {
             return bad("queue", "the queue URL or name is empty".into());
         }
         s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if s.concurrency == 0 {
-            return bad("concurrency", "must be at least 1".into());
-        }
+        check_concurrency("concurrency", s.concurrency)?;
         s.receivers = self
             .receivers
             .unwrap_or(if s.concurrency >= 20 { 2 } else { 1 });
@@ -459,10 +347,17 @@ impl<P: Processor> PollerBuilder<P> {
                 format!("must be between 1 and the concurrency ({})", s.concurrency),
             );
         }
-        if s.wait_time > DEFAULT_WAIT_TIME {
+        if s.wait_time > DEFAULT_WAIT_TIME
+            || s.wait_time < Duration::from_secs(1)
+            || s.wait_time.subsec_nanos() != 0
+        {
             return bad(
                 "wait_time",
-                format!("{:?} is above SQS's 20 s limit", s.wait_time),
+                format!(
+                    "{:?} is not whole seconds from 1 to 20 (SQS's WaitTimeSeconds; short \
+                     polls under 1 s would busy-loop on an empty queue)",
+                    s.wait_time
+                ),
             );
         }
         if !(1..=10).contains(&s.max_messages) {
@@ -480,6 +375,7 @@ impl<P: Processor> PollerBuilder<P> {
             );
         }
         if let Some(h) = s.heartbeat_interval {
+            check_duration("heartbeat_interval", h)?;
             if h < Duration::from_millis(100) {
                 return bad("heartbeat_interval", format!("{h:?} is below 100 ms"));
             }
@@ -500,14 +396,21 @@ impl<P: Processor> PollerBuilder<P> {
                 format!("{:?} is not between 0 and 12 h", s.max_processing_time),
             );
         }
+        check_duration("grace_period", s.grace_period)?;
+        if let Some(idle) = s.idle_exit {
+            check_duration("idle_exit", idle)?;
+        }
         if s.flush_interval > Duration::from_secs(1) {
             return bad(
                 "flush_interval",
                 format!("{:?} is above 1 s", s.flush_interval),
             );
         }
-        if matches!(s.stats_interval, Some(d) if d.is_zero()) {
-            return bad("stats_interval", "must be above 0".into());
+        if let Some(d) = s.stats_interval {
+            if d.is_zero() {
+                return bad("stats_interval", "must be above 0".into());
+            }
+            check_duration("stats_interval", d)?;
         }
         if let Some(d) = &s.dead_letter_queue
             && d.trim().is_empty()
@@ -535,78 +438,12 @@ impl<P: Processor> PollerBuilder<P> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use sqs_worker_core::{Error, Message};
 
     use super::*;
 
     async fn ok(_m: Message) -> Result<(), Error> {
         Ok(())
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn env_names_the_bad_variable() {
-        let e = Poller::from_env_with(ok, env(&[])).unwrap_err();
-        assert!(e.to_string().contains("SQS_QUEUE_URL"), "{e}");
-        for var in [
-            "SQS_WORKER_CONCURRENCY",
-            "SQS_WORKER_RECEIVERS",
-            "SQS_WORKER_WAIT_SECONDS",
-            "SQS_WORKER_VISIBILITY_TIMEOUT",
-            "SQS_WORKER_HEARTBEAT_SECONDS",
-            "SQS_WORKER_MAX_PROCESSING_SECONDS",
-            "SQS_WORKER_GRACE_SECONDS",
-            "SQS_WORKER_IDLE_EXIT_SECONDS",
-        ] {
-            let e =
-                Poller::from_env_with(ok, env(&[("SQS_QUEUE_URL", "http://x/q"), (var, "ten")]))
-                    .unwrap_err();
-            assert!(e.to_string().contains(var), "{e}");
-        }
-        let e = Poller::from_env_with(
-            ok,
-            env(&[
-                ("SQS_QUEUE_URL", "http://x/q"),
-                ("SQS_WORKER_WAIT_SECONDS", "21"),
-            ]),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("SQS_WORKER_WAIT_SECONDS"), "{e}");
-    }
-
-    #[test]
-    fn env_values_land_in_the_settings() {
-        let p = Poller::from_env_with(
-            ok,
-            env(&[
-                ("SQS_QUEUE_URL", "http://x/q"),
-                ("SQS_WORKER_CONCURRENCY", "8"),
-                ("SQS_WORKER_VISIBILITY_TIMEOUT", "30"),
-                ("SQS_WORKER_HEARTBEAT_SECONDS", "2.5"),
-                ("SQS_WORKER_DLQ_URL", "http://x/dlq"),
-                ("SQS_WORKER_IDLE_EXIT_SECONDS", "5"),
-            ]),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        let s = p.settings();
-        assert_eq!(s.queue, Queue::Url("http://x/q".into()));
-        assert_eq!(s.concurrency, 8);
-        assert_eq!(s.receivers, 1);
-        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(30)));
-        assert_eq!(s.heartbeat_interval, Some(Duration::from_millis(2500)));
-        assert_eq!(s.dead_letter_queue.as_deref(), Some("http://x/dlq"));
-        assert_eq!(s.idle_exit, Some(Duration::from_secs(5)));
     }
 
     #[test]
@@ -624,10 +461,66 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+        let e = b().visibility_timeout(Duration::ZERO).build().unwrap_err();
+        assert!(e.to_string().contains("visibility_timeout"), "{e}");
         assert_eq!(Queue::from("orders"), Queue::Name("orders".into()));
         assert_eq!(
             Queue::from("http://h/1/orders"),
             Queue::Url("http://h/1/orders".into())
         );
+    }
+
+    #[test]
+    fn extreme_settings_are_refused_by_build_not_a_panic() {
+        let b = || Poller::builder("q", ok);
+        let cases: Vec<(&str, PollerBuilder<_>)> = vec![
+            ("grace_period", b().grace_period(Duration::MAX)),
+            ("heartbeat_interval", b().heartbeat_interval(Duration::MAX)),
+            (
+                "heartbeat_interval",
+                b().heartbeat_interval(MAX_VISIBILITY_TIMEOUT * 2),
+            ),
+            ("concurrency", b().concurrency(usize::MAX)),
+            (
+                "concurrency",
+                b().concurrency(usize::MAX).receivers(usize::MAX),
+            ),
+            (
+                "max_processing_time",
+                b().max_processing_time(Duration::MAX),
+            ),
+            (
+                "max_processing_time",
+                b().max_processing_time(MAX_VISIBILITY_TIMEOUT + Duration::from_secs(1)),
+            ),
+            ("idle_exit", b().idle_exit(Duration::MAX)),
+            ("stats_interval", b().stats_interval(Duration::MAX)),
+            ("visibility_timeout", b().visibility_timeout(Duration::MAX)),
+        ];
+        for (setting, builder) in cases {
+            let e = builder.build().unwrap_err();
+            assert!(e.to_string().contains(setting), "{setting}: {e}");
+        }
+        assert!(
+            b().max_processing_time(MAX_VISIBILITY_TIMEOUT)
+                .build()
+                .is_ok()
+        );
+        assert!(b().grace_period(MAX_VISIBILITY_TIMEOUT).build().is_ok());
+    }
+
+    #[test]
+    fn short_and_fractional_waits_are_refused() {
+        let b = || Poller::builder("q", ok);
+        for wait in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+            Duration::from_secs(21),
+        ] {
+            let e = b().wait_time(wait).build().unwrap_err();
+            assert!(e.to_string().contains("wait_time"), "{wait:?}: {e}");
+        }
+        assert!(b().wait_time(Duration::from_secs(1)).build().is_ok());
     }
 }

@@ -4,37 +4,7 @@ use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use sqs_worker_core::BoxError;
 use sqs_worker_sqs::{Class, classify, describe};
 
-/// A setting that is missing, malformed or contradictory.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A required environment variable is not set.
-    #[error("environment variable {var} is not set ({hint})")]
-    MissingEnv {
-        /// The variable.
-        var: &'static str,
-        /// What it should hold.
-        hint: &'static str,
-    },
-    /// An environment variable holds a value that does not parse or is out of range.
-    #[error("environment variable {var}={value:?} is invalid: {reason}")]
-    InvalidEnv {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A builder setting is out of range or contradicts another.
-    #[error("invalid poller setting `{setting}`: {reason}")]
-    Invalid {
-        /// The setting.
-        setting: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+use sqs_worker_core::config::ConfigError;
 
 /// Why a poller could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]

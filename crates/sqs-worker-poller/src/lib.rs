@@ -43,6 +43,7 @@
 
 mod clients;
 mod config;
+mod env;
 mod error;
 mod lease;
 mod receive;
@@ -54,20 +55,30 @@ pub use self::config::{
     DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_PROCESSING_TIME, DEFAULT_WAIT_TIME,
     PollerBuilder, Queue,
 };
-pub use self::error::{ConfigError, PollerError};
+pub use self::error::PollerError;
 pub use self::run::Poller;
 pub use self::stats::RunSummary;
+pub use sqs_worker_core::config::ConfigError;
 pub use sqs_worker_sqs::dead_letter;
 
-use sqs_worker_core::{BoxError, IntoHandler};
+use sqs_worker_core::IntoHandler;
 
 /// Runs `handler` as a long-poll consumer configured from the environment
-/// (`SQS_QUEUE_URL`, …; see [`Poller::from_env`]) until SIGTERM/SIGINT.
-pub async fn run_from_env<A, H: IntoHandler<A>>(handler: H) -> Result<(), BoxError> {
-    let summary = Poller::from_env(handler.into_handler())?
+/// ([`Poller::from_env`]: `SQS_QUEUE_URL`, `SQS_WORKER_*`) until
+/// SIGTERM/SIGINT. The same shape as `sqs_worker_lambda::run`.
+pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), PollerError> {
+    Poller::from_env(handler.into_handler())?
         .build()?
         .run()
-        .await?;
-    let _ = summary;
-    Ok(())
+        .await
+        .map(drop)
+}
+
+/// The former name of [`run`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `run`, the same name as the Lambda runner's"
+)]
+pub async fn run_from_env<A, H: IntoHandler<A>>(handler: H) -> Result<(), PollerError> {
+    run(handler).await
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::QueueAttributeName;
 use backon::Retryable;
+use sqs_worker_core::config::{ConfigError, var};
 use sqs_worker_core::runner::Processor;
 use sqs_worker_sqs::RequestCounter;
 use sqs_worker_sqs::classify::{classify, describe, settle_backoff};
@@ -94,17 +95,10 @@ impl<P: Processor> Poller<P> {
         let requests = RequestCounter::default();
         let clients = Clients::new(&base, s.wait_time, &requests);
         let facts = check_queue(&clients.settle, &s).await?;
-        let visibility = s.visibility_timeout.unwrap_or(facts.visibility);
-        let heartbeat = s
-            .heartbeat_interval
-            .unwrap_or_else(|| (visibility / 3).max(Duration::from_millis(100)));
-        if heartbeat * 2 > visibility {
-            tracing::warn!(
-                heartbeat_ms = heartbeat.as_millis() as u64,
-                visibility_timeout_s = visibility.as_secs(),
-                "the heartbeat interval is not well below the visibility timeout: long-running \
-                 messages may become visible again between extensions (keep it under a half)"
-            );
+        let (visibility, heartbeat) = crate::env::lease_timing(&s, facts.visibility)?;
+        let stop_timeout = std::env::var(var::ECS_CONTAINER_STOP_TIMEOUT).ok();
+        if let Some(w) = crate::env::stop_timeout_warning(s.grace_period, stop_timeout.as_deref()) {
+            tracing::warn!("{w}");
         }
         let dead_letter = match &s.dead_letter_queue {
             Some(dlq) => Some(Arc::new(DeadLetter {
@@ -399,11 +393,7 @@ async fn check_dead_letter_queue(
     queue: &str,
 ) -> Result<DeadLetterQueue, PollerError> {
     if dlq == queue {
-        return Err(crate::error::ConfigError::Invalid {
-            setting: "dead_letter_queue",
-            reason: "is the queue being polled".into(),
-        }
-        .into());
+        return Err(ConfigError::invalid("dead_letter_queue", "is the queue being polled").into());
     }
     let out = (|| {
         client

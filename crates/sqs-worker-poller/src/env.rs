@@ -1,0 +1,319 @@
+//! The poller's environment ([`Poller::from_env`]) and the start-up checks
+//! of settings that depend on the queue or the platform.
+
+use std::time::Duration;
+
+use sqs_worker_core::IntoHandler;
+use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
+use sqs_worker_core::runner::Engine;
+
+use crate::config::{PollerBuilder, Queue, Settings};
+use crate::run::Poller;
+
+/// What the shutdown needs after the grace period (release the unfinished
+/// messages, flush deletes) before the platform's SIGKILL.
+pub(crate) const FLUSH_ALLOWANCE: Duration = Duration::from_secs(5);
+
+impl Poller<()> {
+    /// A poller running `handler`, configured from the environment
+    /// (synchronous, like the Lambda runner's `from_env`): `SQS_QUEUE_URL`
+    /// (or `SQS_QUEUE_NAME`) and the `SQS_WORKER_*` variables the README's
+    /// configuration table marks "poller" (names in
+    /// [`sqs_worker_core::config::var`]). Durations are seconds, fractions
+    /// allowed, except `SQS_WORKER_WAIT_SECONDS` (whole seconds, 1–20).
+    ///
+    /// A malformed value is an error naming the variable; the returned
+    /// builder takes further options, and [`build`](PollerBuilder::build)
+    /// validates the whole. Credentials, region and endpoint come from
+    /// `aws-config` (`AWS_REGION`, `AWS_ENDPOINT_URL`, …) when the poller
+    /// starts.
+    pub fn from_env<A, H>(handler: H) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
+    where
+        H: IntoHandler<A> + Send + 'static,
+    {
+        from_env_in(handler, &Env::process())
+    }
+}
+
+pub(crate) fn from_env_in<A, H, F>(
+    handler: H,
+    env: &Env<F>,
+) -> Result<PollerBuilder<Engine<H::Handler>>, ConfigError>
+where
+    H: IntoHandler<A> + Send + 'static,
+    F: Fn(&str) -> Option<String>,
+{
+    let queue = match (env.string(var::QUEUE_URL), env.string(var::QUEUE_NAME)) {
+        (Some(url), _) => Queue::Url(url),
+        (None, Some(name)) => Queue::Name(name),
+        (None, None) => {
+            return Err(ConfigError::MissingEnv {
+                var: var::QUEUE_URL,
+                hint: "the URL of the queue to poll",
+            });
+        }
+    };
+    let mut b = Poller::builder(queue, handler);
+    if let Some(n) = env.count(var::CONCURRENCY)? {
+        b = b.concurrency(n);
+    }
+    if let Some(n) = env.count(var::RECEIVERS)? {
+        b = b.receivers(n);
+    }
+    if let Some(d) = env.whole_seconds(var::WAIT_SECONDS)? {
+        if d.is_zero() || d > Duration::from_secs(20) {
+            return Err(ConfigError::InvalidEnv {
+                var: var::WAIT_SECONDS,
+                value: d.as_secs().to_string(),
+                reason: "expected whole seconds from 1 to 20 (short polls are not supported)"
+                    .into(),
+            });
+        }
+        b = b.wait_time(d);
+    }
+    let visibility = env.seconds_or_renamed(
+        var::VISIBILITY_TIMEOUT_SECONDS,
+        var::OLD_VISIBILITY_TIMEOUT,
+        Duration::from_secs(1),
+    )?;
+    if let Some(d) = visibility {
+        b = b.visibility_timeout(d);
+    }
+    if let Some(d) = env.seconds(var::HEARTBEAT_SECONDS)? {
+        b = b.heartbeat_interval(d);
+    }
+    if let Some(d) = env.seconds(var::MAX_PROCESSING_SECONDS)? {
+        b = b.max_processing_time(d);
+    }
+    if let Some(url) = env.string(var::DLQ_URL) {
+        b = b.dead_letter_queue(url);
+    }
+    if let Some(d) = env.seconds(var::GRACE_SECONDS)? {
+        b = b.grace_period(d);
+    }
+    if let Some(d) = env.seconds(var::IDLE_EXIT_SECONDS)? {
+        b = b.idle_exit(d);
+    }
+    if let Some(d) = env.seconds(var::STATS_SECONDS)? {
+        b = b.stats_interval(d);
+    }
+    Ok(b)
+}
+
+/// The visibility timeout and heartbeat interval of a run, once the queue's
+/// own visibility timeout is known. Refuses a visibility timeout of 0 (every
+/// message would be visible to other consumers while it runs) and a heartbeat
+/// not below the visibility timeout (messages would reappear between
+/// extensions); warns when the heartbeat is above half of it.
+pub(crate) fn lease_timing(
+    s: &Settings,
+    queue_visibility: Duration,
+) -> Result<(Duration, Duration), ConfigError> {
+    let visibility = s.visibility_timeout.unwrap_or(queue_visibility);
+    if visibility.is_zero() {
+        return Err(ConfigError::invalid(
+            "visibility_timeout",
+            format!(
+                "queue {}'s visibility timeout is 0 s: messages would be handed to other \
+                 consumers while they run; set at least 1 s on the queue or with \
+                 `visibility_timeout` ({})",
+                s.queue,
+                var::VISIBILITY_TIMEOUT_SECONDS
+            ),
+        ));
+    }
+    let heartbeat = s
+        .heartbeat_interval
+        .unwrap_or_else(|| (visibility / 3).max(Duration::from_millis(100)));
+    if heartbeat >= visibility {
+        return Err(ConfigError::invalid(
+            "heartbeat_interval",
+            format!(
+                "{heartbeat:?} is not below the visibility timeout {visibility:?}: messages \
+                 would reappear between heartbeats"
+            ),
+        ));
+    }
+    if heartbeat * 2 > visibility {
+        tracing::warn!(
+            heartbeat_ms = heartbeat.as_millis() as u64,
+            visibility_timeout_s = visibility.as_secs(),
+            "the heartbeat interval is not well below the visibility timeout: long-running \
+             messages may become visible again between extensions (keep it under a half)"
+        );
+    }
+    Ok((visibility, heartbeat))
+}
+
+/// The start-up warning when ECS's stop timeout (`ECS_CONTAINER_STOP_TIMEOUT`,
+/// when set) leaves less than [`FLUSH_ALLOWANCE`] after the grace period: the
+/// release-and-flush phase would be cut by SIGKILL.
+pub(crate) fn stop_timeout_warning(
+    grace: Duration,
+    ecs_stop_timeout: Option<&str>,
+) -> Option<String> {
+    let raw = ecs_stop_timeout?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let Some(stop) = parse_go_duration(raw) else {
+        return Some(format!(
+            "{}={raw:?} is not a duration: cannot check that the grace period ({grace:?}) fits",
+            var::ECS_CONTAINER_STOP_TIMEOUT
+        ));
+    };
+    (stop < grace + FLUSH_ALLOWANCE).then(|| {
+        format!(
+            "the grace period ({grace:?}, {}) is not at least {FLUSH_ALLOWANCE:?} below ECS's \
+             stop timeout ({stop:?}, {}): SIGKILL may cut the release of unfinished messages \
+             and the last deletes; lower the grace period or raise the stop timeout",
+            var::GRACE_SECONDS,
+            var::ECS_CONTAINER_STOP_TIMEOUT
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use sqs_worker_core::{Error, Message};
+
+    use super::*;
+    use crate::config::{DEFAULT_GRACE_PERIOD, DEFAULT_WAIT_TIME};
+
+    async fn ok(_m: Message) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Env::from_fn(move |k: &str| map.get(k).cloned())
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let mut all = vec![("SQS_QUEUE_URL", "http://x/q")];
+        all.extend_from_slice(pairs);
+        from_env_in(ok, &env(&all))
+            .unwrap()
+            .build()
+            .unwrap()
+            .settings()
+            .clone()
+    }
+
+    #[test]
+    fn env_names_the_bad_variable() {
+        let e = from_env_in(ok, &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("SQS_QUEUE_URL"), "{e}");
+        for var in [
+            "SQS_WORKER_CONCURRENCY",
+            "SQS_WORKER_RECEIVERS",
+            "SQS_WORKER_WAIT_SECONDS",
+            "SQS_WORKER_VISIBILITY_TIMEOUT_SECONDS",
+            "SQS_WORKER_VISIBILITY_TIMEOUT",
+            "SQS_WORKER_HEARTBEAT_SECONDS",
+            "SQS_WORKER_MAX_PROCESSING_SECONDS",
+            "SQS_WORKER_GRACE_SECONDS",
+            "SQS_WORKER_IDLE_EXIT_SECONDS",
+            "SQS_WORKER_STATS_SECONDS",
+        ] {
+            let e = from_env_in(ok, &env(&[("SQS_QUEUE_URL", "http://x/q"), (var, "ten")]))
+                .unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+        for wait in ["21", "0", "1.5"] {
+            let e = from_env_in(
+                ok,
+                &env(&[
+                    ("SQS_QUEUE_URL", "http://x/q"),
+                    ("SQS_WORKER_WAIT_SECONDS", wait),
+                ]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("SQS_WORKER_WAIT_SECONDS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn env_values_land_in_the_settings() {
+        let s = settings(&[
+            ("SQS_WORKER_CONCURRENCY", "8"),
+            ("SQS_WORKER_VISIBILITY_TIMEOUT_SECONDS", "30"),
+            ("SQS_WORKER_HEARTBEAT_SECONDS", "2.5"),
+            ("SQS_WORKER_DLQ_URL", "http://x/dlq"),
+            ("SQS_WORKER_IDLE_EXIT_SECONDS", "5"),
+            ("SQS_WORKER_GRACE_SECONDS", "12.5"),
+            ("SQS_WORKER_WAIT_SECONDS", "3"),
+        ]);
+        assert_eq!(s.queue, Queue::Url("http://x/q".into()));
+        assert_eq!(s.concurrency, 8);
+        assert_eq!(s.receivers, 1);
+        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.heartbeat_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(s.dead_letter_queue.as_deref(), Some("http://x/dlq"));
+        assert_eq!(s.idle_exit, Some(Duration::from_secs(5)));
+        assert_eq!(s.grace_period, Duration::from_millis(12_500));
+        assert_eq!(s.wait_time, Duration::from_secs(3));
+        let d = settings(&[]);
+        assert_eq!(d.grace_period, DEFAULT_GRACE_PERIOD);
+        assert_eq!(d.wait_time, DEFAULT_WAIT_TIME);
+    }
+
+    #[test]
+    fn the_old_visibility_variable_is_still_read() {
+        let s = settings(&[("SQS_WORKER_VISIBILITY_TIMEOUT", "45")]);
+        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(45)));
+        let s = settings(&[
+            ("SQS_WORKER_VISIBILITY_TIMEOUT", "45"),
+            ("SQS_WORKER_VISIBILITY_TIMEOUT_SECONDS", "60"),
+        ]);
+        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_default_grace_period_fits_the_platforms_default_stop_timeout() {
+        // ECS's and Kubernetes' default stop timeout is 30 s.
+        assert!(DEFAULT_GRACE_PERIOD + FLUSH_ALLOWANCE <= Duration::from_secs(30));
+        assert_eq!(
+            stop_timeout_warning(DEFAULT_GRACE_PERIOD, Some("30s")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_stop_timeout_not_above_the_grace_period_is_warned_about() {
+        let grace = Duration::from_secs(30);
+        for stop in ["30s", "30", "32s", "20s"] {
+            let w = stop_timeout_warning(grace, Some(stop)).expect(stop);
+            assert!(w.contains("ECS_CONTAINER_STOP_TIMEOUT"), "{w}");
+            assert!(w.contains("SQS_WORKER_GRACE_SECONDS"), "{w}");
+        }
+        assert_eq!(stop_timeout_warning(grace, Some("2m")), None);
+        assert_eq!(stop_timeout_warning(grace, None), None);
+        assert_eq!(stop_timeout_warning(grace, Some("")), None);
+        let w = stop_timeout_warning(grace, Some("soon")).unwrap();
+        assert!(w.contains("not a duration"), "{w}");
+    }
+
+    #[test]
+    fn a_queue_visibility_timeout_of_zero_is_refused_at_start_up() {
+        let s = settings(&[]);
+        let e = lease_timing(&s, Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("visibility_timeout"), "{e}");
+        assert!(e.to_string().contains("0 s"), "{e}");
+        let (v, h) = lease_timing(&s, Duration::from_secs(30)).unwrap();
+        assert_eq!((v, h), (Duration::from_secs(30), Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_heartbeat_not_below_the_queues_visibility_timeout_is_refused_at_start_up() {
+        let s = settings(&[("SQS_WORKER_HEARTBEAT_SECONDS", "30")]);
+        let e = lease_timing(&s, Duration::from_secs(30)).unwrap_err();
+        assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+        assert!(lease_timing(&s, Duration::from_secs(90)).is_ok());
+    }
+}
