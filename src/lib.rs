@@ -27,6 +27,13 @@
 #[doc(inline)]
 pub use sqs_worker_core::*;
 
+// Envelopes (SNS, EventBridge, S3) as handler arguments, and the router.
+#[doc(inline)]
+pub use sqs_worker_core::{
+    AckReason, EventBridge, Extracted, FromMessage, RouteError, Router, S3Event, S3Record, Sns,
+    SnsDelivery, TypeSource,
+};
+
 /// The long-poll runner (feature `poller`).
 #[cfg(feature = "poller")]
 #[doc(inline)]

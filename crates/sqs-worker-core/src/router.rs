@@ -359,7 +359,9 @@ impl<'de> Visitor<'de> for BodyTypes<'_> {
 
 /// A JSON string value, or nothing.
 fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<CowStr<'_>>(raw.get()).ok().map(|s| s.0)
+    serde_json::from_str::<CowStr<'_>>(raw.get())
+        .ok()
+        .map(|s| s.0)
 }
 
 /// `{"name": {"Type": "String", "Value": "…"}}` → the value of `name`.

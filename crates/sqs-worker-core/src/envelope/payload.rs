@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(o.kind, Kind::A);
         let m = BTreeMap::<String, u8>::deserialize(TextPayload(r#"{"a":1}"#)).unwrap();
         assert_eq!(m["a"], 1);
-        assert_eq!(Option::<u8>::deserialize(TextPayload("null")).unwrap(), None);
+        assert_eq!(
+            Option::<u8>::deserialize(TextPayload("null")).unwrap(),
+            None
+        );
         assert!(Order::deserialize(TextPayload(r#"{"id":1,"kind":"A"} trailing"#)).is_err());
         assert!(u8::deserialize(TextPayload("hello")).is_err());
     }

@@ -240,4 +240,3 @@ impl FromMessage for S3Event {
         })
     }
 }
-

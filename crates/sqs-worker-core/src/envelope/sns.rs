@@ -152,8 +152,9 @@ pub(crate) fn notification(body: &str) -> Option<Notification<'_>> {
 impl<T: DeserializeOwned + Send + 'static> FromMessage for Sns<T> {
     fn from_message(msg: &Message) -> Result<Extracted<Self>, Error> {
         let parse = |text: &str| {
-            T::deserialize(TextPayload(text))
-                .map_err(|e| envelope_error(msg.id(), format!("Sns<{}>", short_type_name::<T>()), &e))
+            T::deserialize(TextPayload(text)).map_err(|e| {
+                envelope_error(msg.id(), format!("Sns<{}>", short_type_name::<T>()), &e)
+            })
         };
         let sns = match notification(msg.body()) {
             Some(n) => {
