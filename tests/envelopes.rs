@@ -370,7 +370,7 @@ async fn a_router_is_a_handler_inside_the_idempotency_layer() {
 // ------------------------------------------------------------ poller (moto)
 
 /// Runs a poller on `url` until `done` holds (or 60 s pass), then stops it.
-async fn poll_until<A, H: sqs_worker::IntoHandler<A>>(
+async fn poll_until<A, H: sqs_worker::IntoHandler<A> + Send + 'static>(
     client: &aws_sdk_sqs::Client,
     url: &str,
     dlq: &str,
