@@ -219,17 +219,14 @@ fn routed_vs_typed(
             .route("OrderPlaced", typed)
             .route("OrderCancelled", typed),
     ));
-    let mut template = sample(10);
-    for r in &mut template.records {
-        r.message_attributes.insert(
-            "type".to_owned(),
-            aws_lambda_events::event::sqs::SqsMessageAttribute {
-                string_value: Some("OrderPlaced".to_owned()),
-                data_type: Some("String".to_owned()),
-                ..Default::default()
-            },
-        );
-    }
+    let template = event((0..10).map(|i| {
+        record(
+            format!("0f0b6b6e-3d2c-4c1e-9d6b-{i:012}"),
+            format!(r#"{{"order_id": {i}, "customer": "c-7", "amount_cents": 1999}}"#),
+        )
+        .string_attribute("tenant", "acme")
+        .string_attribute("type", "OrderPlaced")
+    }));
     let iters = 500 * scale;
     let time = |route: bool| {
         let mut done = 0;
