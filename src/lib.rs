@@ -44,6 +44,13 @@ pub use sqs_worker_core::{
     handler_fn, idempotency,
 };
 
+// Envelopes (SNS, EventBridge, S3) as handler arguments, and the router.
+#[doc(inline)]
+pub use sqs_worker_core::{
+    AckReason, EventBridge, Extracted, FromMessage, RouteError, Router, S3Event, S3Record, Sns,
+    SnsDelivery, TypeSource,
+};
+
 /// The long-poll runner (feature `poller`).
 #[cfg(feature = "poller")]
 #[cfg_attr(docsrs, doc(cfg(feature = "poller")))]

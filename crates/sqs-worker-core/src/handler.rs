@@ -5,10 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
 use crate::error::Error;
-use crate::json::Json;
 use crate::message::Message;
 
 /// Handles one message. `Ok` deletes it; `Err` says what to do instead.
@@ -16,7 +13,9 @@ use crate::message::Message;
 /// Implement it for a type that holds state (clients, pools), or skip it and
 /// pass an `async fn` anywhere an [`IntoHandler`] is taken:
 /// `async fn(Message) -> Result<(), E>`, `async fn(Json<T>) -> Result<(), E>` or
-/// `async fn(Json<T>, Message) -> Result<(), E>`, for any `E: Into<Error>`.
+/// `async fn(Json<T>, Message) -> Result<(), E>`, for any `E: Into<Error>`;
+/// any [`FromMessage`](crate::FromMessage) extractor (`Sns<T>`,
+/// `EventBridge<T>`, `S3Event`) takes `Json<T>`'s place.
 ///
 /// ```
 /// use sqs_worker_core::{Error, Handler, Message};
@@ -63,8 +62,17 @@ impl<H: Handler> IntoHandler<IsHandler> for H {
 
 /// A function wrapped as a [`Handler`]; `Args` marks its argument shape.
 pub struct FnHandler<F, Args> {
-    f: F,
+    pub(crate) f: F,
     _args: PhantomData<fn() -> Args>,
+}
+
+impl<F, Args> FnHandler<F, Args> {
+    pub(crate) fn new(f: F) -> Self {
+        Self {
+            f,
+            _args: PhantomData,
+        }
+    }
 }
 
 impl<F: Clone, Args> Clone for FnHandler<F, Args> {
@@ -92,15 +100,6 @@ pub fn handler_fn<Args, F: IntoHandler<Args>>(f: F) -> F::Handler {
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum MessageArg {}
-/// Marker: `Fn(Json<T>)`.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct JsonArg<T>(PhantomData<fn() -> T>);
-/// Marker: `Fn(Json<T>, Message)`.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct JsonMessageArgs<T>(PhantomData<fn() -> T>);
-
 impl<F, Fut, E> Handler for FnHandler<F, (MessageArg, E)>
 where
     F: Fn(Message) -> Fut + Send + Sync + 'static,
@@ -128,77 +127,10 @@ where
     }
 }
 
-impl<F, Fut, E, T> Handler for FnHandler<F, (JsonArg<T>, E)>
-where
-    F: Fn(Json<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Into<Error> + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn handle(&self, msg: Message) -> impl Future<Output = Result<(), Error>> + Send {
-        let fut = msg.json::<T>().map(|t| (self.f)(Json(t)));
-        async move {
-            match fut {
-                Ok(fut) => fut.await.map_err(Into::into),
-                Err(e) => Err(e),
-            }
-        }
-    }
-}
-
-impl<F, Fut, E, T> IntoHandler<(JsonArg<T>, E)> for F
-where
-    F: Fn(Json<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Into<Error> + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    type Handler = FnHandler<F, (JsonArg<T>, E)>;
-    fn into_handler(self) -> Self::Handler {
-        FnHandler {
-            f: self,
-            _args: PhantomData,
-        }
-    }
-}
-
-impl<F, Fut, E, T> Handler for FnHandler<F, (JsonMessageArgs<T>, E)>
-where
-    F: Fn(Json<T>, Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Into<Error> + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn handle(&self, msg: Message) -> impl Future<Output = Result<(), Error>> + Send {
-        let fut = msg.json::<T>().map(|t| (self.f)(Json(t), msg));
-        async move {
-            match fut {
-                Ok(fut) => fut.await.map_err(Into::into),
-                Err(e) => Err(e),
-            }
-        }
-    }
-}
-
-impl<F, Fut, E, T> IntoHandler<(JsonMessageArgs<T>, E)> for F
-where
-    F: Fn(Json<T>, Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Into<Error> + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    type Handler = FnHandler<F, (JsonMessageArgs<T>, E)>;
-    fn into_handler(self) -> Self::Handler {
-        FnHandler {
-            f: self,
-            _args: PhantomData,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::Json;
 
     #[derive(serde::Deserialize)]
     struct Order {

@@ -1,8 +1,13 @@
 //! Typed JSON payloads.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::DeserializeOwned;
+
 use crate::error::Error;
+use crate::extract::{Extracted, FromMessage};
+use crate::message::Message;
 
 /// A message body deserialized from JSON, as a handler argument.
 ///
@@ -22,11 +27,18 @@ use crate::error::Error;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
+impl<T: DeserializeOwned + Send + 'static> FromMessage for Json<T> {
+    #[inline]
+    fn from_message(msg: &Message) -> Result<Extracted<Self>, Error> {
+        msg.json().map(|t| Extracted::Value(Json(t)))
+    }
+}
+
 /// Why a body did not deserialize. Carries no byte of the body.
 #[derive(Debug)]
 pub struct DecodeError {
     message_id: String,
-    type_name: &'static str,
+    type_name: Cow<'static, str>,
     detail: String,
     line: usize,
     column: usize,
@@ -43,9 +55,13 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "message {}: body is not a valid {} ({} at line {} column {})",
-            self.message_id, self.type_name, self.detail, self.line, self.column
-        )
+            "message {}: body is not a valid {} ({}",
+            self.message_id, self.type_name, self.detail
+        )?;
+        if self.line > 0 {
+            write!(f, " at line {} column {}", self.line, self.column)?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -57,11 +73,44 @@ pub(crate) fn decode_error<T>(message_id: &str, e: &serde_json::Error) -> Error 
     let type_name = type_name.rsplit("::").next().unwrap_or(type_name);
     Error::permanent(DecodeError {
         message_id: message_id.to_owned(),
-        type_name,
+        type_name: Cow::Borrowed(type_name),
         detail: redact(&without_position(e)),
         line: e.line(),
         column: e.column(),
     })
+}
+
+/// A permanent [`Error`] for a body that is not a valid `envelope` (e.g.
+/// `Sns<Order>`): serde's complaint, redacted as [`Json`]'s.
+pub(crate) fn envelope_error(message_id: &str, envelope: String, e: &serde_json::Error) -> Error {
+    Error::permanent(DecodeError {
+        message_id: message_id.to_owned(),
+        type_name: Cow::Owned(envelope),
+        detail: redact(&without_position(e)),
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+/// `T`'s name without module paths, generics kept: `Sns<Vec<Order>>`.
+pub(crate) fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    let mut rest = full;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("::") {
+            out.truncate(segment_start);
+            rest = after;
+            continue;
+        }
+        out.push(c);
+        if matches!(c, '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | '&' | ';') {
+            segment_start = out.len();
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// serde_json's message without its trailing " at line L column C".

@@ -58,5 +58,13 @@ pub use self::message::{
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
 pub use self::visibility::{MAX_VISIBILITY_TIMEOUT, Visibility, VisibilityError};
 
+// Envelopes (SNS, EventBridge, S3) as handler arguments, and the router.
+mod envelope;
+mod extract;
+mod router;
+pub use self::envelope::{EventBridge, S3Event, S3Record, Sns, SnsDelivery};
+pub use self::extract::{AckReason, Extracted, FromMessage};
+pub use self::router::{RouteError, Router, TypeSource};
+
 /// The SQS limit on a message body: 1 MiB (since 2025).
 pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;

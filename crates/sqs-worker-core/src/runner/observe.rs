@@ -12,6 +12,7 @@
 //! | `sqs_worker_messages_failed_total` | counter | `kind` ([`FailureKind::as_str`](crate::runner::FailureKind::as_str)) |
 //! | `sqs_worker_messages_retried_total` | counter | |
 //! | `sqs_worker_messages_dead_lettered_total` | counter | |
+//! | `sqs_worker_messages_acknowledged_total` | counter | `reason` ([`AckReason::as_str`](crate::AckReason::as_str)) |
 //! | `sqs_worker_visibility_extensions_total` | counter | |
 //! | `sqs_worker_settlement_failures_total` | counter | `action` |
 //! | `sqs_worker_sqs_requests_total` | counter | `action` (poller) |
@@ -43,6 +44,10 @@ pub mod names {
     pub const RETRIED: &str = "sqs_worker_messages_retried_total";
     /// Messages sent to the dead-letter queue by the runner.
     pub const DEAD_LETTERED: &str = "sqs_worker_messages_dead_lettered_total";
+    /// Messages deleted as successes without running a handler (S3 test
+    /// events, unrouted messages a router acknowledges), by `reason`. Also
+    /// counted in [`SUCCEEDED`].
+    pub const ACKNOWLEDGED: &str = "sqs_worker_messages_acknowledged_total";
     /// Visibility extensions (heartbeat or handler-requested).
     pub const EXTENSIONS: &str = "sqs_worker_visibility_extensions_total";
     /// Delete / visibility / dead-letter calls that failed for good, by `action`.
