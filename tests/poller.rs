@@ -115,6 +115,28 @@ async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
+/// The first message that reaches `dlq` (with its attributes), within 20 s.
+async fn first_dead_letter(client: &aws_sdk_sqs::Client, dlq: &str) -> aws_sdk_sqs::types::Message {
+    let start = Instant::now();
+    loop {
+        let out = client
+            .receive_message()
+            .queue_url(dlq)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            return m.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing in the DLQ"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_500_messages_and_deletes_each() {
     init_logs();
@@ -300,24 +322,7 @@ async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
         .await
         .unwrap();
     let id = sent.message_id().unwrap().to_owned();
-    let start = Instant::now();
-    let dead = loop {
-        let out = client
-            .receive_message()
-            .queue_url(&dlq)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if let Some(m) = out.messages().first() {
-            break m.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nothing in the DLQ"
-        );
-    };
+    let dead = first_dead_letter(&client, &dlq).await;
     let summary = running.stop().await;
     assert_eq!(
         calls.lock().unwrap().as_slice(),
@@ -1053,24 +1058,7 @@ async fn dead_letter_over_the_dlq_size_limit_drops_the_error_text() {
         .send()
         .await
         .unwrap();
-    let start = Instant::now();
-    let dead = loop {
-        let out = client
-            .receive_message()
-            .queue_url(&dlq)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if let Some(m) = out.messages().first() {
-            break m.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nothing in the DLQ"
-        );
-    };
+    let dead = first_dead_letter(&client, &dlq).await;
     let summary = running.stop().await;
     let attrs = dead.message_attributes().unwrap();
     assert!(attrs.contains_key("tenant"), "original attributes kept");
