@@ -42,6 +42,12 @@ pub use sqs_worker_lambda as lambda;
 #[doc(inline)]
 pub use sqs_worker_dynamodb as dynamodb;
 
+/// The typed producer, and large payloads through S3 (features `producer`,
+/// `large-payloads`).
+#[cfg(feature = "producer")]
+#[doc(inline)]
+pub use sqs_worker_producer as producer;
+
 pub mod telemetry;
 
 /// Runs `handler` with the runner the environment asks for: the Lambda
