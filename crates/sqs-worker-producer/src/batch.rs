@@ -24,6 +24,9 @@ pub struct Sent {
     pub sequence_number: Option<String>,
 }
 
+/// One entry's answer: sent, or (code, message, sender fault).
+type EntryResult = Result<Sent, (String, String, bool)>;
+
 /// A validated entry (its id is set per request) and its size.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
@@ -107,8 +110,7 @@ pub(crate) async fn send_chunk(
                 return done;
             }
         };
-        let mut results: Vec<Option<Result<Sent, (String, String, bool)>>> =
-            vec![None; pending.len()];
+        let mut results: Vec<Option<EntryResult>> = vec![None; pending.len()];
         for s in out.successful() {
             if let Some(slot) = s
                 .id()

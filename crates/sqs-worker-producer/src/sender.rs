@@ -265,8 +265,11 @@ impl Sender {
                 });
             }
         }
-        if let Some(tp) = &trace.traceparent {
-            if !msg.attributes.contains_key("traceparent") && msg.attributes.len() < 10 {
+        if let Some(tp) = &trace.traceparent
+            && !msg.attributes.contains_key("traceparent")
+            && msg.attributes.len() < 10
+        {
+            {
                 msg.attributes
                     .insert("traceparent", MessageAttribute::string(tp.clone()));
             }

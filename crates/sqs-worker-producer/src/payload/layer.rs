@@ -276,8 +276,10 @@ impl Config {
         announced: Option<u64>,
     ) -> Result<String, Error> {
         let message_id = msg.id().to_owned();
-        if let Some(allowed) = &self.allowed {
-            if !allowed.contains(&p.bucket) {
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains(&p.bucket)
+        {
+            {
                 let bucket = p.bucket.clone();
                 return Err(Error::permanent(PayloadError::BucketNotAllowed {
                     message_id,
