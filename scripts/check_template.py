@@ -15,6 +15,8 @@ Checks (each counted once):
   dynamodb-sse-ttl         every DynamoDB table has SSE enabled and TTL enabled on an attribute
   visibility-6x-timeout    each consumed queue's VisibilityTimeout >= 6 x the function's Timeout
   report-batch-failures    every SQS event source has FunctionResponseTypes [ReportBatchItemFailures]
+  s3-payload-bucket        every S3 bucket is encrypted, blocks all public access and has an
+                           enabled lifecycle rule that expires objects
 
 Ends with the line `template-checks: N passed, M failed`; exits 1 when M > 0.
 Needs cfn-lint (scripts/setup.sh installs it); its YAML loader understands !Ref, !GetAtt, ...
@@ -253,6 +255,30 @@ def check_dynamodb(tpl: dict) -> str:
     return f"{len(tables)} table(s) with SSE and TTL"
 
 
+def check_s3_buckets(tpl: dict) -> str:
+    buckets = list(resources(tpl, "AWS::S3::Bucket"))
+    if not buckets:
+        raise Failure("no AWS::S3::Bucket in the template (the payload bucket)")
+    bad = []
+    for n, _r, p in buckets:
+        rules = ((p.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration")) or []
+        if not any((r.get("ServerSideEncryptionByDefault") or {}).get("SSEAlgorithm") for r in as_list(rules)):
+            bad.append(f"{n}: no default encryption")
+        pab = p.get("PublicAccessBlockConfiguration") or {}
+        flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+        if not all(pab.get(f) in (True, "true") for f in flags):
+            bad.append(f"{n}: public access not fully blocked")
+        lifecycle = (p.get("LifecycleConfiguration") or {}).get("Rules") or []
+        if not any(
+            r.get("Status") == "Enabled" and (r.get("ExpirationInDays") or r.get("ExpirationDate"))
+            for r in as_list(lifecycle)
+        ):
+            bad.append(f"{n}: no enabled lifecycle rule expiring objects")
+    if bad:
+        raise Failure("; ".join(bad))
+    return f"{len(buckets)} bucket(s) encrypted, private, expiring"
+
+
 def check_visibility(tpl: dict) -> str:
     queues = {n: p for n, _r, p in resources(tpl, "AWS::SQS::Queue")}
     found, bad, ok = 0, [], []
@@ -325,6 +351,7 @@ def main(argv: list[str]) -> int:
         ("dynamodb-sse-ttl", lambda: check_dynamodb(tpl)),
         ("visibility-6x-timeout", lambda: check_visibility(tpl)),
         ("report-batch-failures", lambda: check_report_batch_failures(tpl)),
+        ("s3-payload-bucket", lambda: check_s3_buckets(tpl)),
     ]
     passed = failed = 0
     for name, fn in checks:

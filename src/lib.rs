@@ -69,6 +69,13 @@ pub use sqs_worker_lambda as lambda;
 #[doc(inline)]
 pub use sqs_worker_dynamodb as dynamodb;
 
+/// The typed producer, and large payloads through S3 (features `producer`,
+/// `large-payloads`).
+#[cfg(feature = "producer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "producer")))]
+#[doc(inline)]
+pub use sqs_worker_producer as producer;
+
 #[cfg(feature = "telemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "telemetry")))]
 pub mod telemetry;

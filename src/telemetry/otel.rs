@@ -119,6 +119,34 @@ fn remote(trace: &str, span: &str, sampled: bool) -> Option<SpanContext> {
     ))
 }
 
+/// Makes the producer (`sqs_worker::producer::Sender`, feature `producer`)
+/// send the current `tracing` span's OpenTelemetry context as a W3C
+/// `traceparent` message attribute, so the consumer's message span becomes
+/// its child. Returns `false` if another send hook is installed already.
+#[cfg(feature = "producer")]
+pub fn propagate_send_traces() -> bool {
+    sqs_worker_producer::set_trace_hook(|| sqs_worker_producer::TraceContext {
+        traceparent: current_traceparent(),
+        xray: None,
+    })
+}
+
+/// The current `tracing` span's OpenTelemetry context as a W3C
+/// `traceparent`, if it has a valid one.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

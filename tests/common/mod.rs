@@ -133,3 +133,36 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         get(A::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+// --- S3 (large payloads; owner: producer) ---
+
+/// An S3 client on the local server (path-style addressing, as moto needs).
+pub async fn s3() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&sdk_config().await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Creates a fresh bucket and returns its name.
+pub async fn bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let name = unique(prefix).to_ascii_lowercase();
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create_bucket {name}: {e:?}"));
+    name
+}
+
+/// Whether an object exists.
+pub async fn object_exists(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}

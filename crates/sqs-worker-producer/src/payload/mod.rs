@@ -1,0 +1,21 @@
+//! Payloads beyond SQS's limit, stored in S3 the way the Amazon SQS Extended
+//! Client (Java, Python) does: the body becomes a pointer
+//! `["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"..","s3Key":".."}]`
+//! and the reserved message attribute `ExtendedPayloadSize` (Number) holds the
+//! payload's size in bytes.
+//!
+//! - Send: [`LargePayloads`] on a [`Sender`](crate::Sender) offloads bodies
+//!   over a threshold (default: the queue's limit) or all of them.
+//! - Receive: [`PayloadLayer`] wraps any handler, in either runner; the
+//!   handler sees the payload, [`origin`] says where it came from, and the
+//!   object is deleted after the handler succeeded (unless kept).
+
+mod layer;
+mod offload;
+mod pointer;
+
+pub use self::layer::{DEFAULT_MAX_SIZE, PayloadError, PayloadLayer, Payloads, S3Origin, origin};
+pub use self::offload::LargePayloads;
+pub use self::pointer::{
+    LEGACY_SIZE_ATTRIBUTE, POINTER_CLASS, S3Pointer, SIZE_ATTRIBUTE, find_pointer,
+};

@@ -1,0 +1,351 @@
+//! [`Sender`]: sends typed messages to one queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use sqs_worker_core::{AttributeValue, MessageAttribute, MessageAttributes};
+
+use crate::batch::{Prepared, Sent, chunk, send_chunk};
+use crate::error::{SendError, SetupError};
+use crate::outgoing::{MAX_DELAY, Outgoing, deduplication_id};
+
+/// Requests in flight at once for one `send_batch` call on a standard queue
+/// (FIFO queues send one at a time, to keep order).
+const PARALLEL_REQUESTS: usize = 8;
+/// Tries per request, transient failures included.
+const DEFAULT_ATTEMPTS: usize = 5;
+
+/// Sends messages to one SQS queue: typed, batched, FIFO-aware, with the
+/// current trace context.
+///
+/// Cheap to clone (one `Arc`).
+///
+/// ```no_run
+/// # async fn f(config: aws_config::SdkConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// use sqs_worker_producer::{Outgoing, Sender};
+///
+/// #[derive(serde::Serialize)]
+/// struct Order { order_id: u64 }
+///
+/// let sender = Sender::new(aws_sdk_sqs::Client::new(&config), "orders").await?;
+/// sender.send(&Order { order_id: 1 }).await?;
+/// let results = sender
+///     .send_batch((2..100).map(|id| Outgoing::json(&Order { order_id: id })).collect::<Result<Vec<_>, _>>()?)
+///     .await;
+/// assert!(results.iter().all(Result::is_ok));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Sender {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Inner {
+    pub(crate) client: aws_sdk_sqs::Client,
+    pub(crate) queue_url: String,
+    pub(crate) fifo: bool,
+    content_based_dedup: bool,
+    max_message_size: usize,
+    attempts: usize,
+    #[cfg(feature = "large-payloads")]
+    pub(crate) offload: Option<crate::payload::LargePayloads>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("queue_url", &self.inner.queue_url)
+            .field("fifo", &self.inner.fifo)
+            .field("content_based_dedup", &self.inner.content_based_dedup)
+            .field("max_message_size", &self.inner.max_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// A sender for `queue` (a URL, or a name resolved with `GetQueueUrl`).
+    /// Reads the queue's attributes once: its maximum message size and, for
+    /// FIFO queues, whether content-based deduplication is on.
+    pub async fn new(client: aws_sdk_sqs::Client, queue: &str) -> Result<Self, SetupError> {
+        let lookup = |e: String| SetupError::Lookup {
+            queue: queue.to_owned(),
+            source: e.into(),
+        };
+        let queue_url = if queue.contains("://") {
+            queue.to_owned()
+        } else {
+            let out = client.get_queue_url().queue_name(queue).send().await;
+            let out = out.map_err(|e| lookup(DisplayErrorContext(&e).to_string()))?;
+            out.queue_url().unwrap_or_default().to_owned()
+        };
+        let fifo = queue_url.ends_with(".fifo");
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .attribute_names(QueueAttributeName::ContentBasedDeduplication)
+            .send()
+            .await
+            .map_err(|e| lookup(DisplayErrorContext(&e).to_string()))?;
+        let attrs = attrs.attributes();
+        let get = |k: QueueAttributeName| attrs.and_then(|a| a.get(&k)).map(String::as_str);
+        let max_message_size = get(QueueAttributeName::MaximumMessageSize)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(sqs_worker_core::MAX_MESSAGE_SIZE);
+        let content_based_dedup =
+            get(QueueAttributeName::ContentBasedDeduplication) == Some("true");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                queue_url,
+                fifo,
+                content_based_dedup,
+                max_message_size,
+                attempts: DEFAULT_ATTEMPTS,
+                #[cfg(feature = "large-payloads")]
+                offload: None,
+            }),
+        })
+    }
+
+    /// A sender for `SQS_QUEUE_URL` (or `SQS_QUEUE_NAME`), with an SQS client
+    /// configured by `aws-config` from the environment.
+    pub async fn from_env() -> Result<Self, SetupError> {
+        let queue = match env("SQS_QUEUE_URL")? {
+            Some(url) => url,
+            None => env("SQS_QUEUE_NAME")?.ok_or(SetupError::NoQueue)?,
+        };
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(aws_sdk_sqs::Client::new(&config), &queue).await
+    }
+
+    /// Tries per request, transient failures included (default 5, at least 1).
+    #[must_use]
+    pub fn attempts(mut self, attempts: usize) -> Self {
+        self.inner_mut().attempts = attempts.max(1);
+        self
+    }
+
+    /// Offloads large bodies to S3 the way the Amazon SQS Extended Client
+    /// does (feature `large-payloads`).
+    #[cfg(feature = "large-payloads")]
+    #[must_use]
+    pub fn large_payloads(mut self, store: crate::payload::LargePayloads) -> Self {
+        self.inner_mut().offload = Some(store);
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        // Settings are chained right after `new`; a clone made earlier keeps
+        // its own settings.
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The queue URL.
+    pub fn queue_url(&self) -> &str {
+        &self.inner.queue_url
+    }
+
+    /// Whether the queue is FIFO.
+    pub fn is_fifo(&self) -> bool {
+        self.inner.fifo
+    }
+
+    /// The queue's maximum message size, as read at start.
+    pub fn max_message_size(&self) -> usize {
+        self.inner.max_message_size
+    }
+
+    /// Sends `value` as JSON.
+    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<Sent, SendError> {
+        self.send_message(Outgoing::json(value)?).await
+    }
+
+    /// Sends a JSON value.
+    pub async fn send_json(&self, value: &serde_json::Value) -> Result<Sent, SendError> {
+        self.send(value).await
+    }
+
+    /// Sends a body as is, with message attributes.
+    pub async fn send_raw(
+        &self,
+        body: impl Into<String>,
+        attributes: impl Into<MessageAttributes>,
+    ) -> Result<Sent, SendError> {
+        self.send_message(Outgoing::new(body).attributes(attributes))
+            .await
+    }
+
+    /// Sends one message with its options.
+    pub async fn send_message(&self, message: Outgoing) -> Result<Sent, SendError> {
+        let mut results = self.send_batch([message]).await;
+        match results.pop() {
+            Some(r) => r,
+            None => unreachable!("one result per message"),
+        }
+    }
+
+    /// Sends messages in as few `SendMessageBatch` requests as SQS allows
+    /// (10 entries and 1 MiB per request), and answers one result per
+    /// message, in order. A message is `Ok` only if SQS accepted it; failed
+    /// entries are retried when the failure is transient.
+    pub async fn send_batch<I>(&self, messages: I) -> Vec<Result<Sent, SendError>>
+    where
+        I: IntoIterator,
+        I::Item: Into<Outgoing>,
+    {
+        let mut results: Vec<Option<Result<Sent, SendError>>> = Vec::new();
+        let mut prepared = Vec::new();
+        let trace = crate::trace::current();
+        for (index, message) in messages.into_iter().enumerate() {
+            results.push(None);
+            match self.prepare(index, message.into(), &trace).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        let inner = &self.inner;
+        let parallel = if inner.fifo { 1 } else { PARALLEL_REQUESTS };
+        let mut sends = futures_util::stream::iter(chunk(prepared))
+            .map(|c| send_chunk(&inner.client, &inner.queue_url, inner.attempts, c))
+            .buffered(parallel);
+        while let Some(done) = sends.next().await {
+            for (index, r) in done {
+                results[index] = Some(r);
+            }
+        }
+        let queue = &inner.queue_url;
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(SendError::Closed {
+                        queue: queue.clone(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Validates a message and turns it into a batch entry.
+    async fn prepare(
+        &self,
+        index: usize,
+        mut msg: Outgoing,
+        trace: &crate::trace::TraceContext,
+    ) -> Result<Prepared, SendError> {
+        let inner = &self.inner;
+        let queue = || inner.queue_url.clone();
+        if inner.fifo && msg.group_id.is_none() {
+            return Err(SendError::MissingGroupId {
+                queue: queue(),
+                index,
+            });
+        }
+        if let Some(delay) = msg.delay {
+            if delay > MAX_DELAY {
+                return Err(SendError::DelayTooLong {
+                    index,
+                    seconds: delay.as_secs(),
+                });
+            }
+            if inner.fifo {
+                return Err(SendError::DelayOnFifo {
+                    queue: queue(),
+                    index,
+                });
+            }
+        }
+        if let Some(tp) = &trace.traceparent
+            && !msg.attributes.contains_key("traceparent")
+            && msg.attributes.len() < 10
+        {
+            {
+                msg.attributes
+                    .insert("traceparent", MessageAttribute::string(tp.clone()));
+            }
+        }
+        #[cfg(feature = "large-payloads")]
+        if let Some(store) = &inner.offload {
+            store
+                .offload(index, &mut msg, inner.max_message_size)
+                .await?;
+        }
+        if msg.attributes.len() > 10 {
+            let count = msg.attributes.len();
+            return Err(SendError::TooManyAttributes { index, count });
+        }
+        let size = msg.size();
+        if size > inner.max_message_size {
+            let limit = inner.max_message_size;
+            return Err(SendError::TooLarge { index, size, limit });
+        }
+        let dedup = if inner.fifo {
+            deduplication_id(&msg, inner.content_based_dedup)
+        } else {
+            None
+        };
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(index.to_string())
+            .set_message_group_id(msg.group_id)
+            .set_message_deduplication_id(dedup)
+            .set_delay_seconds(msg.delay.map(|d| d.as_secs() as i32))
+            .set_message_attributes(sdk_attributes(msg.attributes));
+        if let Some(x) = &trace.xray {
+            let value = MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(x)
+                .build();
+            if let Ok(value) = value {
+                entry = entry.message_system_attributes(
+                    MessageSystemAttributeNameForSends::AwsTraceHeader,
+                    value,
+                );
+            }
+        }
+        let entry = entry
+            .message_body(msg.body)
+            .build()
+            .map_err(|e| SendError::Request {
+                queue: queue(),
+                source: e.into(),
+            })?;
+        Ok(Prepared { index, size, entry })
+    }
+}
+
+/// Core message attributes as the SDK's.
+fn sdk_attributes(attrs: MessageAttributes) -> Option<HashMap<String, MessageAttributeValue>> {
+    if attrs.is_empty() {
+        return None;
+    }
+    let map = attrs
+        .into_iter()
+        .filter_map(|(name, a)| {
+            let b = MessageAttributeValue::builder().data_type(a.data_type);
+            let b = match a.value {
+                AttributeValue::String(s) | AttributeValue::Number(s) => b.string_value(s),
+                AttributeValue::Binary(v) => b.binary_value(Blob::new(v)),
+            };
+            b.build().ok().map(|v| (name, v))
+        })
+        .collect();
+    Some(map)
+}
+
+fn env(name: &'static str) -> Result<Option<String>, SetupError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(SetupError::BadVariable { name }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+    }
+}
