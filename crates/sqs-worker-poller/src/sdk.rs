@@ -105,6 +105,8 @@ pub(crate) enum Class {
     Setup(SetupProblem),
     /// Anything else: retrying will not help.
     Fatal,
+    /// The queue is at its in-flight limit (HTTP 403 `OverLimit`): back off.
+    OverLimit,
 }
 
 /// Error codes that mean "back off and retry".
@@ -182,6 +184,8 @@ where
             let status = e.raw_response().map_or(0, |r| r.status().as_u16());
             if no_queue_code(code) {
                 Class::NoQueue
+            } else if over_limit_code(code) {
+                Class::OverLimit
             } else if denied_code(code) {
                 Class::Denied
             } else if transient_code(code) || status >= 500 || status == 429 {
@@ -195,6 +199,53 @@ where
         _ => Class::Fatal,
     }
 }
+
+// ---- Issue 14: limits and credentials that fail after start-up ------------
+// (A separate block so it ports as one piece into the shared SQS crate.)
+
+/// `OverLimit`: the queue holds its maximum of in-flight messages (about
+/// 120,000 standard, 20,000 FIFO). SQS answers HTTP 403 with
+/// `x-amzn-query-error: OverLimit;Sender` and, in the JSON protocol,
+/// `__type: com.amazonaws.sqs#OverLimit`; the SDK reports the code as `OverLimit`.
+fn over_limit_code(code: &str) -> bool {
+    code == "OverLimit" || code.ends_with("#OverLimit")
+}
+
+impl Class {
+    /// Worth retrying once the poller has received successfully: transient
+    /// errors, the in-flight limit, and credential or permission failures
+    /// (an expired token or a role's credentials failing to refresh are
+    /// temporary on a running task; at start-up they stay fatal).
+    pub(crate) fn retryable_after_start(self) -> bool {
+        matches!(
+            self,
+            Class::Transient
+                | Class::OverLimit
+                | Class::Denied
+                | Class::Setup(SetupProblem::Credentials)
+        )
+    }
+
+    /// Credentials refused, missing or expired, or a permission missing.
+    pub(crate) fn is_credentials(self) -> bool {
+        matches!(
+            self,
+            Class::Denied | Class::Setup(SetupProblem::Credentials)
+        )
+    }
+}
+
+/// Backoff of the receive loop for the in-flight limit and for credentials
+/// failing mid-run: 1 s doubling to 60 s, with jitter, forever.
+pub(crate) fn long_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+}
+
+// ---- end of the issue 14 block -----------------------------------------------
 
 /// What is missing for the client to sign requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,5 +434,134 @@ mod tests {
         assert!(!transient_entry("InvalidParameterValue", true));
         assert!(denied_code("InvalidClientTokenId"));
         assert!(no_queue_code("AWS.SimpleQueueService.NonExistentQueue"));
+    }
+
+    // ---- issue 14 block: classification of limits and credentials ----
+
+    /// A client to a closed port, with `credentials` (or none).
+    fn client(
+        credentials: Option<aws_sdk_sqs::config::SharedCredentialsProvider>,
+        endpoint: &str,
+    ) -> aws_sdk_sqs::Client {
+        let mut b = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled());
+        if let Some(c) = credentials {
+            b = b.credentials_provider(c);
+        }
+        aws_sdk_sqs::Client::from_conf(b.build())
+    }
+
+    /// An HTTP server answering every request once with `status`, `headers`, `body`.
+    async fn answer(status: &'static str, headers: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = c.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\n{headers}\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        endpoint
+    }
+
+    #[tokio::test]
+    async fn over_limit_is_not_access_denied() {
+        let endpoint = answer(
+            "403 Forbidden",
+            "x-amzn-query-error: OverLimit;Sender\r\n",
+            r#"{"__type":"com.amazonaws.sqs#OverLimit","message":"too many in flight"}"#,
+        )
+        .await;
+        let creds = aws_sdk_sqs::config::Credentials::new("a", "b", None, None, "test");
+        let c = client(
+            Some(aws_sdk_sqs::config::SharedCredentialsProvider::new(creds)),
+            &endpoint,
+        );
+        let e = c
+            .receive_message()
+            .queue_url("http://q")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(classify(&e), Class::OverLimit, "{}", describe(&e));
+        assert!(Class::OverLimit.retryable_after_start());
+        assert!(over_limit_code("com.amazonaws.sqs#OverLimit"));
+        // Any other 403 is still access denied.
+        let endpoint = answer(
+            "403 Forbidden",
+            "",
+            r#"{"__type":"com.amazonaws.sqs#Whatever","message":"no"}"#,
+        )
+        .await;
+        let creds = aws_sdk_sqs::config::Credentials::new("a", "b", None, None, "test");
+        let c = client(
+            Some(aws_sdk_sqs::config::SharedCredentialsProvider::new(creds)),
+            &endpoint,
+        );
+        let e = c
+            .receive_message()
+            .queue_url("http://q")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(classify(&e), Class::Denied);
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+
+    impl aws_sdk_sqs::config::ProvideCredentials for Failing {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::provider_error(
+                    "the role's credentials could not be refreshed",
+                ),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_credentials_provider_is_a_credentials_problem_retryable_after_start() {
+        let c = client(
+            Some(aws_sdk_sqs::config::SharedCredentialsProvider::new(Failing)),
+            "http://127.0.0.1:9",
+        );
+        let e = c
+            .receive_message()
+            .queue_url("http://q")
+            .send()
+            .await
+            .unwrap_err();
+        let class = classify(&e);
+        assert_eq!(
+            class,
+            Class::Setup(SetupProblem::Credentials),
+            "{}",
+            describe(&e)
+        );
+        assert!(class.is_credentials() && class.retryable_after_start());
+        // Fatal at start-up: the clear sentence.
+        assert!(matches!(
+            fatal(&e, "q", "ReceiveMessage"),
+            PollerError::Setup { .. }
+        ));
+        assert!(!Class::NoQueue.retryable_after_start());
+        assert!(!Class::Fatal.retryable_after_start());
+        assert!(!Class::Setup(SetupProblem::Region).retryable_after_start());
     }
 }
