@@ -17,11 +17,11 @@ use sqs_worker_core::observe::names;
 use sqs_worker_core::{
     AttributeValue, FailureKind, MAX_VISIBILITY_TIMEOUT, Message, Outcome, Settled,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
 use crate::lease::Leases;
-use crate::sdk::{self, Class};
+use crate::sdk;
 use crate::stats::Stats;
 
 /// Message attributes added to a dead-lettered message.
@@ -37,6 +37,25 @@ pub mod dlq_attributes {
 }
 
 const MAX_ERROR_TEXT: usize = 1024;
+
+/// A message's in-flight slot (capacity permit), held until its settlement
+/// call has been sent (back-pressure: receiving waits for slow settlement).
+pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+
+/// Adds `slot` to the slots held for a batch (one permit, merged).
+fn hold(held: &mut Slot, slot: Slot) {
+    match (held.as_mut(), slot) {
+        (Some(h), Some(s)) => h.merge(s),
+        (None, s) => *held = s,
+        (Some(_), None) => {}
+    }
+}
+
+/// Runs a settlement call, then frees the slots it held.
+async fn holding(call: impl Future<Output = ()>, slots: Slot) {
+    call.await;
+    drop(slots);
+}
 
 /// One settlement to carry out.
 pub(crate) enum Job {
@@ -112,9 +131,11 @@ impl Acker {
 
     /// Settles every job until the channel closes, then flushes and waits for
     /// every call in flight.
-    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Job, Slot)>) {
         let mut deletes: Vec<Message> = Vec::with_capacity(10);
         let mut changes: Vec<Change> = Vec::with_capacity(10);
+        // The slots of the buffered deletes and changes.
+        let (mut delete_slots, mut change_slots): (Slot, Slot) = (None, None);
         let mut tasks = JoinSet::new();
         let mut flush_at: Option<Instant> = None;
         // One timer, reset when a new flush is due (a timer made per job would
@@ -134,20 +155,21 @@ impl Acker {
                         biased;
                         job = rx.recv() => job,
                         () = timer.as_mut() => {
-                            self.flush(&mut tasks, &mut deletes, &mut changes);
+                            self.flush(&mut tasks, (&mut deletes, &mut delete_slots), (&mut changes, &mut change_slots));
                             flush_at = None;
                             continue;
                         }
                     }
                 }
             };
-            let Some(job) = job else { break };
+            let Some((job, slot)) = job else { break };
             match job {
                 Job::Delete(m) => {
                     deletes.push(m);
+                    hold(&mut delete_slots, slot);
                     if deletes.len() == 10 {
                         let batch = std::mem::take(&mut deletes);
-                        tasks.spawn(self.clone().delete(batch));
+                        tasks.spawn(holding(self.clone().delete(batch), delete_slots.take()));
                     }
                 }
                 Job::Release {
@@ -161,9 +183,10 @@ impl Acker {
                         message,
                         retry,
                     });
+                    hold(&mut change_slots, slot);
                     if changes.len() == 10 {
                         let batch = std::mem::take(&mut changes);
-                        tasks.spawn(self.clone().change(batch));
+                        tasks.spawn(holding(self.clone().change(batch), change_slots.take()));
                     }
                 }
                 Job::DeadLetter {
@@ -172,7 +195,8 @@ impl Acker {
                     error,
                     received,
                 } => {
-                    tasks.spawn(self.clone().dead_letter(message, kind, error, received));
+                    let call = self.clone().dead_letter(message, kind, error, received);
+                    tasks.spawn(holding(call, slot));
                 }
             }
             let now = Instant::now();
@@ -180,7 +204,11 @@ impl Acker {
                 flush_at = None;
             } else if let Some(at) = flush_at {
                 if now >= at {
-                    self.flush(&mut tasks, &mut deletes, &mut changes);
+                    self.flush(
+                        &mut tasks,
+                        (&mut deletes, &mut delete_slots),
+                        (&mut changes, &mut change_slots),
+                    );
                     flush_at = None;
                 }
             } else {
@@ -188,21 +216,27 @@ impl Acker {
             }
             while tasks.try_join_next().is_some() {}
         }
-        self.flush(&mut tasks, &mut deletes, &mut changes);
+        self.flush(
+            &mut tasks,
+            (&mut deletes, &mut delete_slots),
+            (&mut changes, &mut change_slots),
+        );
         while tasks.join_next().await.is_some() {}
     }
 
     fn flush(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
-        deletes: &mut Vec<Message>,
-        changes: &mut Vec<Change>,
+        (deletes, delete_slots): (&mut Vec<Message>, &mut Slot),
+        (changes, change_slots): (&mut Vec<Change>, &mut Slot),
     ) {
         if !deletes.is_empty() {
-            tasks.spawn(self.clone().delete(std::mem::take(deletes)));
+            let call = self.clone().delete(std::mem::take(deletes));
+            tasks.spawn(holding(call, delete_slots.take()));
         }
         if !changes.is_empty() {
-            tasks.spawn(self.clone().change(std::mem::take(changes)));
+            let call = self.clone().change(std::mem::take(changes));
+            tasks.spawn(holding(call, change_slots.take()));
         }
     }
 
@@ -266,8 +300,8 @@ impl Acker {
                 Err(e) => {
                     Stats::add(&self.stats().sdk_errors, 1);
                     let class = sdk::classify(&e);
-                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class == Class::Transient, "DeleteMessageBatch failed");
-                    if class == Class::Transient {
+                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class.retryable_after_start(), "DeleteMessageBatch failed");
+                    if class.retryable_after_start() {
                         retry = pending;
                     } else {
                         for m in &pending {
@@ -358,8 +392,8 @@ impl Acker {
                 Err(e) => {
                     Stats::add(&self.stats().sdk_errors, 1);
                     let class = sdk::classify(&e);
-                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class == Class::Transient, "ChangeMessageVisibilityBatch failed");
-                    if class == Class::Transient {
+                    tracing::warn!(error = %sdk::describe(&e), messages = pending.len(), transient = class.retryable_after_start(), "ChangeMessageVisibilityBatch failed");
+                    if class.retryable_after_start() {
                         retry = pending;
                     } else {
                         for c in &pending {
@@ -432,7 +466,7 @@ impl Acker {
         };
         let sent = send
             .retry(sdk::settle_backoff())
-            .when(|e| sdk::classify(e) == Class::Transient)
+            .when(|e| sdk::classify(e).retryable_after_start())
             .notify(|e, d| {
                 Stats::add(&self.stats().sdk_errors, 1);
                 tracing::warn!(error = %sdk::describe(e), retry_in = ?d, "SendMessage to the dead-letter queue failed; retrying");
