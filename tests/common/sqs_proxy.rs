@@ -38,6 +38,9 @@ pub enum Verdict {
     /// Forward it, then close the client's connection without an answer (a
     /// response lost on the way back).
     DropResponse,
+    /// Forward it at once, and hold its response this long (a slow answer:
+    /// SQS has applied the call, the client does not know yet).
+    DelayResponse(Duration),
     /// Answer with these bytes (a whole HTTP response) without forwarding.
     Raw(Vec<u8>),
 }
@@ -95,6 +98,11 @@ async fn serve(mut client: TcpStream, target: String, rule: Arc<Rule>, observe: 
                 observe(&request, &json_body(&response), &response);
             }
             return; // the client's connection closes unanswered
+        }
+        Verdict::DelayResponse(d) => {
+            let response = forward(raw).await;
+            tokio::time::sleep(d).await;
+            response
         }
         Verdict::Error { status, code } => Some(error_response(status, code)),
         Verdict::Raw(bytes) => Some(bytes),

@@ -19,6 +19,7 @@ use crate::receive::Receiver;
 use crate::sdk::{self, Class, Clients, RequestCounter};
 use crate::settle::{Acker, Job};
 use crate::stats::{Activity, RunSummary, Stats};
+use crate::stop::stopped;
 
 /// A configured long-poll consumer; [`run`](Self::run) it. Built with
 /// [`Poller::builder`], [`Poller::with_processor`] or [`Poller::from_env`].
@@ -102,11 +103,11 @@ impl<P: Processor> Poller<P> {
         let start = start_up(&clients.settle, &s).await?;
         let stages = Stages::wire(&s, &clients, &start);
         let mut helpers = stages.helpers(&s, shutdown, &requests, started);
-        let (batches, error) = stages
+        let (receiving, error) = stages
             .receive_until_stopped(&s, &clients, &start, processor)
             .await;
         let stats = stages.stats.clone();
-        stages.wind_down(&s, batches).await;
+        stages.wind_down(&s, receiving).await;
         helpers.abort_all();
         let summary = stats.snapshot(requests.load(Relaxed), started.elapsed());
         tracing::info!(%summary, "poller stopped");
@@ -160,6 +161,14 @@ async fn start_up(client: &aws_sdk_sqs::Client, s: &Settings) -> Result<Start, P
         visibility,
         heartbeat,
     })
+}
+
+/// What the receive loops leave when they stop.
+struct Receiving {
+    /// Their batch tasks still running.
+    batches: Vec<JoinSet<()>>,
+    /// When receiving was told to stop.
+    stopped_at: tokio::time::Instant,
 }
 
 /// The stages of a run, wired together: the in-flight table and its
@@ -263,7 +272,7 @@ impl Stages {
         clients: &Clients,
         start: &Start,
         processor: P,
-    ) -> (Vec<JoinSet<()>>, Option<PollerError>) {
+    ) -> (Receiving, Option<PollerError>) {
         let url = &start.facts.url;
         let capacity = Arc::new(Semaphore::new(s.concurrency));
         let backlog = Arc::new(watch::channel(false).0);
@@ -301,7 +310,19 @@ impl Stages {
         }
         let mut error = None;
         let mut batches = Vec::new();
-        while let Some(joined) = loops.join_next().await {
+        // The grace period counts from the stop, not from the end of the
+        // receives still in flight then.
+        let mut stop = self.stop_rx.clone();
+        let mut stopped_at = None;
+        loop {
+            let joined = tokio::select! {
+                () = stopped(&mut stop), if stopped_at.is_none() => {
+                    stopped_at = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                joined = loops.join_next() => joined,
+            };
+            let Some(joined) = joined else { break };
             match joined {
                 Ok((set, err)) => {
                     batches.push(set);
@@ -317,13 +338,24 @@ impl Stages {
             }
         }
         let _ = self.stop_tx.send(true);
-        (batches, error)
+        let stopped_at = stopped_at.unwrap_or_else(tokio::time::Instant::now);
+        (
+            Receiving {
+                batches,
+                stopped_at,
+            },
+            error,
+        )
     }
 
     /// Lets in-flight messages finish within the grace period, releases the
     /// rest (visibility 0), and waits for settlement to flush.
-    async fn wind_down(self, s: &Settings, mut batches: Vec<JoinSet<()>>) {
-        let grace_end = tokio::time::Instant::now() + s.grace_period;
+    async fn wind_down(self, s: &Settings, receiving: Receiving) {
+        let Receiving {
+            mut batches,
+            stopped_at,
+        } = receiving;
+        let grace_end = stopped_at + s.grace_period;
         let mut timed_out = false;
         for set in &mut batches {
             while !timed_out {
@@ -534,7 +566,7 @@ async fn stats_logger(
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = crate::stop::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
             _ = tick.tick() => {}
         }
         let s = stats.snapshot(requests.load(Relaxed), started.elapsed());
