@@ -137,6 +137,15 @@ async fn respond(
         },
         ("GET", "/healthz") => match health().check(unhealthy_after) {
             HealthStatus::Healthy => ("200 OK", "text/plain", "ok\n".to_owned()),
+            // 200: the poller backs off and goes on; a restart would not help.
+            HealthStatus::Degraded { limited_for } => (
+                "200 OK",
+                "text/plain",
+                format!(
+                    "degraded: SQS has refused receives for {}s (the queue's in-flight limit)\n",
+                    limited_for.as_secs()
+                ),
+            ),
             HealthStatus::Unhealthy { failing_for } => (
                 "503 Service Unavailable",
                 "text/plain",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use sqs_worker_core::runner::observe::names;
 use sqs_worker_core::runner::{BoxFuture, MessageKey, MessageKeyHasher, VisibilityControl};
-use sqs_worker_core::{Message, VisibilityError};
+use sqs_worker_core::{MAX_VISIBILITY_TIMEOUT, Message, VisibilityError};
 use tokio::sync::{OwnedSemaphorePermit, RwLock, watch};
 
 use crate::stats::Stats;
@@ -30,7 +30,8 @@ pub(crate) struct Entry {
     pub(crate) received: Instant,
     deadline: Instant,
     capped: bool,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Its in-flight slot: goes with it to settlement.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
 
 /// In-flight messages by [`Message::key`] (an address: no receipt handle
@@ -76,7 +77,7 @@ impl Leases {
             received,
             deadline,
             capped: false,
-            _permit: permit,
+            slot: permit,
         };
         let key = MessageKey::of(&entry.message);
         if self.lock().insert(key, entry).is_none() {
@@ -105,11 +106,19 @@ impl Leases {
         self.lock().len()
     }
 
-    /// Extends every message whose visibility runs out before the next-but-one
-    /// tick, up to its maximum processing time.
+    /// How close to its deadline a message is extended: 1.75 ticks, so a
+    /// message extended by the visibility timeout VT is next due about VT − 2
+    /// ticks later whatever the timers' jitter (about every other tick with
+    /// the default heartbeat of VT/3), with at least 3/4 of a tick to spare.
+    fn due_within(&self) -> Duration {
+        self.heartbeat * 7 / 4
+    }
+
+    /// Extends every message whose visibility runs out within
+    /// [`due_within`](Self::due_within), up to its maximum processing time.
     async fn beat(&self) {
         // Most beats find nothing due: skip the gate (and stalling deletes) then.
-        let soon = Instant::now() + self.heartbeat * 2;
+        let soon = Instant::now() + self.due_within();
         if !self
             .lock()
             .values()
@@ -123,14 +132,14 @@ impl Leases {
         {
             let mut table = self.lock();
             for e in table.values_mut() {
-                if e.deadline.saturating_duration_since(now) > self.heartbeat * 2 {
+                if e.deadline.saturating_duration_since(now) > self.due_within() {
                     continue;
                 }
                 // Past the limit the engine's handler timeout stops the
                 // handler; the extra heartbeat lets it settle first.
                 let limit = e.received + self.max_processing + self.heartbeat;
-                let left = limit.saturating_duration_since(now);
-                if left.is_zero() || e.deadline >= limit {
+                let secs = extension_seconds(self.extension, e.received, limit, now);
+                if e.deadline >= limit || secs.is_none() {
                     if !e.capped {
                         e.capped = true;
                         tracing::warn!(
@@ -141,8 +150,9 @@ impl Leases {
                     }
                     continue;
                 }
-                let secs = self.extension.min(left).as_secs_f64().ceil().max(1.0) as i32;
-                due.push((e.message.clone(), secs));
+                if let Some(secs) = secs {
+                    due.push((e.message.clone(), secs));
+                }
             }
         }
         for chunk in due.chunks(10) {
@@ -223,7 +233,7 @@ impl Leases {
         loop {
             tokio::select! {
                 biased;
-                _ = crate::receive::stopped(&mut stop) => return,
+                _ = crate::stop::stopped(&mut stop) => return,
                 _ = tick.tick() => self.beat().await,
             }
         }
@@ -242,6 +252,9 @@ impl VisibilityControl for Control {
         Box::pin(async move {
             let settled = || VisibilityError::Settled(message.id().to_owned());
             let leases = self.0.upgrade().ok_or_else(settled)?;
+            // Serialized with the heartbeat (which holds the write side while
+            // it extends): SQS applies the two in the order the table records them.
+            let _gate = leases.gate.write().await;
             if !leases.lock().contains_key(&MessageKey::of(message)) {
                 return Err(settled());
             }
@@ -264,10 +277,62 @@ impl VisibilityControl for Control {
                 })?;
             if let Some(e) = leases.lock().get_mut(&MessageKey::of(message)) {
                 e.deadline = asked + Duration::from_secs(secs as u64);
+                e.message.visibility().set_deadline(e.deadline);
             }
             Stats::add(&leases.stats.extensions, 1);
             metrics::counter!(names::EXTENSIONS).increment(1);
             Ok(())
         })
+    }
+}
+
+/// Whole seconds to extend a message received at `received` by (the
+/// visibility timeout, rounded up), stopping at `limit` (its maximum
+/// processing time) and at SQS's 12 hours from receipt, less a second;
+/// `None` when no room is left.
+fn extension_seconds(
+    extension: Duration,
+    received: Instant,
+    limit: Instant,
+    now: Instant,
+) -> Option<i32> {
+    let left = limit.saturating_duration_since(now);
+    let room = MAX_VISIBILITY_TIMEOUT
+        .saturating_sub(now.saturating_duration_since(received))
+        .saturating_sub(Duration::from_secs(1));
+    let secs = extension.min(left).min(room);
+    if left.is_zero() || room < Duration::from_secs(1) {
+        return None;
+    }
+    // Rounded up, but never past the 12-hour room.
+    let whole = (secs.as_secs_f64().ceil() as u64)
+        .min(room.as_secs())
+        .max(1);
+    Some(whole as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_stop_at_the_limit_and_at_twelve_hours_from_receipt() {
+        let received = Instant::now();
+        let vt = Duration::from_secs(300);
+        let far = received + Duration::from_secs(24 * 3600);
+        // Fresh: the visibility timeout.
+        assert_eq!(extension_seconds(vt, received, far, received), Some(300));
+        // Near the limit: what is left, rounded up.
+        let limit = received + Duration::from_millis(10_500);
+        assert_eq!(extension_seconds(vt, received, limit, received), Some(11));
+        assert_eq!(extension_seconds(vt, received, limit, limit), None);
+        // Near 12 h from receipt (a max processing time close to 12 h): never
+        // past 12 h − 1 s from receipt.
+        let now = received + MAX_VISIBILITY_TIMEOUT - Duration::from_secs(100);
+        let secs = extension_seconds(vt, received, far, now).unwrap();
+        assert!(now + Duration::from_secs(secs as u64) < received + MAX_VISIBILITY_TIMEOUT);
+        assert_eq!(secs, 99);
+        let now = received + MAX_VISIBILITY_TIMEOUT - Duration::from_millis(1500);
+        assert_eq!(extension_seconds(vt, received, far, now), None);
     }
 }

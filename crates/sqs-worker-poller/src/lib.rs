@@ -24,18 +24,21 @@
 //! The data path, one module per stage:
 //! - `receive`: receive loops take free capacity first (one permit per
 //!   message), then long-poll for at most that many messages and hand each
-//!   batch to the engine as its own task;
-//! - `lease`: the one owner of in-flight leases; the heartbeat extends
+//!   batch to the engine as its own task; the in-flight limit and
+//!   credentials failing after start-up are backed off, not fatal;
+//! - `lease`: the one owner of in-flight messages; the heartbeat extends
 //!   messages nearing their visibility deadline with
 //!   `ChangeMessageVisibilityBatch`, up to the maximum processing time;
-//! - `settle`: each message is settled as soon as it finishes: deletes and
-//!   visibility changes (the failure's retry delay) coalesce into batches of
-//!   up to 10; permanent failures go to the dead-letter queue when one is
-//!   configured ([`dead_letter`]: the attributes it adds, the same as
-//!   Lambda's); every per-entry failure is checked;
-//! - `run`: start-up checks, and shutdown: stop receiving (aborting the long
-//!   poll), let in-flight messages finish within the grace period, release
-//!   the rest with visibility 0, flush.
+//! - `handoff`: each settled message leaves the table and is queued for
+//!   settlement with its permit, held until its SQS call is sent;
+//! - `settle`: deletes and visibility changes (the failure's retry delay)
+//!   coalesce into batches of up to 10; permanent failures go to the
+//!   dead-letter queue when one is configured ([`dead_letter`]: the attributes
+//!   it adds, the same as Lambda's); every per-entry failure is checked;
+//! - `run`: start-up checks, receiving, and wind-down: stop receiving (the
+//!   receive in flight finishes, within the wait time, and what it brings is
+//!   released at once), let in-flight messages finish within the grace
+//!   period, release the rest with visibility 0, flush.
 //!
 //! [sqs-worker]: https://docs.rs/sqs-worker
 
@@ -45,11 +48,13 @@ mod clients;
 mod config;
 mod env;
 mod error;
+mod handoff;
 mod lease;
 mod receive;
 mod run;
 mod settle;
 mod stats;
+mod stop;
 
 pub use self::config::{
     DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_PROCESSING_TIME, DEFAULT_WAIT_TIME,

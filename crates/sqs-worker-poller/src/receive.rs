@@ -1,29 +1,31 @@
 //! Receive loops: take free capacity first, then long-poll for at most that
 //! many messages, turn them into core [`Message`]s and hand each batch to the
-//! engine as its own task. Each message holds one capacity permit until it
-//! settles, so nothing waits invisible in memory for a worker.
+//! engine as its own task. Each message holds one capacity permit until its
+//! settlement call has been sent, so nothing waits invisible in memory for a
+//! worker, and slow settlement slows receiving.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::receive_message::{ReceiveMessageError, ReceiveMessageOutput};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use backon::BackoffBuilder;
-use sqs_worker_core::runner::{MessageParts, Processor, Settled, VisibilityControl, observe};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use sqs_worker_core::runner::observe::{self, names};
+use sqs_worker_core::runner::{MessageParts, Processor, VisibilityControl};
 use sqs_worker_core::{Message, MessageAttribute, MessageAttributes, SystemAttributes, Visibility};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use sqs_worker_sqs::classify::{self as sdk, Class};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::error::PollerError;
+use crate::handoff::Handoff;
 use crate::lease::Leases;
 use crate::settle::Job;
-use crate::stats::Stats;
-use sqs_worker_sqs::classify::{classify, describe, receive_backoff};
-
-/// How long a receive in flight at shutdown may still answer.
-const STOP_RECEIVE_WAIT: Duration = Duration::from_secs(1);
+use crate::stats::{Activity, Stats};
+use crate::stop::stopped;
 
 /// While the queue has a backlog, how long a receive loop waits for enough
 /// free capacity to ask for a full receive (rather than sending one
@@ -31,52 +33,9 @@ const STOP_RECEIVE_WAIT: Duration = Duration::from_secs(1);
 /// second receive loop from ever seeing a full receive).
 const FILL_WAIT: Duration = Duration::from_millis(10);
 
-/// Resolves once `stop` is true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// When something last happened (a non-empty receive or a settlement), and
-/// whether a receive has come back empty since, for idle exit.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-    empty_since_last: AtomicBool,
-}
-
-impl Activity {
-    pub(crate) fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            empty_since_last: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Relaxed);
-        self.empty_since_last.store(false, Relaxed);
-    }
-
-    fn empty_receive(&self) {
-        self.empty_since_last.store(true, Relaxed);
-    }
-
-    /// How long the queue has looked empty: `None` until a receive came back
-    /// empty after the last thing that happened.
-    pub(crate) fn idle_for(&self) -> Option<Duration> {
-        if !self.empty_since_last.load(Relaxed) {
-            return None;
-        }
-        Some(
-            self.start
-                .elapsed()
-                .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed))),
-        )
-    }
-}
+/// How often a receive loop warns about the same lasting condition (the
+/// in-flight limit, failing credentials); in between it logs at debug.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// What a receive loop needs.
 pub(crate) struct Receiver<P> {
@@ -88,7 +47,7 @@ pub(crate) struct Receiver<P> {
     pub(crate) leases: Arc<Leases>,
     /// Backs every message's lease (shared by all messages).
     pub(crate) control: Arc<dyn VisibilityControl>,
-    pub(crate) settle: mpsc::UnboundedSender<Job>,
+    pub(crate) handoff: Arc<Handoff>,
     pub(crate) activity: Arc<Activity>,
     pub(crate) max_messages: usize,
     pub(crate) wait_seconds: i32,
@@ -96,13 +55,69 @@ pub(crate) struct Receiver<P> {
     pub(crate) visibility_override: Option<i32>,
     /// The visibility timeout in force, for lease deadlines.
     pub(crate) visibility: Duration,
-    pub(crate) dead_letter: bool,
     /// The first loop always polls; the others only while receives come back
     /// full (a backlog), so a trickle is not split into tiny receives.
     pub(crate) primary: bool,
     pub(crate) backlog: Arc<watch::Sender<bool>>,
     /// The global in-flight limit (the semaphore's size).
     pub(crate) concurrency: usize,
+    /// How long a receive in flight at shutdown may still answer: SQS keeps
+    /// a long poll going after its client leaves, so it is awaited (it
+    /// returns within the wait time), up to the grace period.
+    pub(crate) stop_wait: Duration,
+    /// Set by the first successful receive of any loop: from then on,
+    /// failing credentials and refused permissions are waited out.
+    pub(crate) started: Arc<AtomicBool>,
+    /// On a FIFO queue, the prefix of each receive's fresh
+    /// `ReceiveRequestAttemptId` (the SDK resends the same one on its own
+    /// retries, so SQS answers a retried receive with the same messages).
+    pub(crate) attempt_prefix: Option<String>,
+}
+
+/// A receive loop's backoffs and warning clocks.
+struct Backoffs {
+    /// Transient errors: 100 ms doubling to 10 s.
+    short: ExponentialBackoff,
+    /// The in-flight limit, and credentials failing mid-run: 1 s doubling to 60 s.
+    long: ExponentialBackoff,
+    /// Empty short polls (`wait_time` 0): 100 ms doubling to 1 s.
+    empty: ExponentialBackoff,
+    warned: [Option<Instant>; 2],
+}
+
+impl Backoffs {
+    fn new() -> Self {
+        Self {
+            short: sdk::receive_backoff().build(),
+            long: sdk::long_backoff().build(),
+            empty: empty_poll_backoff().build(),
+            warned: [None; 2],
+        }
+    }
+
+    /// Whether to warn about lasting condition `i` now (once per [`WARN_EVERY`]).
+    fn warn_now(&mut self, i: usize) -> bool {
+        let due = self.warned[i].is_none_or(|t| t.elapsed() >= WARN_EVERY);
+        if due {
+            self.warned[i] = Some(Instant::now());
+        }
+        due
+    }
+}
+
+fn empty_poll_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .without_max_times()
+}
+
+/// How a receive call ended.
+#[allow(clippy::large_enum_variant)] // moved once per receive call, never stored
+enum Receipt {
+    Answered(Result<ReceiveMessageOutput, SdkError<ReceiveMessageError>>),
+    /// Stopped while it was in flight: what it brought, if it answered in time.
+    Stopped(Option<ReceiveMessageOutput>),
 }
 
 impl<P: Processor> Receiver<P> {
@@ -113,186 +128,280 @@ impl<P: Processor> Receiver<P> {
         mut stop: watch::Receiver<bool>,
     ) -> (JoinSet<()>, Option<PollerError>) {
         let mut batches = JoinSet::new();
-        let mut backoff = receive_backoff().build();
-        let stats = self.leases.stats.clone();
+        let mut backoffs = Backoffs::new();
+        let mut attempts = 0u64;
         loop {
             while batches.try_join_next().is_some() {}
-            if *stop.borrow() {
+            if *stop.borrow() || !self.wait_for_backlog(&mut stop).await {
                 break;
             }
-            if !self.primary && !*self.backlog.borrow() {
-                let mut backlog = self.backlog.subscribe();
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => break,
-                    _ = backlog.wait_for(|b| *b) => continue,
-                }
-            }
-            let first = tokio::select! {
-                biased;
-                _ = crate::receive::stopped(&mut stop) => break,
-                p = self.capacity.clone().acquire_owned() => p,
+            let Some(permits) = self.gather(&mut stop).await else {
+                break;
             };
-            let Ok(mut permits) = first else { break };
-            // With a backlog and room for at least two full receives, gather
-            // a full receive's capacity first (briefly). Below that, waiting
-            // for slots would leave capacity idle behind slow messages, so
-            // the loop receives whatever is free.
-            let fill = self.max_messages - 1;
-            if self.concurrency >= 2 * self.max_messages
-                && fill > 0
-                && *self.backlog.borrow()
-                && self.capacity.available_permits() < fill
-                && let Ok(Ok(more)) = tokio::time::timeout(
-                    FILL_WAIT,
-                    self.capacity.clone().acquire_many_owned(fill as u32),
-                )
+            attempts += 1;
+            let result = match self
+                .receive_once(permits.num_permits(), attempts, &mut stop)
                 .await
             {
-                permits.merge(more);
-            }
-            let extra = self
-                .capacity
-                .available_permits()
-                .min(self.max_messages - permits.num_permits());
-            if extra > 0
-                && let Ok(more) = self.capacity.clone().try_acquire_many_owned(extra as u32)
-            {
-                permits.merge(more);
-            }
-            let asked = permits.num_permits();
-            let span = tracing::debug_span!(
-                "sqs.receive",
-                messaging.system = "aws_sqs",
-                messaging.destination.name = %self.queue_name,
-                asked,
-            );
-            let call = self
-                .client
-                .receive_message()
-                .queue_url(&*self.queue_url)
-                .max_number_of_messages(asked as i32)
-                .wait_time_seconds(self.wait_seconds)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .set_visibility_timeout(self.visibility_override)
-                .send()
-                .instrument(span);
-            let mut call = std::pin::pin!(call);
-            let result = tokio::select! {
-                biased;
-                r = &mut call => r,
-                () = stopped(&mut stop) => {
-                    // A receive SQS already answered must not be dropped (its
-                    // messages would stay invisible for the whole visibility
-                    // timeout): give it a moment, and release what it brings.
-                    // A long poll on an empty queue is aborted.
-                    if let Ok(Ok(out)) = tokio::time::timeout(STOP_RECEIVE_WAIT, &mut call).await {
-                        self.park(out, permits);
+                Receipt::Answered(result) => result,
+                Receipt::Stopped(out) => {
+                    if let Some(out) = out {
+                        self.release_unstarted(out, permits);
                     }
                     break;
                 }
             };
-            let received_at = Instant::now();
-            let out = match result {
+            let pause = match result {
                 Ok(out) => {
                     observe::health().receive_succeeded();
-                    backoff = receive_backoff().build();
-                    out
+                    self.started.store(true, Relaxed);
+                    backoffs.short = sdk::receive_backoff().build();
+                    backoffs.long = sdk::long_backoff().build();
+                    if self.dispatch(out, permits, &mut batches) > 0 {
+                        backoffs.empty = empty_poll_backoff().build();
+                        None
+                    } else if self.wait_seconds == 0 {
+                        // An empty short poll: no busy loop.
+                        backoffs.empty.next()
+                    } else {
+                        None
+                    }
                 }
                 Err(e) => {
-                    observe::health().receive_failed();
-                    Stats::add(&stats.sdk_errors, 1);
                     drop(permits);
-                    if !classify(&e).is_transient() {
-                        let err = crate::error::fatal(&e, &self.queue_url, "ReceiveMessage");
-                        tracing::error!(error = %describe(&e), queue = %self.queue_url, "ReceiveMessage failed; stopping");
-                        return (batches, Some(err));
-                    }
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(
-                        error = %describe(&e),
-                        queue = %self.queue_url,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "ReceiveMessage failed; retrying"
-                    );
-                    tokio::select! {
-                        biased;
-                        _ = crate::receive::stopped(&mut stop) => break,
-                        () = tokio::time::sleep(delay) => continue,
+                    match self.retry_delay(&e, &mut backoffs) {
+                        Ok(delay) => Some(delay),
+                        Err(err) => return (batches, Some(err)),
                     }
                 }
             };
-            let messages = out.messages.unwrap_or_default();
-            // Everything asked for came back: there may well be more waiting.
-            let full = messages.len() >= asked;
-            self.backlog
-                .send_if_modified(|b| std::mem::replace(b, full) != full);
-            if messages.is_empty() {
-                self.activity.empty_receive();
-                continue;
-            }
-            self.activity.touch();
-            let deadline = received_at + self.visibility;
-            let mut batch = Vec::with_capacity(messages.len());
-            for m in messages {
-                let Some(msg) = self.convert(m, deadline) else {
-                    continue;
-                };
-                // SQS never returns more than asked; if it did, the extra
-                // message is still tracked and settled, just without a permit.
-                let permit = permits.split(1);
-                self.leases.insert(msg.clone(), received_at, permit);
-                batch.push(msg);
-            }
-            drop(permits);
-            if batch.is_empty() {
-                continue;
-            }
-            observe::received(&batch);
-            Stats::add(&stats.received, batch.len() as u64);
-            let span = if observe::info_spans_off() {
-                tracing::Span::none()
-            } else {
-                tracing::info_span!(
-                    "sqs.batch",
-                    messaging.system = "aws_sqs",
-                    messaging.destination.name = %self.queue_name,
-                    messaging.batch.message_count = batch.len(),
-                )
-            };
-            let processor = self.processor.clone();
-            let leases = self.leases.clone();
-            let tx = self.settle.clone();
-            let activity = self.activity.clone();
-            let dlq = self.dead_letter;
-            batches.spawn(
-                async move {
-                    let settle = move |s: Settled| {
-                        // Out of the lease table first: no extension can follow.
-                        let Some(entry) = leases.remove(&s.message) else {
-                            return;
-                        };
-                        activity.touch();
-                        let job = Job::plan(s, entry.received, dlq, &leases.stats);
-                        drop(entry);
-                        if tx.send(job).is_err() {
-                            tracing::error!(
-                                "settlement stage is gone; message left to its visibility timeout"
-                            );
-                        }
-                    };
-                    processor.process(batch, None, settle).await;
+            if let Some(pause) = pause {
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => break,
+                    () = tokio::time::sleep(pause) => {}
                 }
-                .instrument(span),
-            );
+            }
         }
         (batches, None)
     }
 
-    /// Registers messages received while stopping without running them:
-    /// shutdown releases them (visibility 0) with the other unfinished ones.
-    fn park(&self, out: ReceiveMessageOutput, mut permits: OwnedSemaphorePermit) {
+    /// A secondary loop waits for a backlog; `false` when stopped meanwhile.
+    async fn wait_for_backlog(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        if self.primary || *self.backlog.borrow() {
+            return true;
+        }
+        let mut backlog = self.backlog.subscribe();
+        tokio::select! {
+            biased;
+            () = stopped(stop) => false,
+            _ = backlog.wait_for(|b| *b) => true,
+        }
+    }
+
+    /// Free capacity for the next receive: at least one slot, up to a full
+    /// receive. `None` when stopped meanwhile.
+    async fn gather(&self, stop: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
+        let first = tokio::select! {
+            biased;
+            () = stopped(stop) => return None,
+            p = self.capacity.clone().acquire_owned() => p,
+        };
+        let mut permits = first.ok()?;
+        // With a backlog and room for at least two full receives, gather
+        // a full receive's capacity first (briefly). Below that, waiting
+        // for slots would leave capacity idle behind slow messages, so
+        // the loop receives whatever is free.
+        let fill = self.max_messages - 1;
+        if self.concurrency >= 2 * self.max_messages
+            && fill > 0
+            && *self.backlog.borrow()
+            && self.capacity.available_permits() < fill
+            && let Ok(Ok(more)) = tokio::time::timeout(
+                FILL_WAIT,
+                self.capacity.clone().acquire_many_owned(fill as u32),
+            )
+            .await
+        {
+            permits.merge(more);
+        }
+        let extra = self
+            .capacity
+            .available_permits()
+            .min(self.max_messages - permits.num_permits());
+        if extra > 0
+            && let Ok(more) = self.capacity.clone().try_acquire_many_owned(extra as u32)
+        {
+            permits.merge(more);
+        }
+        Some(permits)
+    }
+
+    /// One `ReceiveMessage` for up to `asked` messages. At stop, a receive in
+    /// flight is not abandoned: SQS would hand what arrives during the rest
+    /// of its wait to the dead connection, invisible for the visibility timeout.
+    async fn receive_once(
+        &self,
+        asked: usize,
+        attempt: u64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Receipt {
+        let span = tracing::debug_span!(
+            "sqs.receive",
+            messaging.system = "aws_sqs",
+            messaging.destination.name = %self.queue_name,
+            asked,
+        );
+        let call = self
+            .client
+            .receive_message()
+            .queue_url(&*self.queue_url)
+            .max_number_of_messages(asked as i32)
+            .wait_time_seconds(self.wait_seconds)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .set_visibility_timeout(self.visibility_override)
+            .set_receive_request_attempt_id(
+                self.attempt_prefix
+                    .as_ref()
+                    .map(|p| format!("{p}-{attempt}")),
+            )
+            .send()
+            .instrument(span);
+        let mut call = std::pin::pin!(call);
+        tokio::select! {
+            biased;
+            r = &mut call => Receipt::Answered(r),
+            () = stopped(stop) => {
+                match tokio::time::timeout(self.stop_wait, &mut call).await {
+                    Ok(Ok(out)) => Receipt::Stopped(Some(out)),
+                    Ok(Err(_)) => Receipt::Stopped(None),
+                    Err(_) => {
+                        tracing::warn!(
+                            stop_wait_ms = self.stop_wait.as_millis() as u64,
+                            "a receive in flight did not answer within the grace period; \
+                             abandoned (keep the grace period above the wait time)"
+                        );
+                        Receipt::Stopped(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long to wait before receiving again after `e`, or the error that
+    /// ends the run. Credentials and permissions failing after the first
+    /// successful receive are waited out (unhealthy meanwhile); the in-flight
+    /// limit always is (degraded meanwhile).
+    fn retry_delay(
+        &self,
+        e: &SdkError<ReceiveMessageError>,
+        b: &mut Backoffs,
+    ) -> Result<Duration, PollerError> {
+        Stats::add(&self.leases.stats.sdk_errors, 1);
+        let class = sdk::classify(e);
+        let error = sdk::describe(e);
+        let queue = &*self.queue_url;
+        let (kind, delay) = match class {
+            Class::Transient | Class::Throttled => ("transient", b.short.next()),
+            Class::OverLimit => ("over_limit", b.long.next()),
+            c if c.is_credentials() && self.started.load(Relaxed) => ("credentials", b.long.next()),
+            _ => {
+                observe::health().receive_failed();
+                tracing::error!(%error, queue, "ReceiveMessage failed; stopping");
+                return Err(crate::error::fatal(e, queue, "ReceiveMessage"));
+            }
+        };
+        if class == Class::OverLimit {
+            observe::health().receive_limited();
+        } else {
+            observe::health().receive_failed();
+        }
+        metrics::counter!(names::RECEIVE_ERRORS, "kind" => kind).increment(1);
+        let delay = delay.unwrap_or(Duration::from_secs(10));
+        let retry_in_ms = delay.as_millis() as u64;
+        match kind {
+            "transient" => {
+                tracing::warn!(%error, queue, retry_in_ms, "ReceiveMessage failed; retrying");
+            }
+            "over_limit" if b.warn_now(0) => tracing::warn!(
+                %error, queue, retry_in_ms,
+                "the queue is at its in-flight limit (OverLimit): backing off until receives succeed"
+            ),
+            "credentials" if b.warn_now(1) => tracing::warn!(
+                %error, queue, retry_in_ms,
+                "credentials or permissions failing after start-up: backing off until receives succeed"
+            ),
+            _ => {
+                tracing::debug!(%error, queue, retry_in_ms, kind, "ReceiveMessage failed; retrying")
+            }
+        }
+        Ok(delay)
+    }
+
+    /// Hands what a receive brought to the engine as one batch task; the
+    /// number of messages.
+    fn dispatch(
+        &self,
+        out: ReceiveMessageOutput,
+        mut permits: OwnedSemaphorePermit,
+        batches: &mut JoinSet<()>,
+    ) -> usize {
+        let received_at = Instant::now();
+        let asked = permits.num_permits();
+        let messages = out.messages.unwrap_or_default();
+        // Everything asked for came back: there may well be more waiting.
+        let full = messages.len() >= asked;
+        self.backlog
+            .send_if_modified(|b| std::mem::replace(b, full) != full);
+        if messages.is_empty() {
+            self.activity.empty_receive();
+            return 0;
+        }
+        self.activity.touch();
+        let deadline = received_at + self.visibility;
+        let mut batch = Vec::with_capacity(messages.len());
+        for m in messages {
+            let Some(msg) = self.convert(m, deadline) else {
+                continue;
+            };
+            // SQS never returns more than asked; if it did, the extra
+            // message is still tracked and settled, just without a permit.
+            let permit = permits.split(1);
+            self.leases.insert(msg.clone(), received_at, permit);
+            batch.push(msg);
+        }
+        drop(permits);
+        let n = batch.len();
+        if n == 0 {
+            return 0;
+        }
+        observe::received(&batch);
+        Stats::add(&self.leases.stats.received, n as u64);
+        let span = if observe::info_spans_off() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "sqs.batch",
+                messaging.system = "aws_sqs",
+                messaging.destination.name = %self.queue_name,
+                messaging.batch.message_count = n,
+            )
+        };
+        let processor = self.processor.clone();
+        let handoff = self.handoff.clone();
+        batches.spawn(
+            async move {
+                processor.process(batch, None, |s| handoff.settled(s)).await;
+            }
+            .instrument(span),
+        );
+        n
+    }
+
+    /// Messages received while stopping are not run: each is made visible
+    /// again at once (visibility 0), with its slot.
+    fn release_unstarted(&self, out: ReceiveMessageOutput, mut permits: OwnedSemaphorePermit) {
         let now = Instant::now();
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
@@ -300,12 +409,22 @@ impl<P: Processor> Receiver<P> {
         }
         tracing::info!(
             messages = messages.len(),
-            "received while stopping: releasing these unstarted"
+            "received while stopping: releasing these unstarted (visibility 0)"
         );
         for m in messages {
-            if let Some(msg) = self.convert(m, now + self.visibility) {
+            if let Some(message) = self.convert(m, now + self.visibility) {
                 Stats::add(&self.leases.stats.received, 1);
-                self.leases.insert(msg, now, permits.split(1));
+                let job = Job::Release {
+                    message,
+                    delay: Duration::ZERO,
+                    received: now,
+                    retry: false,
+                };
+                if self.handoff.settle.send((job, permits.split(1))).is_err() {
+                    tracing::error!(
+                        "settlement stage is gone; message left to its visibility timeout"
+                    );
+                }
             }
         }
     }

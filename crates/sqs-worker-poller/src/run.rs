@@ -1,6 +1,7 @@
 //! A run: start-up checks, the stages wired together, and shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::BehaviorVersion;
@@ -12,16 +13,17 @@ use sqs_worker_sqs::RequestCounter;
 use sqs_worker_sqs::classify::{classify, describe, settle_backoff};
 use sqs_worker_sqs::dead_letter::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clients::Clients;
 use crate::config::{Queue, Settings, Signal};
-use crate::error::PollerError;
-use crate::error::fatal;
+use crate::error::{PollerError, fatal};
+use crate::handoff::Handoff;
 use crate::lease::Leases;
-use crate::receive::{Activity, Receiver};
+use crate::receive::Receiver;
 use crate::settle::{Acker, DeadLetter, Job};
-use crate::stats::{RunSummary, Stats};
+use crate::stats::{Activity, RunSummary, Stats};
+use crate::stop::stopped;
 
 /// A configured long-poll consumer; [`run`](Self::run) it. Built with
 /// [`Poller::builder`], [`Poller::with_processor`] or [`Poller::from_env`].
@@ -72,21 +74,30 @@ impl<P: Processor> Poller<P> {
     }
 
     /// Polls until the shutdown signal (or idle exit), then shuts down
-    /// gracefully: stops receiving, lets in-flight messages finish within the
-    /// grace period, makes the rest visible again, flushes every pending
-    /// delete and visibility change. Returns what it did.
+    /// gracefully: stops receiving (a receive in flight is let finish, at
+    /// most the wait time, and what it brings is released at once), lets
+    /// in-flight messages finish within the grace period (counted from the
+    /// signal), makes the rest visible again, flushes every pending delete
+    /// and visibility change. Returns what it did.
     ///
-    /// Fails at start-up when the queue does not exist or access is refused
-    /// (the error names the queue), and later only on a non-transient receive
-    /// error; transient SQS errors are retried with backoff and logged.
+    /// Fails at start-up when the queue does not exist, access is refused or
+    /// credentials are missing (the error names the queue), and later only
+    /// on a receive error no retry can fix; transient SQS errors, the
+    /// queue's in-flight limit and credentials failing after the first
+    /// successful receive are retried with backoff and logged.
     pub async fn run(self) -> Result<RunSummary, PollerError> {
         let started = Instant::now();
-        let s = self.settings;
-        let shutdown = match self.shutdown {
+        let Self {
+            settings: s,
+            processor,
+            client,
+            shutdown,
+        } = self;
+        let shutdown = match shutdown {
             Some(signal) => signal,
             None => default_signal()?,
         };
-        let base = match self.client {
+        let base = match client {
             Some(c) => c,
             None => aws_sdk_sqs::Client::new(
                 &aws_config::load_defaults(BehaviorVersion::latest()).await,
@@ -94,92 +105,194 @@ impl<P: Processor> Poller<P> {
         };
         let requests = RequestCounter::default();
         let clients = Clients::new(&base, s.wait_time, &requests);
-        let facts = check_queue(&clients.settle, &s).await?;
-        let (visibility, heartbeat) = crate::env::lease_timing(&s, facts.visibility)?;
-        let stop_timeout = std::env::var(var::ECS_CONTAINER_STOP_TIMEOUT).ok();
-        if let Some(w) = crate::env::stop_timeout_warning(s.grace_period, stop_timeout.as_deref()) {
-            tracing::warn!("{w}");
+        let start = start_up(&clients.settle, &s).await?;
+        let stages = Stages::wire(&s, &clients, &start);
+        let mut helpers = stages.helpers(&s, shutdown, &requests, started);
+        let (receiving, error) = stages
+            .receive_until_stopped(&s, &clients, &start, processor)
+            .await;
+        let stats = stages.stats.clone();
+        stages.wind_down(&s, receiving).await;
+        helpers.abort_all();
+        let summary = stats.snapshot(requests.get(), started.elapsed());
+        tracing::info!(%summary, "poller stopped");
+        if s.stats_interval.is_some() {
+            log_stats(&summary, "final");
         }
-        let dead_letter = match &s.dead_letter_queue {
-            Some(dlq) => Some(Arc::new(DeadLetter {
-                queue: check_dead_letter_queue(&clients.settle, dlq, &facts.url).await?,
-                source_arn: facts.arn.clone(),
-            })),
-            None => None,
-        };
-        tracing::info!(
-            queue = %facts.url,
-            concurrency = s.concurrency,
-            receivers = s.receivers,
-            visibility_timeout_s = visibility.as_secs(),
-            heartbeat_ms = heartbeat.as_millis() as u64,
-            dead_letter_queue = s.dead_letter_queue.as_deref(),
-            "poller started"
-        );
+        match error {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+}
 
+/// What start-up learned and decided.
+struct Start {
+    facts: QueueFacts,
+    visibility: Duration,
+    heartbeat: Duration,
+    dead_letter: Option<Arc<DeadLetter>>,
+}
+
+/// Start-up checks: the queue (and dead-letter queue) exist and answer; the
+/// visibility timeout and heartbeat in force.
+async fn start_up(client: &aws_sdk_sqs::Client, s: &Settings) -> Result<Start, PollerError> {
+    let facts = check_queue(client, s).await?;
+    let (visibility, heartbeat) = crate::env::lease_timing(s, facts.visibility)?;
+    let stop_timeout = std::env::var(var::ECS_CONTAINER_STOP_TIMEOUT).ok();
+    if let Some(w) = crate::env::stop_timeout_warning(s.grace_period, stop_timeout.as_deref()) {
+        tracing::warn!("{w}");
+    }
+    let dead_letter = match &s.dead_letter_queue {
+        Some(dlq) => Some(Arc::new(DeadLetter {
+            queue: check_dead_letter_queue(client, dlq, &facts.url).await?,
+            source_arn: facts.arn.clone(),
+        })),
+        None => None,
+    };
+    tracing::info!(
+        queue = %facts.url,
+        concurrency = s.concurrency,
+        receivers = s.receivers,
+        visibility_timeout_s = visibility.as_secs(),
+        heartbeat_ms = heartbeat.as_millis() as u64,
+        dead_letter_queue = s.dead_letter_queue.as_deref(),
+        "poller started"
+    );
+    Ok(Start {
+        facts,
+        visibility,
+        heartbeat,
+        dead_letter,
+    })
+}
+
+/// What the receive loops leave when they stop.
+struct Receiving {
+    /// Their batch tasks still running.
+    batches: Vec<JoinSet<()>>,
+    /// When receiving was told to stop.
+    stopped_at: tokio::time::Instant,
+}
+
+/// The stages of a run, wired together: the in-flight table and its
+/// heartbeat, settlement, and the stop signal.
+struct Stages {
+    stats: Arc<Stats>,
+    leases: Arc<Leases>,
+    activity: Arc<Activity>,
+    handoff: Arc<Handoff>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    heartbeat_stop: watch::Sender<bool>,
+    heartbeat_task: JoinHandle<()>,
+    acker_task: JoinHandle<()>,
+}
+
+impl Stages {
+    fn wire(s: &Settings, clients: &Clients, start: &Start) -> Self {
         let stats = Arc::new(Stats::default());
         let leases = Arc::new(Leases {
             table: Default::default(),
             gate: Default::default(),
             client: clients.settle.clone(),
-            queue_url: facts.url.clone(),
+            queue_url: start.facts.url.clone(),
             stats: stats.clone(),
-            extension: visibility,
-            heartbeat,
+            extension: start.visibility,
+            heartbeat: start.heartbeat,
             max_processing: s.max_processing_time,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (heartbeat_stop_tx, heartbeat_stop) = watch::channel(false);
-        let heartbeat_task = tokio::spawn(leases.clone().heartbeat(heartbeat_stop.clone()));
+        let (heartbeat_stop, heartbeat_rx) = watch::channel(false);
+        let heartbeat_task = tokio::spawn(leases.clone().heartbeat(heartbeat_rx));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let acker = Arc::new(Acker {
             leases: leases.clone(),
-            dead_letter,
+            dead_letter: start.dead_letter.clone(),
             flush_interval: s.flush_interval,
         });
         let acker_task = tokio::spawn(acker.run(settle_rx));
         let activity = Arc::new(Activity::new());
-        let mut helpers = JoinSet::new();
-        {
-            let stop_tx = stop_tx.clone();
-            helpers.spawn(async move {
-                shutdown.await;
-                tracing::info!("shutdown signal received: stopping receives");
-                let _ = stop_tx.send(true);
-            });
+        let handoff = Arc::new(Handoff {
+            leases: leases.clone(),
+            activity: activity.clone(),
+            settle: settle_tx,
+            dead_letter: s.dead_letter_queue.is_some(),
+        });
+        Self {
+            stats,
+            leases,
+            activity,
+            handoff,
+            stop_tx,
+            stop_rx,
+            heartbeat_stop,
+            heartbeat_task,
+            acker_task,
         }
+    }
+
+    /// The shutdown signal's watcher, idle exit and the stats logger.
+    fn helpers(
+        &self,
+        s: &Settings,
+        shutdown: Signal,
+        requests: &RequestCounter,
+        started: Instant,
+    ) -> JoinSet<()> {
+        let mut helpers = JoinSet::new();
+        let stop_tx = self.stop_tx.clone();
+        helpers.spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown signal received: stopping receives");
+            let _ = stop_tx.send(true);
+        });
         if let Some(idle) = s.idle_exit {
             helpers.spawn(idle_monitor(
                 idle,
-                leases.clone(),
-                activity.clone(),
-                stop_tx.clone(),
+                self.leases.clone(),
+                self.activity.clone(),
+                self.stop_tx.clone(),
             ));
         }
         if let Some(every) = s.stats_interval {
             helpers.spawn(stats_logger(
                 every,
-                stats.clone(),
+                self.stats.clone(),
                 requests.clone(),
                 started,
-                stop_rx.clone(),
+                self.stop_rx.clone(),
             ));
         }
+        helpers
+    }
 
+    /// Runs the receive loops until they stop (signal, idle exit, or an
+    /// error no retry fixes); returns their batch tasks still running and
+    /// the first error. A loop stopping lets its receive in flight finish.
+    async fn receive_until_stopped<P: Processor>(
+        &self,
+        s: &Settings,
+        clients: &Clients,
+        start: &Start,
+        processor: P,
+    ) -> (Receiving, Option<PollerError>) {
+        let url = &start.facts.url;
         let capacity = Arc::new(Semaphore::new(s.concurrency));
-        let mut loops = JoinSet::new();
         let backlog = Arc::new(watch::channel(false).0);
+        let started = Arc::new(AtomicBool::new(false));
+        let mut loops = JoinSet::new();
         for i in 0..s.receivers {
             let receiver = Receiver {
                 client: clients.receive.clone(),
-                queue_url: facts.url.as_str().into(),
-                queue_name: queue_name(&facts.url),
-                processor: self.processor.clone(),
+                queue_url: url.as_str().into(),
+                queue_name: queue_name(url),
+                processor: processor.clone(),
                 capacity: capacity.clone(),
-                leases: leases.clone(),
-                control: leases.control(),
-                settle: settle_tx.clone(),
-                activity: activity.clone(),
+                leases: self.leases.clone(),
+                control: self.leases.control(),
+                handoff: self.handoff.clone(),
+                activity: self.activity.clone(),
                 max_messages: s.max_messages,
                 // With idle exit, an empty queue must answer within about
                 // the idle time.
@@ -189,38 +302,64 @@ impl<P: Processor> Poller<P> {
                 }
                 .as_secs() as i32,
                 visibility_override: s.visibility_timeout.map(|v| v.as_secs_f64().ceil() as i32),
-                visibility,
-                dead_letter: s.dead_letter_queue.is_some(),
+                visibility: start.visibility,
                 primary: i == 0,
                 backlog: backlog.clone(),
                 concurrency: s.concurrency,
+                stop_wait: s.grace_period,
+                started: started.clone(),
+                attempt_prefix: url.ends_with(".fifo").then(|| attempt_prefix(i)),
             };
-            loops.spawn(receiver.run(stop_rx.clone()));
+            loops.spawn(receiver.run(self.stop_rx.clone()));
         }
-        drop(settle_tx);
-
-        // Receiving ends on the signal, idle exit, or a non-transient error.
         let mut error = None;
         let mut batches = Vec::new();
-        while let Some(joined) = loops.join_next().await {
+        // The grace period counts from the stop, not from the end of the
+        // receives still in flight then.
+        let mut stop = self.stop_rx.clone();
+        let mut stopped_at = None;
+        loop {
+            let joined = tokio::select! {
+                () = stopped(&mut stop), if stopped_at.is_none() => {
+                    stopped_at = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                joined = loops.join_next() => joined,
+            };
+            let Some(joined) = joined else { break };
             match joined {
                 Ok((set, err)) => {
                     batches.push(set);
                     if let Some(e) = err {
-                        let _ = stop_tx.send(true);
+                        let _ = self.stop_tx.send(true);
                         error.get_or_insert(e);
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a receive loop panicked");
-                    let _ = stop_tx.send(true);
+                    let _ = self.stop_tx.send(true);
                 }
             }
         }
-        let _ = stop_tx.send(true);
+        let _ = self.stop_tx.send(true);
+        let stopped_at = stopped_at.unwrap_or_else(tokio::time::Instant::now);
+        (
+            Receiving {
+                batches,
+                stopped_at,
+            },
+            error,
+        )
+    }
 
-        // Let in-flight messages finish within the grace period.
-        let grace_end = tokio::time::Instant::now() + s.grace_period;
+    /// Lets in-flight messages finish within the grace period, releases the
+    /// rest (visibility 0), and waits for settlement to flush.
+    async fn wind_down(self, s: &Settings, receiving: Receiving) {
+        let Receiving {
+            mut batches,
+            stopped_at,
+        } = receiving;
+        let grace_end = stopped_at + s.grace_period;
         let mut timed_out = false;
         for set in &mut batches {
             while !timed_out {
@@ -234,7 +373,7 @@ impl<P: Processor> Poller<P> {
         if timed_out {
             tracing::warn!(
                 grace_ms = s.grace_period.as_millis() as u64,
-                in_flight = leases.len(),
+                in_flight = self.leases.len(),
                 "grace period over: stopping the handlers still running"
             );
         }
@@ -244,9 +383,9 @@ impl<P: Processor> Poller<P> {
         }
         // Whatever was received and not settled (stopped, or never started)
         // becomes visible again at once.
-        heartbeat_stop_tx.send(true).ok();
-        let _ = heartbeat_task.await;
-        let leftovers = leases.drain();
+        self.heartbeat_stop.send(true).ok();
+        let _ = self.heartbeat_task.await;
+        let leftovers = self.leases.drain();
         if !leftovers.is_empty() {
             tracing::info!(
                 messages = leftovers.len(),
@@ -260,29 +399,35 @@ impl<P: Processor> Poller<P> {
                     received: e.received,
                     retry: false,
                 };
-                let _ = tx.send(job);
+                let _ = tx.send((job, e.slot));
             }
             drop(tx);
-            // The main acker may still be flushing; a second one releases these.
+            // The main acker may still be flushing; a second one releases
+            // these. Every job is queued already: a short flush interval
+            // lets it send them in batches of ten, not one call per pair.
             let release = Arc::new(Acker {
-                leases: leases.clone(),
+                leases: self.leases.clone(),
                 dead_letter: None,
-                flush_interval: Duration::ZERO,
+                flush_interval: RELEASE_FLUSH,
             });
             release.run(rx).await;
         }
-        let _ = acker_task.await;
-        helpers.abort_all();
-        let summary = stats.snapshot(requests.get(), started.elapsed());
-        tracing::info!(%summary, "poller stopped");
-        if s.stats_interval.is_some() {
-            log_stats(&summary, "final");
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
+        drop(self.handoff);
+        let _ = self.acker_task.await;
     }
+}
+
+/// The release acker's flush interval at shutdown (its jobs are all queued
+/// before it starts).
+const RELEASE_FLUSH: Duration = Duration::from_millis(20);
+
+/// A prefix unique to this process and receive loop for FIFO
+/// `ReceiveRequestAttemptId`s (at most 128 characters: letters, digits, `-`).
+fn attempt_prefix(receiver: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("sqs-worker-{}-{nanos}-{receiver}", std::process::id())
 }
 
 /// SIGTERM or SIGINT.
@@ -446,7 +591,7 @@ async fn stats_logger(
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = crate::receive::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
             _ = tick.tick() => {}
         }
         let s = stats.snapshot(requests.get(), started.elapsed());

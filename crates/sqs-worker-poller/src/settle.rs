@@ -15,11 +15,30 @@ use sqs_worker_core::runner::{FailureKind, Outcome, Settled};
 use sqs_worker_sqs::classify::settle_backoff;
 use sqs_worker_sqs::dead_letter::{self, DeadLetterQueue, SourceQueue};
 use sqs_worker_sqs::{BatchCall, BatchResult, visibility_seconds};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
 use crate::lease::Leases;
 use crate::stats::Stats;
+
+/// A message's in-flight slot (capacity permit), held until its settlement
+/// call has been sent (back-pressure: receiving waits for slow settlement).
+pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+
+/// Adds `slot` to the slots held for a batch (one permit, merged).
+fn hold(held: &mut Slot, slot: Slot) {
+    match (held.as_mut(), slot) {
+        (Some(h), Some(s)) => h.merge(s),
+        (None, s) => *held = s,
+        (Some(_), None) => {}
+    }
+}
+
+/// Runs a settlement call, then frees the slots it held.
+async fn holding(call: impl Future<Output = ()>, slots: Slot) {
+    call.await;
+    drop(slots);
+}
 
 /// One settlement to carry out.
 pub(crate) enum Job {
@@ -115,9 +134,11 @@ impl Acker {
 
     /// Settles every job until the channel closes, then flushes and waits for
     /// every call in flight.
-    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Job, Slot)>) {
         let mut deletes: Vec<Message> = Vec::with_capacity(10);
         let mut changes: Vec<Change> = Vec::with_capacity(10);
+        // The slots of the buffered deletes and changes.
+        let (mut delete_slots, mut change_slots): (Slot, Slot) = (None, None);
         let mut tasks = JoinSet::new();
         let mut flush_at: Option<Instant> = None;
         // One timer, reset when a new flush is due (a timer made per job would
@@ -137,20 +158,21 @@ impl Acker {
                         biased;
                         job = rx.recv() => job,
                         () = timer.as_mut() => {
-                            self.flush(&mut tasks, &mut deletes, &mut changes);
+                            self.flush(&mut tasks, (&mut deletes, &mut delete_slots), (&mut changes, &mut change_slots));
                             flush_at = None;
                             continue;
                         }
                     }
                 }
             };
-            let Some(job) = job else { break };
+            let Some((job, slot)) = job else { break };
             match job {
                 Job::Delete(m) => {
                     deletes.push(m);
+                    hold(&mut delete_slots, slot);
                     if deletes.len() == 10 {
                         let batch = std::mem::take(&mut deletes);
-                        tasks.spawn(self.clone().delete(batch));
+                        tasks.spawn(holding(self.clone().delete(batch), delete_slots.take()));
                     }
                 }
                 Job::Release {
@@ -168,9 +190,10 @@ impl Acker {
                             Tally::Released
                         },
                     });
+                    hold(&mut change_slots, slot);
                     if changes.len() == 10 {
                         let batch = std::mem::take(&mut changes);
-                        tasks.spawn(self.clone().change(batch));
+                        tasks.spawn(holding(self.clone().change(batch), change_slots.take()));
                     }
                 }
                 Job::DeadLetter {
@@ -180,10 +203,10 @@ impl Acker {
                     delay,
                     received,
                 } => {
-                    tasks.spawn(
-                        self.clone()
-                            .dead_letter(message, kind, error, delay, received),
-                    );
+                    let call = self
+                        .clone()
+                        .dead_letter(message, kind, error, delay, received);
+                    tasks.spawn(holding(call, slot));
                 }
             }
             let now = Instant::now();
@@ -191,7 +214,11 @@ impl Acker {
                 flush_at = None;
             } else if let Some(at) = flush_at {
                 if now >= at {
-                    self.flush(&mut tasks, &mut deletes, &mut changes);
+                    self.flush(
+                        &mut tasks,
+                        (&mut deletes, &mut delete_slots),
+                        (&mut changes, &mut change_slots),
+                    );
                     flush_at = None;
                 }
             } else {
@@ -199,21 +226,27 @@ impl Acker {
             }
             while tasks.try_join_next().is_some() {}
         }
-        self.flush(&mut tasks, &mut deletes, &mut changes);
+        self.flush(
+            &mut tasks,
+            (&mut deletes, &mut delete_slots),
+            (&mut changes, &mut change_slots),
+        );
         while tasks.join_next().await.is_some() {}
     }
 
     fn flush(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
-        deletes: &mut Vec<Message>,
-        changes: &mut Vec<Change>,
+        (deletes, delete_slots): (&mut Vec<Message>, &mut Slot),
+        (changes, change_slots): (&mut Vec<Change>, &mut Slot),
     ) {
         if !deletes.is_empty() {
-            tasks.spawn(self.clone().delete(std::mem::take(deletes)));
+            let call = self.clone().delete(std::mem::take(deletes));
+            tasks.spawn(holding(call, delete_slots.take()));
         }
         if !changes.is_empty() {
-            tasks.spawn(self.clone().change(std::mem::take(changes)));
+            let call = self.clone().change(std::mem::take(changes));
+            tasks.spawn(holding(call, change_slots.take()));
         }
     }
 

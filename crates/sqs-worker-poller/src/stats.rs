@@ -1,7 +1,7 @@
 //! The poller's own counters: what a run did, returned as a [`RunSummary`].
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Live counters, shared by the stages.
 #[derive(Debug, Default)]
@@ -40,6 +40,48 @@ impl Stats {
             requests,
             elapsed,
         }
+    }
+}
+
+/// When something last happened (a non-empty receive or a settlement), and
+/// whether a receive has come back empty since, for idle exit.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    empty_since_last: AtomicBool,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            empty_since_last: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+        self.empty_since_last.store(false, Relaxed);
+    }
+
+    pub(crate) fn empty_receive(&self) {
+        self.empty_since_last.store(true, Relaxed);
+    }
+
+    /// How long the queue has looked empty: `None` until a receive came back
+    /// empty after the last thing that happened.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        if !self.empty_since_last.load(Relaxed) {
+            return None;
+        }
+        Some(
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed))),
+        )
     }
 }
 

@@ -271,7 +271,7 @@ where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     Attempt::CallFailed {
-        transient: classify(e).is_transient(),
+        transient: classify(e).retryable_after_start(),
         detail: format!("{name}: {}", describe(e)),
     }
 }

@@ -37,6 +37,19 @@ impl Class {
     pub fn is_transient(self) -> bool {
         matches!(self, Self::Transient | Self::Throttled | Self::OverLimit)
     }
+
+    /// Worth retrying once a runner has called SQS successfully: transient
+    /// errors, and credential or permission failures too (an expired token or
+    /// a role's credentials failing to refresh are temporary on a running
+    /// task; at start-up they stay fatal).
+    pub fn retryable_after_start(self) -> bool {
+        self.is_transient() || self.is_credentials()
+    }
+
+    /// Credentials refused, missing or expired, or a permission missing.
+    pub fn is_credentials(self) -> bool {
+        matches!(self, Self::Denied | Self::Setup(SetupProblem::Credentials))
+    }
 }
 
 /// What is missing for the client to sign requests.
@@ -157,7 +170,7 @@ where
 fn classify_code(code: &str, status: u16) -> Class {
     if no_queue_code(code) {
         Class::NoQueue
-    } else if code == "OverLimit" {
+    } else if code == "OverLimit" || code.ends_with("#OverLimit") {
         // HTTP 403 `x-amzn-query-error: OverLimit;Sender`, or JSON
         // `__type: com.amazonaws.sqs#OverLimit` (the SDK strips the namespace).
         Class::OverLimit
@@ -287,6 +300,16 @@ pub fn receive_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// Backoff of the receive loop for the in-flight limit and for credentials
+/// failing mid-run: 1 s doubling to 60 s, with jitter, forever.
+pub fn long_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+}
+
 /// Backoff for settlement calls: 50 ms doubling to 5 s, with jitter, for
 /// about a minute in all (a receipt handle is rarely worth more).
 pub fn settle_backoff() -> ExponentialBuilder {
@@ -343,5 +366,52 @@ mod tests {
         assert_eq!(classify_code("", 429), Class::Throttled);
         assert_eq!(classify_code("InternalError", 500), Class::Transient);
         assert_eq!(classify_code("InvalidParameterValue", 400), Class::Fatal);
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+
+    impl aws_sdk_sqs::config::ProvideCredentials for Failing {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::provider_error(
+                    "the role's credentials could not be refreshed",
+                ),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_credentials_provider_is_a_credentials_problem_retryable_after_start() {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+            .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(Failing))
+            .build();
+        let e = aws_sdk_sqs::Client::from_conf(conf)
+            .receive_message()
+            .queue_url("http://q")
+            .send()
+            .await
+            .unwrap_err();
+        let class = classify(&e);
+        assert_eq!(
+            class,
+            Class::Setup(SetupProblem::Credentials),
+            "{}",
+            describe(&e)
+        );
+        assert!(class.is_credentials() && class.retryable_after_start());
+        assert!(!class.is_transient());
+        assert!(Class::Denied.retryable_after_start());
+        assert!(!Class::NoQueue.retryable_after_start());
+        assert!(!Class::Fatal.retryable_after_start());
     }
 }

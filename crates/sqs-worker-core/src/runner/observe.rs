@@ -62,6 +62,11 @@ pub mod names {
     pub const MESSAGE_AGE: &str = "sqs_worker_message_age_seconds";
     /// `ApproximateReceiveCount` at receive.
     pub const RECEIVE_COUNT: &str = "sqs_worker_receive_count";
+    /// Receive calls that failed and were retried after a backoff, by `kind`:
+    /// `over_limit` (the queue's in-flight limit), `credentials` (credentials
+    /// or permissions failing after start-up), `transient` (throttling,
+    /// network, 5xx).
+    pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
 }
 
 /// The span a message's handler runs in. It carries the producer's trace
@@ -125,6 +130,9 @@ pub fn set_message_span_hook(hook: SpanHook) -> bool {
 pub struct Health {
     /// Milliseconds since the Unix epoch when receives started failing; 0 when they are not.
     failing_since_ms: AtomicU64,
+    /// Milliseconds since the Unix epoch when SQS started refusing receives
+    /// for a limit; 0 when it is not.
+    limited_since_ms: AtomicU64,
     last_ok_ms: AtomicU64,
     failures: AtomicU64,
 }
@@ -139,6 +147,12 @@ pub enum HealthStatus {
         /// For how long.
         failing_for: Duration,
     },
+    /// SQS refuses receives for a limit (the queue's in-flight limit): the
+    /// runner backs off and goes on; restarting it would not help.
+    Degraded {
+        /// For how long.
+        limited_for: Duration,
+    },
 }
 
 fn now_ms() -> u64 {
@@ -151,6 +165,7 @@ impl Health {
     /// A receive call succeeded.
     pub fn receive_succeeded(&self) {
         self.failing_since_ms.store(0, Ordering::Relaxed);
+        self.limited_since_ms.store(0, Ordering::Relaxed);
         self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
     }
 
@@ -165,10 +180,27 @@ impl Health {
         );
     }
 
-    /// Unhealthy when every receive has failed for at least `threshold`.
+    /// A receive call was refused for a limit (SQS `OverLimit`): degraded
+    /// until a receive succeeds.
+    pub fn receive_limited(&self) {
+        let _ = self.limited_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Unhealthy when every receive has failed for at least `threshold`;
+    /// degraded while receives are refused for a limit.
     pub fn check(&self, threshold: Duration) -> HealthStatus {
         match self.failing_since_ms.load(Ordering::Relaxed) {
-            0 => HealthStatus::Healthy,
+            0 => match self.limited_since_ms.load(Ordering::Relaxed) {
+                0 => HealthStatus::Healthy,
+                since => HealthStatus::Degraded {
+                    limited_for: Duration::from_millis(now_ms().saturating_sub(since)),
+                },
+            },
             since => {
                 let failing_for = Duration::from_millis(now_ms().saturating_sub(since));
                 if failing_for >= threshold {
