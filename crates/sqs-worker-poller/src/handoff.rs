@@ -9,13 +9,13 @@ use std::sync::Arc;
 use sqs_worker_core::runner::Settled;
 use tokio::sync::mpsc;
 
-use crate::lease::Leases;
+use crate::inflight::InFlight;
 use crate::settle::{Job, Slot};
 use crate::stats::Activity;
 
 /// What the engine's settle callback needs (one per run, shared by every batch).
 pub(crate) struct Handoff {
-    pub(crate) leases: Arc<Leases>,
+    pub(crate) inflight: Arc<InFlight>,
     pub(crate) activity: Arc<Activity>,
     pub(crate) settle: mpsc::UnboundedSender<(Job, Slot)>,
     pub(crate) dead_letter: bool,
@@ -25,12 +25,12 @@ impl Handoff {
     /// One settled message: out of the table, planned, queued.
     pub(crate) fn settled(&self, s: Settled) {
         // Out of the table first: no extension can follow.
-        let Some(entry) = self.leases.remove(&s.message) else {
+        let Some(entry) = self.inflight.remove(&s.message) else {
             return; // already released at shutdown
         };
         self.activity.touch();
         let (received, slot) = (entry.received, entry.slot);
-        let job = Job::plan(s, received, self.dead_letter, &self.leases.stats);
+        let job = Job::plan(s, received, self.dead_letter, &self.inflight.stats);
         if self.settle.send((job, slot)).is_err() {
             tracing::error!("settlement stage is gone; message left to its visibility timeout");
         }

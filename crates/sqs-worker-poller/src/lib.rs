@@ -49,7 +49,7 @@ mod config;
 mod env;
 mod error;
 mod handoff;
-mod lease;
+mod inflight;
 mod receive;
 mod run;
 mod settle;

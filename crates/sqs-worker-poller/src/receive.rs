@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::error::PollerError;
 use crate::handoff::Handoff;
-use crate::lease::Leases;
+use crate::inflight::InFlight;
 use crate::settle::Job;
 use crate::stats::{Activity, Stats};
 use crate::stop::stopped;
@@ -44,7 +44,7 @@ pub(crate) struct Receiver<P> {
     pub(crate) queue_name: String,
     pub(crate) processor: P,
     pub(crate) capacity: Arc<Semaphore>,
-    pub(crate) leases: Arc<Leases>,
+    pub(crate) inflight: Arc<InFlight>,
     /// Backs every message's lease (shared by all messages).
     pub(crate) control: Arc<dyn VisibilityControl>,
     pub(crate) handoff: Arc<Handoff>,
@@ -298,7 +298,7 @@ impl<P: Processor> Receiver<P> {
         e: &SdkError<ReceiveMessageError>,
         b: &mut Backoffs,
     ) -> Result<Duration, PollerError> {
-        Stats::add(&self.leases.stats.sdk_errors, 1);
+        Stats::add(&self.inflight.stats.sdk_errors, 1);
         let class = sdk::classify(e);
         let error = sdk::describe(e);
         let queue = &*self.queue_url;
@@ -368,7 +368,7 @@ impl<P: Processor> Receiver<P> {
             // SQS never returns more than asked; if it did, the extra
             // message is still tracked and settled, just without a permit.
             let permit = permits.split(1);
-            self.leases.insert(msg.clone(), received_at, permit);
+            self.inflight.insert(msg.clone(), received_at, permit);
             batch.push(msg);
         }
         drop(permits);
@@ -377,7 +377,7 @@ impl<P: Processor> Receiver<P> {
             return 0;
         }
         observe::received(&batch);
-        Stats::add(&self.leases.stats.received, n as u64);
+        Stats::add(&self.inflight.stats.received, n as u64);
         let span = if observe::info_spans_off() {
             tracing::Span::none()
         } else {
@@ -413,7 +413,7 @@ impl<P: Processor> Receiver<P> {
         );
         for m in messages {
             if let Some(message) = self.convert(m, now + self.visibility) {
-                Stats::add(&self.leases.stats.received, 1);
+                Stats::add(&self.inflight.stats.received, 1);
                 let job = Job::Release {
                     message,
                     delay: Duration::ZERO,

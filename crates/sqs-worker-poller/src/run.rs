@@ -19,7 +19,7 @@ use crate::clients::Clients;
 use crate::config::{Queue, Settings, Signal};
 use crate::error::{PollerError, fatal};
 use crate::handoff::Handoff;
-use crate::lease::Leases;
+use crate::inflight::InFlight;
 use crate::receive::Receiver;
 use crate::settle::{Acker, DeadLetter, Job};
 use crate::stats::{Activity, RunSummary, Stats};
@@ -179,7 +179,7 @@ struct Receiving {
 /// heartbeat, settlement, and the stop signal.
 struct Stages {
     stats: Arc<Stats>,
-    leases: Arc<Leases>,
+    inflight: Arc<InFlight>,
     activity: Arc<Activity>,
     handoff: Arc<Handoff>,
     stop_tx: watch::Sender<bool>,
@@ -192,7 +192,7 @@ struct Stages {
 impl Stages {
     fn wire(s: &Settings, clients: &Clients, start: &Start) -> Self {
         let stats = Arc::new(Stats::default());
-        let leases = Arc::new(Leases {
+        let inflight = Arc::new(InFlight {
             table: Default::default(),
             gate: Default::default(),
             client: clients.settle.clone(),
@@ -204,24 +204,24 @@ impl Stages {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (heartbeat_stop, heartbeat_rx) = watch::channel(false);
-        let heartbeat_task = tokio::spawn(leases.clone().heartbeat(heartbeat_rx));
+        let heartbeat_task = tokio::spawn(inflight.clone().heartbeat(heartbeat_rx));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let acker = Arc::new(Acker {
-            leases: leases.clone(),
+            inflight: inflight.clone(),
             dead_letter: start.dead_letter.clone(),
             flush_interval: s.flush_interval,
         });
         let acker_task = tokio::spawn(acker.run(settle_rx));
         let activity = Arc::new(Activity::new());
         let handoff = Arc::new(Handoff {
-            leases: leases.clone(),
+            inflight: inflight.clone(),
             activity: activity.clone(),
             settle: settle_tx,
             dead_letter: s.dead_letter_queue.is_some(),
         });
         Self {
             stats,
-            leases,
+            inflight,
             activity,
             handoff,
             stop_tx,
@@ -250,7 +250,7 @@ impl Stages {
         if let Some(idle) = s.idle_exit {
             helpers.spawn(idle_monitor(
                 idle,
-                self.leases.clone(),
+                self.inflight.clone(),
                 self.activity.clone(),
                 self.stop_tx.clone(),
             ));
@@ -289,8 +289,8 @@ impl Stages {
                 queue_name: queue_name(url),
                 processor: processor.clone(),
                 capacity: capacity.clone(),
-                leases: self.leases.clone(),
-                control: self.leases.control(),
+                inflight: self.inflight.clone(),
+                control: self.inflight.control(),
                 handoff: self.handoff.clone(),
                 activity: self.activity.clone(),
                 max_messages: s.max_messages,
@@ -373,7 +373,7 @@ impl Stages {
         if timed_out {
             tracing::warn!(
                 grace_ms = s.grace_period.as_millis() as u64,
-                in_flight = self.leases.len(),
+                in_flight = self.inflight.len(),
                 "grace period over: stopping the handlers still running"
             );
         }
@@ -385,7 +385,7 @@ impl Stages {
         // becomes visible again at once.
         self.heartbeat_stop.send(true).ok();
         let _ = self.heartbeat_task.await;
-        let leftovers = self.leases.drain();
+        let leftovers = self.inflight.drain();
         if !leftovers.is_empty() {
             tracing::info!(
                 messages = leftovers.len(),
@@ -406,7 +406,7 @@ impl Stages {
             // these. Every job is queued already: a short flush interval
             // lets it send them in batches of ten, not one call per pair.
             let release = Arc::new(Acker {
-                leases: self.leases.clone(),
+                inflight: self.inflight.clone(),
                 dead_letter: None,
                 flush_interval: RELEASE_FLUSH,
             });
@@ -565,14 +565,14 @@ async fn check_dead_letter_queue(
 
 async fn idle_monitor(
     idle: Duration,
-    leases: Arc<Leases>,
+    inflight: Arc<InFlight>,
     activity: Arc<Activity>,
     stop: watch::Sender<bool>,
 ) {
     let tick = (idle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     loop {
         tokio::time::sleep(tick).await;
-        if leases.len() == 0 && activity.idle_for().is_some_and(|t| t >= idle) {
+        if inflight.len() == 0 && activity.idle_for().is_some_and(|t| t >= idle) {
             tracing::info!(idle_ms = idle.as_millis() as u64, "queue idle: stopping");
             let _ = stop.send(true);
             return;

@@ -18,7 +18,7 @@ use sqs_worker_sqs::{BatchCall, BatchResult, visibility_seconds};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
-use crate::lease::Leases;
+use crate::inflight::InFlight;
 use crate::stats::Stats;
 
 /// A message's in-flight slot (capacity permit), held until its settlement
@@ -105,7 +105,7 @@ pub(crate) struct DeadLetter {
 
 /// What the settlement calls need.
 pub(crate) struct Acker {
-    pub(crate) leases: Arc<Leases>,
+    pub(crate) inflight: Arc<InFlight>,
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) flush_interval: Duration,
 }
@@ -129,7 +129,7 @@ struct Change {
 
 impl Acker {
     fn stats(&self) -> &Stats {
-        &self.leases.stats
+        &self.inflight.stats
     }
 
     /// Settles every job until the channel closes, then flushes and waits for
@@ -252,10 +252,10 @@ impl Acker {
 
     fn call(&self) -> BatchCall<'_> {
         BatchCall {
-            client: &self.leases.client,
-            queue_url: &self.leases.queue_url,
+            client: &self.inflight.client,
+            queue_url: &self.inflight.queue_url,
             retry: settle_backoff(),
-            gate: Some(&self.leases.gate),
+            gate: Some(&self.inflight.gate),
         }
     }
 
@@ -330,11 +330,11 @@ impl Acker {
             return;
         };
         let source = SourceQueue {
-            url: &self.leases.queue_url,
+            url: &self.inflight.queue_url,
             arn: &dlq.source_arn,
         };
         let sent = dead_letter::send(
-            &self.leases.client,
+            &self.inflight.client,
             &dlq.queue,
             source,
             &message,

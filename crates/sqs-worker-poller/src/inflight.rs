@@ -1,4 +1,4 @@
-//! The one owner of in-flight leases: a table of received, unsettled
+//! The one owner of in-flight inflight: a table of received, unsettled
 //! messages, the heartbeat that extends those nearing their visibility
 //! deadline, and the [`VisibilityControl`] behind `Message::extend_visibility`.
 //!
@@ -39,7 +39,7 @@ pub(crate) struct Entry {
 pub(crate) type Table = HashMap<MessageKey, Entry, BuildHasherDefault<MessageKeyHasher>>;
 
 /// The lease table and what the heartbeat needs.
-pub(crate) struct Leases {
+pub(crate) struct InFlight {
     pub(crate) table: Mutex<Table>,
     /// Heartbeat: write; settlement calls: read.
     pub(crate) gate: RwLock<()>,
@@ -52,7 +52,7 @@ pub(crate) struct Leases {
     pub(crate) max_processing: Duration,
 }
 
-impl Leases {
+impl InFlight {
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic while holding this lock leaves the map consistent (single
         // inserts and removes), so a poisoned lock is still usable.
@@ -241,7 +241,7 @@ impl Leases {
 }
 
 /// `Message::extend_visibility` for polled messages.
-struct Control(Weak<Leases>);
+struct Control(Weak<InFlight>);
 
 impl VisibilityControl for Control {
     fn change_visibility<'a>(
@@ -251,35 +251,35 @@ impl VisibilityControl for Control {
     ) -> BoxFuture<'a, Result<(), VisibilityError>> {
         Box::pin(async move {
             let settled = || VisibilityError::Settled(message.id().to_owned());
-            let leases = self.0.upgrade().ok_or_else(settled)?;
+            let inflight = self.0.upgrade().ok_or_else(settled)?;
             // Serialized with the heartbeat (which holds the write side while
             // it extends): SQS applies the two in the order the table records them.
-            let _gate = leases.gate.write().await;
-            if !leases.lock().contains_key(&MessageKey::of(message)) {
+            let _gate = inflight.gate.write().await;
+            if !inflight.lock().contains_key(&MessageKey::of(message)) {
                 return Err(settled());
             }
             let asked = Instant::now();
             let secs = timeout.as_secs_f64().ceil() as i32;
-            leases
+            inflight
                 .client
                 .change_message_visibility()
-                .queue_url(&leases.queue_url)
+                .queue_url(&inflight.queue_url)
                 .receipt_handle(message.receipt_handle())
                 .visibility_timeout(secs)
                 .send()
                 .await
                 .map_err(|e| {
-                    Stats::add(&leases.stats.sdk_errors, 1);
+                    Stats::add(&inflight.stats.sdk_errors, 1);
                     VisibilityError::Failed {
                         message_id: message.id().to_owned(),
                         source: Box::new(describe(&e)),
                     }
                 })?;
-            if let Some(e) = leases.lock().get_mut(&MessageKey::of(message)) {
+            if let Some(e) = inflight.lock().get_mut(&MessageKey::of(message)) {
                 e.deadline = asked + Duration::from_secs(secs as u64);
                 e.message.visibility().set_deadline(e.deadline);
             }
-            Stats::add(&leases.stats.extensions, 1);
+            Stats::add(&inflight.stats.extensions, 1);
             metrics::counter!(names::EXTENSIONS).increment(1);
             Ok(())
         })
