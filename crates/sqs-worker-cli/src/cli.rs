@@ -32,10 +32,12 @@ The age of the oldest message (CloudWatch ApproximateAgeOfOldestMessage) is not 
 this build has no CloudWatch client.")]
     Stats(StatsArgs),
     /// Send messages: one per line, or a JSON array (from a file or stdin).
-    #[command(after_help = "Examples:\n  printf '%s\\n' '{\"id\":1}' '{\"id\":2}' | sqs-worker send orders\n  \
+    #[command(
+        after_help = "Examples:\n  printf '%s\\n' '{\"id\":1}' '{\"id\":2}' | sqs-worker send orders\n  \
 sqs-worker send orders.fifo --file orders.json --group customer-7 --attr source=backfill\n\n\
 A file whose whole content is a JSON array sends one message per element (strings as they \
-are, other values as compact JSON); anything else sends one message per non-empty line.")]
+are, other values as compact JSON); anything else sends one message per non-empty line."
+    )]
     Send(SendArgs),
     /// Show messages without consuming them.
     #[command(after_help = "Example:\n  sqs-worker peek orders -n 5 --no-body\n\n\
@@ -105,7 +107,8 @@ Inspecting receives every message: each is held for --visibility-timeout seconds
 scan and released when it ends. This raises their receive counts.")]
     Inspect(InspectArgs),
     /// Move dead letters back to their source queue (or --to).
-    #[command(after_help = "Examples:\n  sqs-worker dlq redrive orders-dlq --filter kind=permanent --dry-run\n  \
+    #[command(
+        after_help = "Examples:\n  sqs-worker dlq redrive orders-dlq --filter kind=permanent --dry-run\n  \
 sqs-worker dlq redrive orders-dlq --filter 'error~timeout' --rate 50 --yes\n\n\
 Each message goes back to the queue named by its SqsWorker.SourceQueueUrl attribute (or to \
 --to), without the SqsWorker.* attributes, with its body, its other attributes, its FIFO group \
@@ -115,7 +118,8 @@ and its delete leaves that message in both queues, so it may be delivered twice.
 Messages SQS dead-lettered itself (after maxReceiveCount, no SqsWorker.* attributes) are moved \
 with SQS's StartMessageMoveTask when no --filter and no --to is given; with --to they are \
 re-sent like the others; with a --filter they are left.\n\n\
-Asks for confirmation unless --yes or --dry-run; without a terminal, --yes is required.")]
+Asks for confirmation unless --yes or --dry-run; without a terminal, --yes is required."
+    )]
     Redrive(RedriveArgs),
 }
 

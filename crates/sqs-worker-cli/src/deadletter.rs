@@ -31,7 +31,9 @@ impl DeadLetter {
             error: own(schema::ERROR),
             source_url: own(schema::SOURCE_QUEUE_URL).or_else(|| own(schema::LEGACY_SOURCE_QUEUE)),
             source_arn: own(schema::SOURCE_QUEUE_ARN),
-            failed_at_ms: m.attr(schema::FAILED_AT).and_then(|v| v.trim().parse().ok()),
+            failed_at_ms: m
+                .attr(schema::FAILED_AT)
+                .and_then(|v| v.trim().parse().ok()),
             by_runner: m.attributes.keys().any(|k| k.starts_with(schema::PREFIX)),
         }
     }

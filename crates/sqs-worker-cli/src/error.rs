@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done |
-//! | 1 | done in part: some messages could not be sent or moved (the summary says which) |
+//! | 1 | done in part: some messages could not be sent, moved or read (the summary says which) |
 //! | 2 | usage: bad arguments or input, or a destructive command not confirmed |
 //! | 3 | the queue does not exist (name, URL, account or region) |
 //! | 4 | access denied, or the credentials are invalid or expired |
@@ -19,7 +19,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 pub(crate) mod exit {
     /// Done.
     pub(crate) const OK: u8 = 0;
-    /// Some messages could not be sent or moved.
+    /// Some messages could not be sent, moved or read.
     pub(crate) const PARTIAL: u8 = 1;
     /// Bad arguments or input, or not confirmed.
     pub(crate) const USAGE: u8 = 2;
@@ -39,7 +39,7 @@ macro_rules! exit_codes_help {
     () => {
         "Exit codes:
   0  done
-  1  done in part: some messages could not be sent or moved (see the summary)
+  1  done in part: some messages could not be sent, moved or read (see the summary)
   2  usage: bad arguments or input, or a destructive command not confirmed
   3  the queue does not exist (check the name, account and region)
   4  access denied, or invalid or expired credentials

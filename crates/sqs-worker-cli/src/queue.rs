@@ -51,7 +51,11 @@ pub(crate) async fn resolve(
     }
     if spec.starts_with("https://") || spec.starts_with("http://") {
         check_region(spec, region)?;
-        let name = spec.trim_end_matches('/').rsplit('/').next().unwrap_or(spec);
+        let name = spec
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(spec);
         return Ok(Queue {
             url: spec.to_owned(),
             name: name.to_owned(),

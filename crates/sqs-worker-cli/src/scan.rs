@@ -1,11 +1,12 @@
 //! Receiving every message of a queue once: messages are held (invisible) for
-//! a short visibility timeout while the scan runs and released (visibility 0)
-//! at its end. Releasing each at once would make SQS hand the same ones back
-//! and the scan would never reach the rest. Every receive raises a message's
-//! `ApproximateReceiveCount`.
+//! a short visibility timeout, renewed every half of it while the scan runs,
+//! and released (visibility 0) at its end. Releasing each at once would make
+//! SQS hand the same ones back and the scan would never reach the rest; a
+//! killed scan's messages reappear when the short timeout runs out. Every
+//! receive raises a message's `ApproximateReceiveCount`.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -15,8 +16,11 @@ use aws_sdk_sqs::types::{
 use crate::error::CliError;
 use crate::queue::Queue;
 
-/// Rounds in a row without a new message that end a scan.
+/// Empty receives in a row that end a scan.
 const IDLE_ROUNDS: u32 = 2;
+/// Receives in a row that return only messages seen before (their hold ran
+/// out before it was renewed) that end a scan.
+const STALE_ROUNDS: u32 = 10;
 /// Long-poll wait of each receive, seconds (a long poll asks every SQS server,
 /// so an empty answer means empty).
 const WAIT_SECONDS: i32 = 1;
@@ -50,9 +54,11 @@ pub(crate) struct Scan<'a> {
     queue: &'a Queue,
     hold_seconds: i32,
     seen: HashSet<String>,
-    /// Receipt handles of messages held by this scan, by message id.
-    held: HashMap<String, String>,
+    /// Messages held by this scan, by message id: receipt handle and when
+    /// the hold was last set.
+    held: HashMap<String, (String, Instant)>,
     idle: u32,
+    stale: u32,
 }
 
 impl<'a> Scan<'a> {
@@ -65,13 +71,15 @@ impl<'a> Scan<'a> {
             seen: HashSet::new(),
             held: HashMap::new(),
             idle: 0,
+            stale: 0,
         }
     }
 
     /// Messages this scan has not returned before (at most `max`, ≤ 10), or
     /// `None` when the queue has nothing new.
     pub(crate) async fn next(&mut self, max: usize) -> Result<Option<Vec<Received>>, CliError> {
-        while self.idle < IDLE_ROUNDS {
+        while self.idle < IDLE_ROUNDS && self.stale < STALE_ROUNDS {
+            self.renew_if_due().await;
             let out = self
                 .client
                 .receive_message()
@@ -87,19 +95,50 @@ impl<'a> Scan<'a> {
             let mut fresh = Vec::new();
             for m in out.messages() {
                 let Some(r) = convert(m) else { continue };
-                self.held.insert(r.id.clone(), r.receipt.clone());
+                self.held
+                    .insert(r.id.clone(), (r.receipt.clone(), Instant::now()));
                 if self.seen.insert(r.id.clone()) {
                     fresh.push(r);
                 }
             }
-            if fresh.is_empty() {
-                self.idle += 1;
-            } else {
-                self.idle = 0;
-                return Ok(Some(fresh));
+            match (fresh.is_empty(), out.messages().is_empty()) {
+                (false, _) => {
+                    (self.idle, self.stale) = (0, 0);
+                    return Ok(Some(fresh));
+                }
+                (true, true) => self.idle += 1,
+                (true, false) => self.stale += 1,
             }
         }
         Ok(None)
+    }
+
+    /// Renews the hold of every message held for half of it or longer, so
+    /// that none reappears during the scan.
+    async fn renew_if_due(&mut self) {
+        let half = Duration::from_millis(u64::try_from(self.hold_seconds).unwrap_or(30) * 500);
+        let due: Vec<(String, String)> = self
+            .held
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= half)
+            .map(|(id, (receipt, _))| (id.clone(), receipt.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        change_visibility(self.client, &self.queue.url, &due, self.hold_seconds).await;
+        let now = Instant::now();
+        for (id, _) in &due {
+            if let Some(entry) = self.held.get_mut(id) {
+                entry.1 = now;
+            }
+        }
+    }
+
+    /// Whether the scan stopped because held messages kept reappearing (their
+    /// hold ran out before it was renewed): some messages may be unread.
+    pub(crate) fn incomplete(&self) -> bool {
+        self.stale >= STALE_ROUNDS
     }
 
     /// Forgets a message this scan deleted (it is not released at the end).
@@ -110,7 +149,11 @@ impl<'a> Scan<'a> {
     /// Makes every held message visible again; returns how many could not be
     /// released (their hold simply runs out).
     pub(crate) async fn release(mut self) -> usize {
-        let held: Vec<(String, String)> = self.held.drain().collect();
+        let held: Vec<(String, String)> = self
+            .held
+            .drain()
+            .map(|(id, (receipt, _))| (id, receipt))
+            .collect();
         release(self.client, &self.queue.url, &held).await
     }
 }
@@ -118,13 +161,24 @@ impl<'a> Scan<'a> {
 /// Makes `(id, receipt)` messages visible again (visibility 0) in batches of
 /// 10; returns how many failed.
 pub(crate) async fn release(client: &Client, url: &str, held: &[(String, String)]) -> usize {
+    change_visibility(client, url, held, 0).await
+}
+
+/// Sets the visibility timeout of `(id, receipt)` messages in batches of 10;
+/// returns how many failed.
+async fn change_visibility(
+    client: &Client,
+    url: &str,
+    held: &[(String, String)],
+    seconds: i32,
+) -> usize {
     let mut failed = 0;
     for chunk in held.chunks(10) {
         let entries = chunk.iter().enumerate().filter_map(|(i, (_, receipt))| {
             ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(i.to_string())
                 .receipt_handle(receipt)
-                .visibility_timeout(0)
+                .visibility_timeout(seconds)
                 .build()
                 .ok()
         });

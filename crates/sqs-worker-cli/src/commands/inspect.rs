@@ -36,7 +36,11 @@ struct Report {
     groups: Vec<Group>,
 }
 
-pub(crate) async fn run(client: &Client, region: Option<&str>, args: &InspectArgs) -> Result<u8, CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    region: Option<&str>,
+    args: &InspectArgs,
+) -> Result<u8, CliError> {
     let q = queue::resolve(client, region, &args.queue).await?;
     let mut scan = Scan::new(client, &q, args.visibility_timeout);
     let mut groups: BTreeMap<(Option<String>, Option<String>), Group> = BTreeMap::new();
@@ -61,15 +65,20 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &InspectArg
                 }
                 (None, _) => None,
             };
-            let kind = d.kind.clone().or_else(|| d.by_runner.then(|| "?".to_owned()));
-            let g = groups.entry((kind.clone(), prefix.clone())).or_insert_with(|| Group {
-                kind,
-                error: prefix,
-                count: 0,
-                first_failed_at_ms: None,
-                last_failed_at_ms: None,
-                example_message_id: m.id.clone(),
-            });
+            let kind = d
+                .kind
+                .clone()
+                .or_else(|| d.by_runner.then(|| "?".to_owned()));
+            let g = groups
+                .entry((kind.clone(), prefix.clone()))
+                .or_insert_with(|| Group {
+                    kind,
+                    error: prefix,
+                    count: 0,
+                    first_failed_at_ms: None,
+                    last_failed_at_ms: None,
+                    example_message_id: m.id.clone(),
+                });
             g.count += 1;
             if let Some(at) = d.failed_at_ms {
                 g.first_failed_at_ms = Some(g.first_failed_at_ms.map_or(at, |f| f.min(at)));
@@ -77,6 +86,7 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &InspectArg
             }
         }
     }
+    let incomplete = scan.incomplete();
     let not_released = scan.release().await;
     let mut groups: Vec<Group> = groups.into_values().collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)));
@@ -97,6 +107,13 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &InspectArg
             "{not_released} message(s) could not be released; they reappear within {} s.",
             args.visibility_timeout
         );
+    }
+    if incomplete {
+        eprintln!(
+            "The scan stopped early: held messages reappeared before their hold was renewed, \
+             so some dead letters may be missing. Run it again with a larger --visibility-timeout."
+        );
+        return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
 }

@@ -13,7 +13,11 @@ const HOLD_SECONDS: u32 = 30;
 /// Characters of a body shown in the table.
 const BODY_CHARS: usize = 80;
 
-pub(crate) async fn run(client: &Client, region: Option<&str>, args: &PeekArgs) -> Result<u8, CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    region: Option<&str>,
+    args: &PeekArgs,
+) -> Result<u8, CliError> {
     let q = queue::resolve(client, region, &args.queue).await?;
     let mut scan = Scan::new(client, &q, HOLD_SECONDS);
     let mut got: Vec<Received> = Vec::new();
@@ -71,8 +75,10 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &PeekArgs) 
 }
 
 fn age_of(m: &Received, now: u64) -> String {
-    m.sent_at_ms
-        .map_or_else(|| "-".to_owned(), |s| format::age(now.saturating_sub(s) / 1000))
+    m.sent_at_ms.map_or_else(
+        || "-".to_owned(),
+        |s| format::age(now.saturating_sub(s) / 1000),
+    )
 }
 
 /// `k=v` pairs, sorted, one per line.

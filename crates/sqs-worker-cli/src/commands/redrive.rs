@@ -68,7 +68,11 @@ struct Redrive<'a> {
     tally: Tally,
 }
 
-pub(crate) async fn run(client: &Client, region: Option<&str>, args: &RedriveArgs) -> Result<u8, CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    region: Option<&str>,
+    args: &RedriveArgs,
+) -> Result<u8, CliError> {
     let filters = args
         .filters
         .iter()
@@ -122,7 +126,11 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &RedriveArg
         r.start_move_task(&dlq, &arn).await?;
     }
     r.tally.print(&dlq.name, args.dry_run);
-    Ok(if r.tally.failed() { exit::PARTIAL } else { exit::OK })
+    Ok(if r.tally.failed() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
 }
 
 impl Redrive<'_> {
@@ -140,7 +148,10 @@ impl Redrive<'_> {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            if bar.length().is_some_and(|l| bar.position() + got.len() as u64 > l) {
+            if bar
+                .length()
+                .is_some_and(|l| bar.position() + got.len() as u64 > l)
+            {
                 bar.inc_length(got.len() as u64);
             }
             let n = got.len() as u64;
@@ -150,16 +161,26 @@ impl Redrive<'_> {
             bar.inc(n);
         };
         bar.finish_and_clear();
+        self.tally.incomplete = scan.incomplete();
         self.tally.not_released = scan.release().await;
         outcome
     }
 
     /// Decides, sends and deletes one received batch.
-    async fn handle(&mut self, dlq: &Queue, scan: &mut Scan<'_>, got: Vec<Received>) -> Result<(), CliError> {
+    async fn handle(
+        &mut self,
+        dlq: &Queue,
+        scan: &mut Scan<'_>,
+        got: Vec<Received>,
+    ) -> Result<(), CliError> {
         let mut moves: BTreeMap<String, (Queue, Vec<Received>)> = BTreeMap::new();
         for m in got {
             match self.decide(&m).await {
-                Decision::Move(q) => moves.entry(q.url.clone()).or_insert((q, Vec::new())).1.push(m),
+                Decision::Move(q) => moves
+                    .entry(q.url.clone())
+                    .or_insert((q, Vec::new()))
+                    .1
+                    .push(m),
                 Decision::Filtered => self.tally.filtered += 1,
                 Decision::BySqs => self.tally.by_sqs += 1,
                 Decision::Unroutable(why) => self.tally.unroutable(why),
@@ -236,9 +257,11 @@ impl Redrive<'_> {
                 .filter(|(k, _)| !k.starts_with(dlq_schema::PREFIX))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            group_id: dest
-                .is_fifo()
-                .then(|| m.group_id.clone().unwrap_or_else(|| "sqs-worker-redrive".to_owned())),
+            group_id: dest.is_fifo().then(|| {
+                m.group_id
+                    .clone()
+                    .unwrap_or_else(|| "sqs-worker-redrive".to_owned())
+            }),
             dedup_id: dest
                 .is_fifo()
                 .then(|| format!("redrive-{}-{}", self.run_id, m.id)),
@@ -292,12 +315,19 @@ async fn delete(client: &Client, url: &str, msgs: &[&Received]) -> Vec<bool> {
         {
             Ok(out) => {
                 for f in out.failed() {
-                    if let Some(slot) = f.id().parse::<usize>().ok().and_then(|i| ok.get_mut(base + i)) {
+                    if let Some(slot) = f
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| ok.get_mut(base + i))
+                    {
                         *slot = false;
                     }
                 }
             }
-            Err(_) => ok[base..base + chunk.len()].iter_mut().for_each(|s| *s = false),
+            Err(_) => ok[base..base + chunk.len()]
+                .iter_mut()
+                .for_each(|s| *s = false),
         }
     }
     ok

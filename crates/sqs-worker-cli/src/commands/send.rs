@@ -16,12 +16,18 @@ use crate::sender::{self, Outgoing};
 /// From this many messages on, a progress bar is drawn (on a terminal).
 const PROGRESS_FROM: usize = 100;
 
-pub(crate) async fn run(client: &Client, region: Option<&str>, args: &SendArgs) -> Result<u8, CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    region: Option<&str>,
+    args: &SendArgs,
+) -> Result<u8, CliError> {
     let attributes = parse_attrs(&args.attrs)?;
     let text = read_input(&args.file)?;
     let bodies = bodies(&text)?;
     if bodies.is_empty() {
-        return Err(CliError::usage("There is nothing to send: the input is empty."));
+        return Err(CliError::usage(
+            "There is nothing to send: the input is empty.",
+        ));
     }
     let q = queue::resolve(client, region, &args.queue).await?;
     if q.is_fifo() && args.group.is_none() {
@@ -58,7 +64,11 @@ pub(crate) async fn run(client: &Client, region: Option<&str>, args: &SendArgs) 
     for (i, why) in failed.iter().take(10) {
         eprintln!("  message {} (input #{}) was not sent: {why}", i + 1, i + 1);
     }
-    Ok(if failed.is_empty() { exit::OK } else { exit::PARTIAL })
+    Ok(if failed.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal or the job
@@ -138,9 +148,15 @@ mod tests {
     #[test]
     fn input_is_a_json_array_or_lines() {
         let arr = bodies(r#"["a", {"id": 1}, 2]"#).ok();
-        assert_eq!(arr, Some(vec!["a".into(), r#"{"id":1}"#.into(), "2".into()]));
+        assert_eq!(
+            arr,
+            Some(vec!["a".into(), r#"{"id":1}"#.into(), "2".into()])
+        );
         let lines = bodies("{\"id\":1}\r\n\n  \n{\"id\":2}\n").ok();
-        assert_eq!(lines, Some(vec![r#"{"id":1}"#.into(), r#"{"id":2}"#.into()]));
+        assert_eq!(
+            lines,
+            Some(vec![r#"{"id":1}"#.into(), r#"{"id":2}"#.into()])
+        );
         // A first line that looks like an array, in a file that is not one.
         let mixed = bodies("[1]\n[2]\n").ok();
         assert_eq!(mixed, Some(vec!["[1]".into(), "[2]".into()]));

@@ -34,7 +34,11 @@ struct DlqStats {
     max_receive_count: Option<u64>,
 }
 
-pub(crate) async fn run(client: &Client, region: Option<&str>, args: &StatsArgs) -> Result<u8, CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    region: Option<&str>,
+    args: &StatsArgs,
+) -> Result<u8, CliError> {
     let q = queue::resolve(client, region, &args.queue).await?;
     if args.json {
         let s = read(client, region, &q).await?;

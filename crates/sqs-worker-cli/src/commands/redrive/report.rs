@@ -21,6 +21,8 @@ pub(super) struct Tally {
     pub(super) not_deleted: u64,
     /// Held messages that could not be released (they reappear on their own).
     pub(super) not_released: usize,
+    /// The scan stopped early: held messages reappeared (see `Scan::incomplete`).
+    pub(super) incomplete: bool,
     /// The `StartMessageMoveTask` handle, when one was started.
     pub(super) move_task: Option<String>,
 }
@@ -35,12 +37,18 @@ impl Tally {
     }
 
     pub(super) fn send_failed(&mut self, dest: &str, why: String) {
-        *self.send_failed.entry(format!("{dest}: {why}")).or_default() += 1;
+        *self
+            .send_failed
+            .entry(format!("{dest}: {why}"))
+            .or_default() += 1;
     }
 
     /// Whether some message that should have moved did not.
     pub(super) fn failed(&self) -> bool {
-        !self.unroutable.is_empty() || !self.send_failed.is_empty() || self.not_deleted > 0
+        !self.unroutable.is_empty()
+            || !self.send_failed.is_empty()
+            || self.not_deleted > 0
+            || self.incomplete
     }
 
     pub(super) fn print(&self, dlq: &str, dry_run: bool) {
@@ -51,7 +59,10 @@ impl Tally {
             t.add_row(vec![format!("{verb} to {dest}"), n.to_string()]);
         }
         t.add_row(vec![format!("{verb} (total)"), moved.to_string()]);
-        t.add_row(vec!["left: not matching the filter".to_owned(), self.filtered.to_string()]);
+        t.add_row(vec![
+            "left: not matching the filter".to_owned(),
+            self.filtered.to_string(),
+        ]);
         let by_sqs = match (&self.move_task, dry_run) {
             (Some(_), _) => "dead-lettered by SQS: handed to StartMessageMoveTask",
             (None, true) => "dead-lettered by SQS: would go to StartMessageMoveTask",
@@ -59,10 +70,16 @@ impl Tally {
         };
         t.add_row(vec![by_sqs.to_owned(), self.by_sqs.to_string()]);
         for (why, n) in &self.unroutable {
-            t.add_row(vec![format!("left: {}", format::clip(why, 70)), n.to_string()]);
+            t.add_row(vec![
+                format!("left: {}", format::clip(why, 70)),
+                n.to_string(),
+            ]);
         }
         for (why, n) in &self.send_failed {
-            t.add_row(vec![format!("left, send failed: {}", format::clip(why, 60)), n.to_string()]);
+            t.add_row(vec![
+                format!("left, send failed: {}", format::clip(why, 60)),
+                n.to_string(),
+            ]);
         }
         t.add_row(vec![
             "sent but not deleted (now in both queues)".to_owned(),
@@ -79,6 +96,13 @@ impl Tally {
                 "SQS moves the {} message(s) it dead-lettered itself back to their sources \
                  (task {handle}); follow it with `sqs-worker stats`.",
                 self.by_sqs
+            );
+        }
+        if self.incomplete {
+            eprintln!(
+                "The scan stopped early: held messages reappeared before their hold was \
+                 renewed, so some dead letters may not have been read. Run it again, with a \
+                 larger --visibility-timeout."
             );
         }
         if self.not_released > 0 {
