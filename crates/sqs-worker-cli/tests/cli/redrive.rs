@@ -180,53 +180,37 @@ async fn redrive_dry_run_and_unconfirmed_change_nothing() {
 async fn redrive_of_1000_mixed_dead_letters_survives_a_kill() {
     let c = client().await;
     let s = setup(&c, "crash").await;
-    let mut sends = Vec::new();
-    for i in 0..1000 {
-        let (c, s_dlq, a, b) = (c.clone(), s.dlq.clone(), s.a.clone(), s.b.clone());
-        sends.push(tokio::spawn(async move {
-            match i % 10 {
-                0 => {
-                    c.send_message()
-                        .queue_url(&s_dlq)
-                        .message_body(format!("plain-{i}"))
-                        .send()
-                        .await
-                        .expect("send");
-                }
-                1..=3 => {
-                    let d = Dead {
-                        body: format!("panicked-{i}"),
-                        kind: "panicked",
-                        error: "oops",
-                        source_url: &a,
-                        failed_at_ms: 1,
-                        group: None,
-                    };
-                    put_dead(&c, &s_dlq, &d).await;
-                }
-                _ => {
-                    let (src, tag) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
-                    let d = Dead {
-                        body: format!("permanent-{tag}-{i}"),
-                        kind: "permanent",
-                        error: "bad input",
-                        source_url: src,
-                        failed_at_ms: 1,
-                        group: None,
-                    };
-                    put_dead(&c, &s_dlq, &d).await;
-                }
+    let items: Vec<(String, Option<Dead<'_>>)> = (0..1000)
+        .map(|i| match i % 10 {
+            0 => (format!("plain-{i}"), None),
+            1..=3 => {
+                let body = format!("panicked-{i}");
+                let d = Dead {
+                    body: body.clone(),
+                    kind: "panicked",
+                    error: "oops",
+                    source_url: &s.a,
+                    failed_at_ms: 1,
+                    group: None,
+                };
+                (body, Some(d))
             }
-        }));
-        if sends.len() == 50 {
-            for h in sends.drain(..) {
-                h.await.expect("send task");
+            _ => {
+                let (src, tag) = if i % 2 == 0 { (&s.a, "a") } else { (&s.b, "b") };
+                let body = format!("permanent-{tag}-{i}");
+                let d = Dead {
+                    body: body.clone(),
+                    kind: "permanent",
+                    error: "bad input",
+                    source_url: src,
+                    failed_at_ms: 1,
+                    group: None,
+                };
+                (body, Some(d))
             }
-        }
-    }
-    for h in sends {
-        h.await.expect("send task");
-    }
+        })
+        .collect();
+    put_many(&c, &s.dlq, &items).await;
     assert_eq!(depth(&c, &s.dlq).await, (1000, 0));
 
     let args = [

@@ -147,21 +147,51 @@ pub struct Dead<'a> {
     pub group: Option<&'a str>,
 }
 
+/// The `SqsWorker.*` schema attributes of `d`, plus `tenant`.
+fn dead_attributes(d: &Dead<'_>) -> HashMap<String, MessageAttributeValue> {
+    [
+        ("SqsWorker.ErrorKind", d.kind.to_owned()),
+        ("SqsWorker.Error", d.error.to_owned()),
+        ("SqsWorker.SourceQueueUrl", d.source_url.to_owned()),
+        ("SqsWorker.MessageId", "original-id".to_owned()),
+        ("SqsWorker.ReceiveCount", "3".to_owned()),
+        ("SqsWorker.FailedAt", d.failed_at_ms.to_string()),
+        ("tenant", "acme".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), string_attr(&v)))
+    .collect()
+}
+
+/// Puts dead letters (`None`: a plain message without the schema) into a
+/// standard DLQ, ten per request.
+pub async fn put_many(client: &Client, dlq: &str, items: &[(String, Option<Dead<'_>>)]) {
+    for chunk in items.chunks(10) {
+        let entries = chunk.iter().enumerate().map(|(i, (body, d))| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .set_message_attributes(d.as_ref().map(dead_attributes))
+                .build()
+                .expect("entry")
+        });
+        let out = client
+            .send_message_batch()
+            .queue_url(dlq)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .expect("send_message_batch");
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
 pub async fn put_dead(client: &Client, dlq: &str, d: &Dead<'_>) {
     let mut req = client
         .send_message()
         .queue_url(dlq)
         .message_body(&d.body)
-        .message_attributes("SqsWorker.ErrorKind", string_attr(d.kind))
-        .message_attributes("SqsWorker.Error", string_attr(d.error))
-        .message_attributes("SqsWorker.SourceQueueUrl", string_attr(d.source_url))
-        .message_attributes("SqsWorker.MessageId", string_attr("original-id"))
-        .message_attributes("SqsWorker.ReceiveCount", string_attr("3"))
-        .message_attributes(
-            "SqsWorker.FailedAt",
-            string_attr(&d.failed_at_ms.to_string()),
-        )
-        .message_attributes("tenant", string_attr("acme"));
+        .set_message_attributes(Some(dead_attributes(d)));
     if let Some(g) = d.group {
         req = req
             .message_group_id(g)
@@ -219,14 +249,21 @@ pub async fn drain(client: &Client, url: &str) -> Vec<Got> {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
             });
-            client
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
         }
+        let entries = out.messages().iter().enumerate().map(|(i, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+                .expect("entry")
+        });
+        client
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .expect("delete_message_batch");
     }
     all
 }
