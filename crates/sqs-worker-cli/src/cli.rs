@@ -151,8 +151,8 @@ pub(crate) struct RedriveArgs {
     /// Move only matching messages: kind=KIND or error~TEXT (repeatable: all must match).
     #[arg(long = "filter", value_name = "FILTER")]
     pub(crate) filters: Vec<String>,
-    /// At most this many messages per second.
-    #[arg(long, value_name = "N")]
+    /// At most this many messages per second (`50` or `50/s`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     pub(crate) rate: Option<u32>,
     /// Show what would move where; change nothing.
     #[arg(long)]
@@ -164,4 +164,26 @@ pub(crate) struct RedriveArgs {
     /// reappears after this if the command is killed).
     #[arg(long, default_value_t = 60)]
     pub(crate) visibility_timeout: u32,
+}
+
+/// `N` or `N/s`, N ≥ 1.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let n = s.trim().trim_end_matches("/s").trim();
+    match n.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a rate: use N or N/s with N >= 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("50"), Ok(50));
+        assert_eq!(parse_rate("50/s"), Ok(50));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 }
