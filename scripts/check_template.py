@@ -17,6 +17,22 @@ Checks (each counted once):
   report-batch-failures    every SQS event source has FunctionResponseTypes [ReportBatchItemFailures]
   s3-payload-bucket        every S3 bucket is encrypted, blocks all public access and has an
                            enabled lifecycle rule that expires objects
+  dlq-retained             every dead-letter queue has DeletionPolicy and UpdateReplacePolicy Retain
+  dlq-redrive-allow        every dead-letter queue has a RedriveAllowPolicy byQueue naming its sources
+  dlq-retention            every dead-letter queue keeps messages longer than each of its sources
+  visibility-6x-plus-window  each consumed queue's VisibilityTimeout >= 6 x Timeout + the largest
+                           MaximumBatchingWindowInSeconds (a parameter's MaxValue)
+  function-tracing         every function has Tracing: Active
+  ecr-scoped               ECR pull actions name a repository, not repository/* or "*"
+  scaled-service-no-desired-count  an ECS service whose DesiredCount auto scaling manages sets none
+  ttl-attribute-matches-code  the idempotency table's TTL attribute is the one the DynamoDB store
+                           writes (EXPIRES_AT in crates/sqs-worker-dynamodb/src/lib.rs)
+  alarms                   alarms on the DLQ depth (> 0), the oldest message's age (> a parameter)
+                           and sqs_worker_settlement_failures_total in the EMF namespace
+                           (crates/sqs-worker-core/src/runner/observe/emf.rs), each notifying the
+                           AlarmTopicArn parameter when set
+  dashboard                a dashboard with depth, age, throughput, failures by kind and handler
+                           duration p50/p99
 
 Ends with the line `template-checks: N passed, M failed`; exits 1 when M > 0.
 Needs cfn-lint (scripts/setup.sh installs it); its YAML loader understands !Ref, !GetAtt, ...
@@ -353,6 +369,11 @@ def main(argv: list[str]) -> int:
         ("report-batch-failures", lambda: check_report_batch_failures(tpl)),
         ("s3-payload-bucket", lambda: check_s3_buckets(tpl)),
     ]
+    # Operations checks (alarms, dashboard, DLQ safety): scripts/check_template_ops.py.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from check_template_ops import ops_checks
+
+    checks += ops_checks(tpl, ROOT)
     passed = failed = 0
     for name, fn in checks:
         try:

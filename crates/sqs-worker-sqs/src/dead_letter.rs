@@ -31,6 +31,8 @@ use sqs_worker_core::{AttributeValue, Message};
 
 use crate::classify::{Class, classify, describe, too_large};
 
+/// Every attribute of the schema starts with this (redrive strips them all).
+pub const PREFIX: &str = "SqsWorker.";
 /// The failure kind, `permanent` (String).
 pub const ERROR_KIND: &str = "SqsWorker.ErrorKind";
 /// The error chain, `outer: inner`, at most [`MAX_ERROR_LEN`] bytes (String).
