@@ -234,9 +234,10 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The long-poll wait (`WaitTimeSeconds`): whole seconds from 1 to 20;
-    /// [`build`](Self::build) refuses fractions and short polls (under 1 s,
-    /// which would turn an empty queue into a busy loop). Default 20 s.
+    /// The long-poll wait (`WaitTimeSeconds`): whole seconds from 0 to 20;
+    /// [`build`](Self::build) refuses fractions. 0 means short polls: after
+    /// one comes back empty the receive loop backs off (100 ms doubling to
+    /// 1 s), so an empty queue is no busy loop. Default 20 s.
     pub fn wait_time(mut self, wait: Duration) -> Self {
         self.settings.wait_time = wait;
         self
@@ -347,15 +348,11 @@ impl<P: Processor> PollerBuilder<P> {
                 format!("must be between 1 and the concurrency ({})", s.concurrency),
             );
         }
-        if s.wait_time > DEFAULT_WAIT_TIME
-            || s.wait_time < Duration::from_secs(1)
-            || s.wait_time.subsec_nanos() != 0
-        {
+        if s.wait_time > DEFAULT_WAIT_TIME || s.wait_time.subsec_nanos() != 0 {
             return bad(
                 "wait_time",
                 format!(
-                    "{:?} is not whole seconds from 1 to 20 (SQS's WaitTimeSeconds; short \
-                     polls under 1 s would busy-loop on an empty queue)",
+                    "{:?} is not whole seconds from 0 to 20 (SQS's WaitTimeSeconds)",
                     s.wait_time
                 ),
             );
@@ -510,10 +507,9 @@ mod tests {
     }
 
     #[test]
-    fn short_and_fractional_waits_are_refused() {
+    fn fractional_and_overlong_waits_are_refused() {
         let b = || Poller::builder("q", ok);
         for wait in [
-            Duration::ZERO,
             Duration::from_millis(500),
             Duration::from_millis(1500),
             Duration::from_secs(21),
@@ -522,5 +518,7 @@ mod tests {
             assert!(e.to_string().contains("wait_time"), "{wait:?}: {e}");
         }
         assert!(b().wait_time(Duration::from_secs(1)).build().is_ok());
+        // Short polls back off when empty (receive.rs), so 0 is allowed.
+        assert!(b().wait_time(Duration::ZERO).build().is_ok());
     }
 }

@@ -20,7 +20,7 @@ impl Poller<()> {
     /// (or `SQS_QUEUE_NAME`) and the `SQS_WORKER_*` variables the README's
     /// configuration table marks "poller" (names in
     /// [`sqs_worker_core::config::var`]). Durations are seconds, fractions
-    /// allowed, except `SQS_WORKER_WAIT_SECONDS` (whole seconds, 1–20).
+    /// allowed, except `SQS_WORKER_WAIT_SECONDS` (whole seconds, 0–20).
     ///
     /// A malformed value is an error naming the variable; the returned
     /// builder takes further options, and [`build`](PollerBuilder::build)
@@ -61,12 +61,11 @@ where
         b = b.receivers(n);
     }
     if let Some(d) = env.whole_seconds(var::WAIT_SECONDS)? {
-        if d.is_zero() || d > Duration::from_secs(20) {
+        if d > Duration::from_secs(20) {
             return Err(ConfigError::InvalidEnv {
                 var: var::WAIT_SECONDS,
                 value: d.as_secs().to_string(),
-                reason: "expected whole seconds from 1 to 20 (short polls are not supported)"
-                    .into(),
+                reason: "expected whole seconds from 0 to 20".into(),
             });
         }
         b = b.wait_time(d);
@@ -225,7 +224,7 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
         }
-        for wait in ["21", "0", "1.5"] {
+        for wait in ["21", "1.5"] {
             let e = from_env_in(
                 ok,
                 &env(&[

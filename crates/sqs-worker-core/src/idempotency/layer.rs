@@ -37,7 +37,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// let layer = IdempotencyLayer::new(MemoryStore::new())
 ///     .key(KeyFn::json(|o: &Order| Some(o.order_id)))
 ///     .validate_payload()
-///     .claim(Duration::from_secs(30));
+///     .claim_ttl(Duration::from_secs(30));
 /// let once_per_order = layer.layer(handler_fn(charge));
 /// # let _ = once_per_order;
 /// ```
