@@ -4,7 +4,7 @@
 //! turns unhealthy when receiving keeps failing.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/capture.rs"]
+#[path = "it/common/capture.rs"]
 mod capture;
 
 use capture::Capture;

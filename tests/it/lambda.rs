@@ -3,7 +3,7 @@
 //! events, and, with an SQS client, against the local SQS server: permanent
 //! failures to the dead-letter queue, retry delays as visibility changes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

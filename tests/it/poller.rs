@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
+use crate::common;
+use crate::common::proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

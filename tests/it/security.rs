@@ -9,11 +9,9 @@
 //! (run by `scripts/test.sh` and CI); the dependency tree by `scripts/deny.sh`.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-#[path = "common/capture.rs"]
-mod capture;
-mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
+use crate::common::capture;
+use crate::common;
+use crate::common::proxy;
 
 use capture::Capture;
 use std::sync::{Arc, Mutex};

@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
-#[path = "common/sqs_proxy.rs"]
-mod sqs_proxy;
+use crate::common;
+use crate::common::sqs_proxy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};

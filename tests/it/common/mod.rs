@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
+pub mod capture;
+pub mod proxy;
+pub mod sqs_proxy;
+
 pub struct LocalServer {
     pub endpoint: String,
     _child: Option<Child>,

@@ -4,7 +4,7 @@
 //! once per `order_id`, however often it is delivered.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
