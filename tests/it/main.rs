@@ -19,7 +19,11 @@ mod lambda_emulator;
 mod orders_example;
 mod poller;
 mod poller_faults;
-#[cfg(all(feature = "producer", feature = "large-payloads", feature = "lambda-testing"))]
+#[cfg(all(
+    feature = "producer",
+    feature = "large-payloads",
+    feature = "lambda-testing"
+))]
 mod producer;
 mod proptests;
 #[cfg(feature = "telemetry")]

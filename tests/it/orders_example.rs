@@ -9,23 +9,6 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn orders_binary() -> std::path::PathBuf {
-    // target/debug/deps/<this test> → target/debug/examples/orders
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/orders");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples; run `cargo build --example orders --all-features`",
-        bin.display()
-    );
-    bin
-}
-
 #[tokio::test]
 async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
     let config = common::sdk_config().await;
@@ -52,7 +35,7 @@ async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
     let out = tokio::task::spawn_blocking({
         let (url, table) = (url.clone(), table.clone());
         move || {
-            Command::new(orders_binary())
+            Command::new(common::example("orders"))
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("SQS_QUEUE_URL", &url)

@@ -15,11 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
-use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dead_letter};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use sqs_worker::poller::{Poller, dead_letter};
 use sqs_worker::{Error, FixedDelay, Message};
-use sqs_worker_core::runner::Processor;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -57,59 +56,6 @@ async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec
         ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
     }
     ids
-}
-
-/// A running poller and the means to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
-}
-
-impl Running {
-    fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let poller = builder
-            .shutdown_signal(async move {
-                let _ = rx.await;
-            })
-            .build()
-            .unwrap();
-        Running {
-            stop: Some(tx),
-            task: tokio::spawn(poller.run()),
-        }
-    }
-
-    async fn stop(mut self) -> RunSummary {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the poller stops")
-            .unwrap()
-            .expect("the poller returns Ok")
-    }
-}
-
-/// Waits for `cond`, at most `limit`.
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    out.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
 }
 
 type Seen = Arc<Mutex<Vec<String>>>;
@@ -152,7 +98,7 @@ async fn drains_500_messages_and_deletes_each() {
     };
     // One receive loop: moto's ReceiveMessage takes no lock, so two concurrent
     // receives can return the same message, which real SQS does not do.
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1),
@@ -165,7 +111,7 @@ async fn drains_500_messages_and_deletes_each() {
             .collect();
         sent.extend(send(&client, &url, &bodies).await);
     }
-    until(Duration::from_secs(60), "500 messages handled", || {
+    common::until(Duration::from_secs(60), "500 messages handled", || {
         seen.lock().unwrap().len() >= 500
     })
     .await;
@@ -202,7 +148,7 @@ async fn transient_failures_come_back_after_their_delay_then_succeed() {
         }
     };
     let delay = Duration::from_secs(2);
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -210,7 +156,7 @@ async fn transient_failures_come_back_after_their_delay_then_succeed() {
     );
     let bodies: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     send(&client, &url, &bodies).await;
-    until(Duration::from_secs(30), "5 retried messages", || {
+    common::until(Duration::from_secs(30), "5 retried messages", || {
         let a = attempts.lock().unwrap();
         a.len() == 5 && a.values().all(|v| v.len() >= 2)
     })
@@ -239,7 +185,7 @@ async fn poison_message_reaches_the_dlq_through_the_redrive_policy() {
     let dlq = common::queue(&client, "poison-dlq").await;
     let redrive = format!(
         r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"3"}}"#,
-        queue_arn(&client, &dlq).await
+        common::queue_arn(&client, &dlq).await
     );
     let url = common::create_queue(
         &client,
@@ -256,7 +202,7 @@ async fn poison_message_reaches_the_dlq_through_the_redrive_policy() {
             Err::<(), _>(Error::msg("always fails"))
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -299,7 +245,7 @@ async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
             Err::<(), _>(Error::permanent("card 4242 declined"))
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -370,7 +316,7 @@ async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1) // see drains_500_messages_and_deletes_each
@@ -426,7 +372,7 @@ async fn fifo_order_holds_in_every_group_despite_a_failure() {
             Ok(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             // moto: concurrent receives can return the same message, and a
@@ -455,7 +401,7 @@ async fn fifo_order_holds_in_every_group_despite_a_failure() {
             .await
             .unwrap();
     }
-    until(Duration::from_secs(40), "24 FIFO messages", || {
+    common::until(Duration::from_secs(40), "24 FIFO messages", || {
         done.lock().unwrap().len() >= 24
     })
     .await;
@@ -518,7 +464,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -547,7 +493,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
 
     // A second worker drains the rest: together, every message.
     done.lock().unwrap().clear();
-    let second = Running::start(
+    let second = common::Running::start(
         Poller::builder(url.as_str(), {
             let d = done.clone();
             move |m: Message| {
@@ -561,7 +507,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
         .client(client.clone()),
     );
     let rest = 60 - first.len();
-    until(Duration::from_secs(30), "the rest drained", || {
+    common::until(Duration::from_secs(30), "the rest drained", || {
         done.lock().unwrap().len() >= rest
     })
     .await;
@@ -591,7 +537,7 @@ async fn recovers_by_itself_from_a_server_outage() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(via_proxy)
             .concurrency(8)
@@ -607,7 +553,7 @@ async fn recovers_by_itself_from_a_server_outage() {
         )
         .await,
     );
-    until(
+    common::until(
         Duration::from_secs(30),
         "some handled before the outage",
         || done.lock().unwrap().len() >= 10,
@@ -632,7 +578,7 @@ async fn recovers_by_itself_from_a_server_outage() {
         )
         .await,
     );
-    until(
+    common::until(
         Duration::from_secs(60),
         "all handled after the outage",
         || {
@@ -736,7 +682,8 @@ async fn a_one_mib_body_is_processed() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
+    let running =
+        common::Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
     client
         .send_message()
         .queue_url(&url)
@@ -744,7 +691,7 @@ async fn a_one_mib_body_is_processed() {
         .send()
         .await
         .unwrap();
-    until(Duration::from_secs(30), "the big message", || {
+    common::until(Duration::from_secs(30), "the big message", || {
         got.lock().unwrap().is_some()
     })
     .await;
@@ -805,7 +752,7 @@ async fn a_batch_engine_runs_under_the_poller() {
             r
         }
     });
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::with_processor(url.as_str(), engine)
             .client(client.clone())
             .receivers(1),
@@ -850,7 +797,7 @@ async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
         }
     };
     let limit = Duration::from_secs(3);
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -858,7 +805,7 @@ async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
             .retry_policy(FixedDelay(Duration::ZERO)),
     );
     send(&client, &url, &["hangs once".into()]).await;
-    until(Duration::from_secs(30), "the retry", || {
+    common::until(Duration::from_secs(30), "the retry", || {
         calls.lock().unwrap().len() >= 2
     })
     .await;
@@ -904,13 +851,13 @@ async fn spawn_execution_spreads_computing_handlers_over_threads() {
     };
     let bodies: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
     send(&client, &url, &bodies).await;
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
             .execution(sqs_worker::Execution::Spawn),
     );
-    until(Duration::from_secs(30), "10 messages handled", || {
+    common::until(Duration::from_secs(30), "10 messages handled", || {
         threads.lock().unwrap().len() >= 10
     })
     .await;
@@ -945,7 +892,7 @@ async fn oversized_dead_letter_does_not_loop() {
             Err::<(), _>(Error::permanent("cannot be handled"))
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -953,7 +900,7 @@ async fn oversized_dead_letter_does_not_loop() {
             .dead_letter_queue(dlq.as_str()),
     );
     send(&client, &url, &["x".repeat(2000)]).await;
-    until(Duration::from_secs(20), "the first call", || {
+    common::until(Duration::from_secs(20), "the first call", || {
         !calls.lock().unwrap().is_empty()
     })
     .await;
@@ -993,7 +940,7 @@ async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
             Err::<(), _>(Error::permanent("cannot be handled"))
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -1004,7 +951,7 @@ async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     client.delete_queue().queue_url(&dlq).send().await.unwrap();
     send(&client, &url, &["order".to_owned()]).await;
-    until(Duration::from_secs(20), "the first call", || {
+    common::until(Duration::from_secs(20), "the first call", || {
         !calls.lock().unwrap().is_empty()
     })
     .await;
@@ -1036,7 +983,7 @@ async fn dead_letter_over_the_dlq_size_limit_drops_the_error_text() {
     )
     .await;
     let handler = |_m: Message| async { Err::<(), _>(Error::permanent("e".repeat(500))) };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)

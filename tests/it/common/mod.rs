@@ -13,9 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
-pub mod capture;
+mod binaries;
 pub mod proxy;
+mod running;
 pub mod sqs_proxy;
+
+pub use binaries::{example, tool};
+pub use running::{Running, run_until, until, until_async};
 
 pub struct LocalServer {
     pub endpoint: String,
@@ -136,6 +140,25 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         get(A::ApproximateNumberOfMessages),
         get(A::ApproximateNumberOfMessagesNotVisible),
     )
+}
+
+/// The queue's ARN.
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("get_queue_attributes");
+    out.attributes().expect("attributes")[&QueueAttributeName::QueueArn].clone()
+}
+
+/// A JSON fixture of `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 // --- S3 (large payloads; owner: producer) ---
