@@ -613,27 +613,7 @@ async fn a_handler_that_hangs_forever_is_released_after_the_max_processing_time(
     let mut sent = HashSet::new();
     for round in 0..6 {
         let bodies: Vec<String> = (0..10).map(|i| format!("m{round}-{i}")).collect();
-        for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = client
-                .send_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            sent.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
-        }
+        sent.extend(common::send(&client, &url, &bodies).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     common::until(

@@ -10,6 +10,7 @@
 mod common;
 
 mod bad_input;
+mod dead_letter;
 mod envelopes;
 mod faults;
 mod idempotency;

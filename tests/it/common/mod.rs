@@ -142,6 +142,46 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
     )
 }
 
+/// Sends `bodies` in batches of 10; returns the message ids.
+pub async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("send_message_batch");
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+        ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
+    }
+    ids
+}
+
+/// Logs to the test's output (`RUST_LOG`, default warnings and the poller's
+/// info), once per process.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqs_worker_poller=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// The queue's ARN.
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
     use aws_sdk_sqs::types::QueueAttributeName;
