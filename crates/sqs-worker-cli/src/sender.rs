@@ -1,156 +1,142 @@
-//! Sending for `send` and `dlq redrive`, through the producer's
-//! [`Sender`](sqs_worker_producer::Sender): `SendMessageBatch` requests of at
-//! most 10 entries and 1 MiB, transient per-entry failures retried, FIFO
-//! group and deduplication ids passed through.
+//! A small batched sender: `SendMessageBatch` with at most 10 entries and at
+//! most 1 MiB per request, FIFO group and deduplication ids passed through.
+//!
+//! TO SWAP: this stands in for the producer crate's batching, FIFO-aware
+//! `Sender` (`crates/sqs-worker-producer`, not merged yet). [`send_all`] is
+//! the one entry point `send` and `dlq redrive` use; point it at the producer
+//! when it lands.
 
 use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageAttributeValue;
-use sqs_worker_core::{AttributeValue, MessageAttribute};
-use sqs_worker_producer::{Outgoing, Sender};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
-/// Messages per `send_batch` call: the progress bar moves once per call.
-const CHUNK: usize = 100;
+/// Most entries per `SendMessageBatch`.
+const MAX_ENTRIES: usize = 10;
+/// Most bytes per `SendMessageBatch` request (bodies plus attributes).
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
-/// The producer's message with SQS message attributes as the SDK gives them
-/// (e.g. received from a dead-letter queue), data types kept.
-pub(crate) fn outgoing(
-    body: &str,
-    attributes: &HashMap<String, MessageAttributeValue>,
-) -> Outgoing {
-    attributes
-        .iter()
-        .fold(Outgoing::new(body), |out, (name, v)| {
-            out.attribute(name.clone(), attribute(v))
-        })
+/// A message to send.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outgoing {
+    pub(crate) body: String,
+    pub(crate) attributes: HashMap<String, MessageAttributeValue>,
+    pub(crate) group_id: Option<String>,
+    pub(crate) dedup_id: Option<String>,
 }
 
-/// An SDK attribute as core's: `Binary*` types keep their bytes, `Number*`
-/// their decimal text, the rest their text.
-fn attribute(v: &MessageAttributeValue) -> MessageAttribute {
-    let data_type = v.data_type().to_owned();
-    let text = || v.string_value().unwrap_or_default().to_owned();
-    let value = if data_type.starts_with("Binary") {
-        AttributeValue::Binary(
-            v.binary_value()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default(),
-        )
-    } else if data_type.starts_with("Number") {
-        AttributeValue::Number(text())
-    } else {
-        AttributeValue::String(text())
-    };
-    MessageAttribute { data_type, value }
-}
-
-/// One producer [`Sender`] per destination queue URL, each set up once (it
-/// reads the queue's attributes).
-#[derive(Debug)]
-pub(crate) struct Senders {
-    client: Client,
-    by_url: HashMap<String, Sender>,
-}
-
-impl Senders {
-    /// No senders yet.
-    pub(crate) fn new(client: &Client) -> Self {
-        Self {
-            client: client.clone(),
-            by_url: HashMap::new(),
-        }
+impl Outgoing {
+    /// The size SQS counts: body plus attribute names, types and values.
+    fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + v.data_type().len()
+                        + v.string_value().map_or(0, str::len)
+                        + v.binary_value().map_or(0, |b| b.as_ref().len())
+                })
+                .sum::<usize>()
     }
+}
 
-    /// Sends `items` to `url`; `progress` is called with the number of
-    /// messages each step settled. Returns one result per item, in order:
-    /// `Err` holds the reason that item was not sent.
-    pub(crate) async fn send_all(
-        &mut self,
-        url: &str,
-        items: Vec<Outgoing>,
-        progress: &mut dyn FnMut(usize),
-    ) -> Vec<Result<(), String>> {
-        if !self.by_url.contains_key(url) {
-            match Sender::new(self.client.clone(), url).await {
-                Ok(s) => {
-                    self.by_url.insert(url.to_owned(), s);
+/// The index ranges of `items` that go together in one request.
+pub(crate) fn batches(items: &[Outgoing]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in items.iter().enumerate() {
+        let size = m.size();
+        if i > start && (i - start == MAX_ENTRIES || bytes + size > MAX_REQUEST_BYTES) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        out.push(start..items.len());
+    }
+    out
+}
+
+/// Sends `items` to `url` in batches; `progress` is called with the number of
+/// entries each request settled. Returns one result per item, in order: `Err`
+/// holds the reason that item was not sent.
+pub(crate) async fn send_all(
+    client: &Client,
+    url: &str,
+    items: &[Outgoing],
+    progress: &mut dyn FnMut(usize),
+) -> Vec<Result<(), String>> {
+    let mut results: Vec<Result<(), String>> = vec![Ok(()); items.len()];
+    for range in batches(items) {
+        let mut entries = Vec::with_capacity(range.len());
+        for i in range.clone() {
+            let m = &items[i];
+            let built = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(&m.body)
+                .set_message_attributes((!m.attributes.is_empty()).then(|| m.attributes.clone()))
+                .set_message_group_id(m.group_id.clone())
+                .set_message_deduplication_id(m.dedup_id.clone())
+                .build();
+            match built {
+                Ok(e) => entries.push(e),
+                Err(e) => results[i] = Err(e.to_string()),
+            }
+        }
+        match client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                for f in out.failed() {
+                    if let Ok(i) = f.id().parse::<usize>()
+                        && let Some(r) = results.get_mut(i)
+                    {
+                        *r = Err(format!(
+                            "{}: {}",
+                            f.code(),
+                            f.message().unwrap_or("no message")
+                        ));
+                    }
                 }
-                Err(e) => {
-                    let why = chain(&e);
-                    progress(items.len());
-                    return items.iter().map(|_| Err(why.clone())).collect();
+            }
+            Err(e) => {
+                let why = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+                for r in &mut results[range.clone()] {
+                    if r.is_ok() {
+                        *r = Err(why.clone());
+                    }
                 }
             }
         }
-        match self.by_url.get(url) {
-            Some(sender) => send_chunks(sender, items, progress).await,
-            None => items.iter().map(|_| Err("no sender".to_owned())).collect(),
-        }
-    }
-}
-
-/// Sends `items` through `sender` in chunks of [`CHUNK`].
-async fn send_chunks(
-    sender: &Sender,
-    items: Vec<Outgoing>,
-    progress: &mut dyn FnMut(usize),
-) -> Vec<Result<(), String>> {
-    let mut results = Vec::with_capacity(items.len());
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        let chunk: Vec<Outgoing> = items.by_ref().take(CHUNK).collect();
-        let n = chunk.len();
-        for r in sender.send_batch(chunk).await {
-            results.push(r.map(|_| ()).map_err(|e| chain(&e)));
-        }
-        progress(n);
+        progress(range.len());
     }
     results
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_sqs::primitives::Blob;
+
+    fn msg(len: usize) -> Outgoing {
+        Outgoing {
+            body: "x".repeat(len),
+            ..Outgoing::default()
+        }
+    }
 
     #[test]
-    fn attributes_keep_their_types_and_values() {
-        let s = MessageAttributeValue::builder()
-            .data_type("String.uuid")
-            .string_value("6f1c")
-            .build()
-            .unwrap();
-        let n = MessageAttributeValue::builder()
-            .data_type("Number.float")
-            .string_value("0.25")
-            .build()
-            .unwrap();
-        let b = MessageAttributeValue::builder()
-            .data_type("Binary")
-            .binary_value(Blob::new(vec![0, 255]))
-            .build()
-            .unwrap();
-        assert_eq!(
-            attribute(&s),
-            MessageAttribute {
-                data_type: "String.uuid".into(),
-                value: AttributeValue::String("6f1c".into())
-            }
-        );
-        assert_eq!(attribute(&n).value, AttributeValue::Number("0.25".into()));
-        assert_eq!(attribute(&b).value, AttributeValue::Binary(vec![0, 255]));
+    fn batches_hold_at_most_ten_and_one_mebibyte() {
+        let small: Vec<_> = (0..25).map(|_| msg(10)).collect();
+        assert_eq!(batches(&small), vec![0..10, 10..20, 20..25]);
+        let big: Vec<_> = (0..5).map(|_| msg(400 * 1024)).collect();
+        assert_eq!(batches(&big), vec![0..2, 2..4, 4..5]);
+        assert!(batches(&[]).is_empty());
     }
 }

@@ -20,7 +20,7 @@ use crate::dlq_schema;
 use crate::error::{CliError, exit};
 use crate::queue::{self, Queue};
 use crate::scan::{Received, Scan, now_ms};
-use crate::sender;
+use crate::sender::{self, Outgoing};
 
 mod report;
 
@@ -64,7 +64,6 @@ struct Redrive<'a> {
     to: Option<Queue>,
     sources: HashMap<String, Result<Queue, String>>,
     pacer: Pacer,
-    senders: sender::Senders,
     run_id: u64,
     tally: Tally,
 }
@@ -113,7 +112,6 @@ pub(crate) async fn run(
         filters,
         to,
         sources: HashMap::new(),
-        senders: sender::Senders::new(client),
         pacer: Pacer {
             rate: args.rate,
             start: Instant::now(),
@@ -193,9 +191,9 @@ impl Redrive<'_> {
                 self.tally.moved(&dest.name, msgs.len());
                 continue;
             }
-            let items: Vec<_> = msgs.iter().map(|m| self.outgoing(m, &dest)).collect();
+            let items: Vec<Outgoing> = msgs.iter().map(|m| self.outgoing(m, &dest)).collect();
             self.pacer.wait(items.len()).await;
-            let results = self.senders.send_all(&dest.url, items, &mut |_| {}).await;
+            let results = sender::send_all(self.client, &dest.url, &items, &mut |_| {}).await;
             let mut sent = Vec::new();
             for (m, res) in msgs.iter().zip(results) {
                 match res {
@@ -250,20 +248,24 @@ impl Redrive<'_> {
 
     /// The message to send: body, the user's attributes, FIFO group, and a
     /// fresh deduplication id.
-    fn outgoing(&self, m: &Received, dest: &Queue) -> sqs_worker_producer::Outgoing {
-        let attributes = m
-            .attributes
-            .iter()
-            .filter(|(k, _)| !k.starts_with(dlq_schema::PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let out = sender::outgoing(&m.body, &attributes);
-        if !dest.is_fifo() {
-            return out;
+    fn outgoing(&self, m: &Received, dest: &Queue) -> Outgoing {
+        Outgoing {
+            body: m.body.clone(),
+            attributes: m
+                .attributes
+                .iter()
+                .filter(|(k, _)| !k.starts_with(dlq_schema::PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            group_id: dest.is_fifo().then(|| {
+                m.group_id
+                    .clone()
+                    .unwrap_or_else(|| "sqs-worker-redrive".to_owned())
+            }),
+            dedup_id: dest
+                .is_fifo()
+                .then(|| format!("redrive-{}-{}", self.run_id, m.id)),
         }
-        let group = m.group_id.as_deref().unwrap_or("sqs-worker-redrive");
-        out.group_id(group)
-            .deduplication_id(format!("redrive-{}-{}", self.run_id, m.id))
     }
 
     fn should_start_move_task(&self) -> bool {

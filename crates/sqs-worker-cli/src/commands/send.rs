@@ -11,7 +11,7 @@ use crate::cli::SendArgs;
 use crate::error::{CliError, exit};
 use crate::queue;
 use crate::scan::now_ms;
-use crate::sender;
+use crate::sender::{self, Outgoing};
 
 /// From this many messages on, a progress bar is drawn (on a terminal).
 const PROGRESS_FROM: usize = 100;
@@ -37,25 +37,18 @@ pub(crate) async fn run(
         )));
     }
     let run = now_ms();
-    let count = bodies.len();
-    let items: Vec<_> = bodies
-        .iter()
+    let items: Vec<Outgoing> = bodies
+        .into_iter()
         .enumerate()
-        .map(|(i, body)| {
-            let mut out = sender::outgoing(body, &attributes);
-            if let Some(group) = &args.group {
-                out = out.group_id(group.clone());
-            }
-            if q.is_fifo() {
-                out = out.deduplication_id(format!("send-{run}-{i}"));
-            }
-            out
+        .map(|(i, body)| Outgoing {
+            body,
+            attributes: attributes.clone(),
+            group_id: args.group.clone(),
+            dedup_id: q.is_fifo().then(|| format!("send-{run}-{i}")),
         })
         .collect();
-    let bar = progress(count, "sending");
-    let results = sender::Senders::new(client)
-        .send_all(&q.url, items, &mut |n| bar.inc(n as u64))
-        .await;
+    let bar = progress(items.len(), "sending");
+    let results = sender::send_all(client, &q.url, &items, &mut |n| bar.inc(n as u64)).await;
     bar.finish_and_clear();
     let failed: Vec<(usize, &String)> = results
         .iter()
@@ -64,8 +57,8 @@ pub(crate) async fn run(
         .collect();
     println!(
         "Sent {} of {} messages to {}.",
-        count - failed.len(),
-        count,
+        items.len() - failed.len(),
+        items.len(),
         q.name
     );
     for (i, why) in failed.iter().take(10) {
