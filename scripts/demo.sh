@@ -3,7 +3,7 @@
 #
 # Sets up what is missing (scripts/setup.sh), starts a local SQS server (moto,
 # on loopback, a free port), builds the `orders` example and the demo driver,
-# then runs examples/demo.rs: it creates a queue and a dead-letter queue with a
+# then runs the demo driver (crates/sqs-worker-tools/src/bin/sqs-worker-demo.rs): it creates a queue and a dead-letter queue with a
 # redrive policy, starts the orders worker as its own process, produces a few
 # thousand orders while the worker drains them, shows live progress, sends one
 # poison message, stops the worker with SIGTERM and prints a summary.
@@ -17,7 +17,8 @@ export CARGO_INCREMENTAL=0
 bash scripts/setup.sh
 
 echo "building the orders example and the demo driver..."
-cargo build --quiet --example orders --example demo
+cargo build --quiet --example orders
+cargo build --quiet -p sqs-worker-tools --bin sqs-worker-demo
 target_dir="${CARGO_TARGET_DIR:-target}"
 
 tmp="$(mktemp -d)"
@@ -45,4 +46,4 @@ fi
 
 SQS_WORKER_DEMO_ENDPOINT="$SQS_WORKER_DEMO_ENDPOINT" \
 SQS_WORKER_DEMO_WORKER="$target_dir/debug/examples/orders" \
-    "$target_dir/debug/examples/demo"
+    "$target_dir/debug/sqs-worker-demo"

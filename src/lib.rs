@@ -111,3 +111,9 @@ mod run;
 pub use self::run::RunError;
 #[cfg(any(feature = "poller", feature = "lambda"))]
 pub use self::run::run;
+
+/// The README's Rust blocks, compiled (and run unless `no_run`) as doc tests
+/// by `cargo test --all-features`: its snippets use every feature.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../README.md")]
+mod readme {}

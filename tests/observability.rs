@@ -2,13 +2,13 @@
 //! ids and causes but never bodies, receipt handles or credentials; metrics
 //! come out of the Prometheus endpoint with the documented names; `/healthz`
 //! turns unhealthy when receiving keeps failing.
+//!
+//! A test binary of its own, apart from `tests/it`: it installs the
+//! process-wide metrics recorder and flips the process-wide health, which
+//! the tests there would change under it.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/capture.rs"]
-mod capture;
-
-use capture::Capture;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqs_worker::telemetry::{LogFormat, log_subscriber};
@@ -82,6 +82,16 @@ fn metric(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A fresh log file to give `log_subscriber` (`&File` writes), and its path
+/// to read the logs back.
+fn log_file(name: &str) -> (Arc<std::fs::File>, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "sqs-worker-observability-{}-{name}.log",
+        std::process::id()
+    ));
+    (Arc::new(std::fs::File::create(&path).unwrap()), path)
+}
+
 fn assert_clean(logs: &str) {
     for secret in [BODY_SECRET, RECEIPT_SECRET, CREDENTIAL] {
         assert!(!logs.contains(secret), "logs leak {secret:?}:\n{logs}");
@@ -91,10 +101,9 @@ fn assert_clean(logs: &str) {
 #[test]
 fn default_level_logs_name_failures_but_never_bodies_receipts_or_credentials() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let capture = Capture::default();
     for format in [LogFormat::Json, LogFormat::Text] {
-        capture.0.lock().unwrap().clear();
-        let subscriber = log_subscriber(format, capture.clone(), false);
+        let (capture, path) = log_file(&format!("{format:?}"));
+        let subscriber = log_subscriber(format, capture, false);
         let _guard = tracing::subscriber::set_default(subscriber);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -105,7 +114,7 @@ fn default_level_logs_name_failures_but_never_bodies_receipts_or_credentials() {
             report.failed_ids(),
             ["retry-1", "panic-2", "badtype-3", "notjson-4"]
         );
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let logs = std::fs::read_to_string(&path).unwrap();
         // The logs are useful: every failing message id, its kind and cause.
         for needle in [
             "retry-1",
@@ -195,8 +204,8 @@ async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
 #[test]
 fn logs_carry_the_message_and_invocation_spans() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let capture = Capture::default();
-    let subscriber = log_subscriber(LogFormat::Json, capture.clone(), false);
+    let (capture, path) = log_file("spans");
+    let subscriber = log_subscriber(LogFormat::Json, capture, false);
     let _guard = tracing::subscriber::set_default(subscriber);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,7 +225,7 @@ fn logs_carry_the_message_and_invocation_spans() {
     ctx.request_id = "req-7f3a".into();
     let resp = rt.block_on(service.handle(event, &ctx)).unwrap();
     assert_eq!(resp.batch_item_failures.len(), 1);
-    let logs = capture.text();
+    let logs = std::fs::read_to_string(&path).unwrap();
     let line = |what: &str| {
         logs.lines()
             .find(|l| l.contains(what))

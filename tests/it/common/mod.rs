@@ -13,6 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
+mod binaries;
+pub mod proxy;
+mod running;
+pub mod sqs_proxy;
+
+pub use binaries::{example, tool};
+pub use running::{Running, run_until, until, until_async};
+
 pub struct LocalServer {
     pub endpoint: String,
     _child: Option<Child>,
@@ -132,6 +140,65 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         get(A::ApproximateNumberOfMessages),
         get(A::ApproximateNumberOfMessagesNotVisible),
     )
+}
+
+/// Sends `bodies` in batches of 10; returns the message ids.
+pub async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("send_message_batch");
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+        ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
+    }
+    ids
+}
+
+/// Logs to the test's output (`RUST_LOG`, default warnings and the poller's
+/// info), once per process.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqs_worker_poller=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// The queue's ARN.
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("get_queue_attributes");
+    out.attributes().expect("attributes")[&QueueAttributeName::QueueArn].clone()
+}
+
+/// A JSON fixture of `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 // --- S3 (large payloads; owner: producer) ---

@@ -3,7 +3,7 @@
 //! bodies total over 1 MiB with `BatchRequestTooLong`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

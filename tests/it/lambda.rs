@@ -3,13 +3,13 @@
 //! events, and, with an SQS client, against the local SQS server: permanent
 //! failures to the dead-letter queue, retry delays as visibility changes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use lambda_runtime::{LambdaEvent, Service};
 use sqs_worker::{AttributeValue, EngineConfig, Error, Json, Message};
 use sqs_worker_core::runner::Engine;
@@ -55,11 +55,6 @@ where
 {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
     svc.call(LambdaEvent::new(ev, context(timeout))).await
-}
-
-fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[tokio::test]
@@ -196,7 +191,7 @@ async fn a_near_deadline_leaves_records_unstarted_and_reported() {
 async fn an_event_that_is_not_from_sqs_is_a_function_error() {
     let mut svc = LambdaService::new(Engine::new(orders));
     // An S3 event has `Records` too: its eventSource gives it away.
-    let s3: SqsEvent = serde_json::from_str(&fixture("s3-event.json")).unwrap();
+    let s3: SqsEvent = serde_json::from_str(&common::fixture("s3-event.json")).unwrap();
     let err = call(&mut svc, s3, Duration::from_secs(30))
         .await
         .unwrap_err();
@@ -255,7 +250,7 @@ async fn an_event_that_is_not_from_sqs_is_a_function_error() {
 
 #[tokio::test]
 async fn aws_sample_standard_event_parses_and_converts_with_all_attributes() {
-    let ev: SqsEvent = serde_json::from_str(&fixture("sqs-standard-event.json")).unwrap();
+    let ev: SqsEvent = serde_json::from_str(&common::fixture("sqs-standard-event.json")).unwrap();
     assert_eq!(ev.records.len(), 2);
     let m = message_from_record(ev.records[0].clone(), sqs_worker::Visibility::unbacked()).unwrap();
     assert_eq!(m.id(), "059f36b4-87a3-44ab-83d2-661975830a7d");
@@ -289,7 +284,7 @@ async fn aws_sample_standard_event_parses_and_converts_with_all_attributes() {
 
 #[tokio::test]
 async fn aws_sample_fifo_event_parses_and_converts_with_all_attributes() {
-    let ev: SqsEvent = serde_json::from_str(&fixture("sqs-fifo-event.json")).unwrap();
+    let ev: SqsEvent = serde_json::from_str(&common::fixture("sqs-fifo-event.json")).unwrap();
     let m = message_from_record(ev.records[0].clone(), sqs_worker::Visibility::unbacked()).unwrap();
     assert_eq!(m.id(), "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5");
     assert_eq!(m.group_id(), Some("1"));
@@ -365,7 +360,7 @@ async fn receive_as_record(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> 
         .await
         .expect("local SQS");
     let msg = out.messages().first().cloned().expect("the message");
-    let arn = queue_arn(sqs, url).await;
+    let arn = common::queue_arn(sqs, url).await;
     let mut r = record(
         msg.message_id().expect("local SQS"),
         msg.body().expect("local SQS"),
@@ -377,17 +372,6 @@ async fn receive_as_record(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> 
         r = r.system_attribute(k.as_str(), v);
     }
     (event([r]), msg.message_id().expect("local SQS").to_owned())
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("local SQS");
-    out.attributes().expect("local SQS")[&QueueAttributeName::QueueArn].clone()
 }
 
 async fn receive_now(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -548,7 +532,7 @@ async fn a_batch_engine_runs_behind_the_same_service() {
 async fn the_lean_payload_of_run_answers_like_the_sqs_event() {
     let svc = LambdaService::new(Engine::new(orders));
     for name in ["sqs-standard-event.json", "sqs-fifo-event.json"] {
-        let json = fixture(name);
+        let json = common::fixture(name);
         let ctx = context(Duration::from_secs(30));
         let via_event = svc
             .handle(serde_json::from_str(&json).unwrap(), &ctx)
@@ -562,7 +546,7 @@ async fn the_lean_payload_of_run_answers_like_the_sqs_event() {
         assert_eq!(a, b, "{name}");
         assert!(!a.is_empty(), "the sample bodies are not orders: {name}");
     }
-    let s3: SqsPayload = serde_json::from_str(&fixture("s3-event.json")).unwrap();
+    let s3: SqsPayload = serde_json::from_str(&common::fixture("s3-event.json")).unwrap();
     let err = svc
         .handle_payload(s3, &context(Duration::from_secs(30)))
         .await

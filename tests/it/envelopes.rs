@@ -8,12 +8,11 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use proptest::prelude::*;
 use sqs_worker::poller::Poller;
 use sqs_worker::{
@@ -21,12 +20,6 @@ use sqs_worker::{
     SnsDelivery, TypeSource,
 };
 use sqs_worker_lambda::testing::{assert_failed_ids, event, record, run_event};
-use tokio::sync::oneshot;
-
-fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 #[derive(Debug, serde::Deserialize)]
 struct Placed {
@@ -112,7 +105,7 @@ fn value<X: FromMessage>(body: &str) -> X {
 
 #[test]
 fn sns_fixtures_unwrap_with_their_metadata() {
-    let sns: Sns<Shipped> = value(&fixture("sns-wrapped.json"));
+    let sns: Sns<Shipped> = value(&common::fixture("sns-wrapped.json"));
     assert_eq!((sns.message.order_id, &*sns.message.carrier), (42, "UPS"));
     assert_eq!(sns.delivery, SnsDelivery::Wrapped);
     assert_eq!(sns.subject.as_deref(), Some("OrderShipped"));
@@ -127,7 +120,7 @@ fn sns_fixtures_unwrap_with_their_metadata() {
     assert_eq!(sns.timestamp.as_deref(), Some("2012-05-02T00:54:06.655Z"));
     assert!(sns.attributes.is_empty());
 
-    let sns: Sns<Shipped> = value(&fixture("sns-wrapped-attributes.json"));
+    let sns: Sns<Shipped> = value(&common::fixture("sns-wrapped-attributes.json"));
     assert_eq!(sns.message.order_id, 43);
     assert_eq!(sns.subject, None);
     assert_eq!(sns.attribute("type"), Some("OrderShipped"));
@@ -140,7 +133,7 @@ fn sns_fixtures_unwrap_with_their_metadata() {
     );
 
     // Raw delivery: the body is the message, attributes are the SQS ones.
-    let raw = Message::builder("m", fixture("sns-raw.json"))
+    let raw = Message::builder("m", common::fixture("sns-raw.json"))
         .message_attribute("type", sqs_worker::MessageAttribute::string("OrderShipped"))
         .build();
     let Ok(Extracted::Value(sns)) = Sns::<Shipped>::from_message(&raw) else {
@@ -151,7 +144,7 @@ fn sns_fixtures_unwrap_with_their_metadata() {
     assert_eq!(sns.topic_arn, None);
 
     // Sns<String>: the text as it is, JSON or not.
-    let text: Sns<String> = value(&fixture("sns-wrapped.json"));
+    let text: Sns<String> = value(&common::fixture("sns-wrapped.json"));
     assert_eq!(text.message, r#"{"order_id": 42, "carrier": "UPS"}"#);
     let text: Sns<String> = value("plain words, not JSON");
     assert_eq!(text.message, "plain words, not JSON");
@@ -160,13 +153,13 @@ fn sns_fixtures_unwrap_with_their_metadata() {
 #[test]
 fn eventbridge_fixtures_round_trip() {
     for name in ["eventbridge-object.json", "eventbridge-array.json"] {
-        let text = fixture(name);
+        let text = common::fixture(name);
         let ev: EventBridge<serde_json::Value> = value(&text);
         let back = serde_json::to_value(&ev).unwrap();
         let original: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, original, "{name} round-trips");
     }
-    let ev: EventBridge<Vec<Cancelled>> = value(&fixture("eventbridge-array.json"));
+    let ev: EventBridge<Vec<Cancelled>> = value(&common::fixture("eventbridge-array.json"));
     assert_eq!(ev.detail_type, "OrderCancelled");
     assert_eq!(ev.source, "com.example.orders");
     assert_eq!(ev.detail.len(), 2);
@@ -178,7 +171,7 @@ fn eventbridge_fixtures_round_trip() {
         instance_id: String,
         state: String,
     }
-    let ev: EventBridge<StateChange> = value(&fixture("eventbridge-object.json"));
+    let ev: EventBridge<StateChange> = value(&common::fixture("eventbridge-object.json"));
     assert_eq!(ev.detail.instance_id, "i-1234567890abcdef0");
     assert_eq!(ev.detail.state, "terminated");
     assert_eq!(ev.resources.len(), 1);
@@ -187,10 +180,10 @@ fn eventbridge_fixtures_round_trip() {
 
 #[test]
 fn s3_fixtures_direct_via_sns_and_via_eventbridge() {
-    let direct: S3Event = value(&fixture("s3-put-encoded-key.json"));
-    let via_sns: S3Event = value(&fixture("s3-via-sns.json"));
+    let direct: S3Event = value(&common::fixture("s3-put-encoded-key.json"));
+    let via_sns: S3Event = value(&common::fixture("s3-via-sns.json"));
     assert_eq!(direct, via_sns, "S3 → SNS → SQS reads like S3 → SQS");
-    let wrapped: Sns<S3Event> = value(&fixture("s3-via-sns.json"));
+    let wrapped: Sns<S3Event> = value(&common::fixture("s3-via-sns.json"));
     assert_eq!(wrapped.message, direct);
     assert_eq!(
         wrapped.topic_arn.as_deref(),
@@ -204,7 +197,7 @@ fn s3_fixtures_direct_via_sns_and_via_eventbridge() {
     assert_eq!(r.sequencer.as_deref(), Some("0A1B2C3D4E5F678901"));
     assert_eq!(r.region, "us-west-2");
 
-    let bridged: S3Event = value(&fixture("s3-via-eventbridge.json"));
+    let bridged: S3Event = value(&common::fixture("s3-via-eventbridge.json"));
     let r = &bridged.records[0];
     assert_eq!(
         (&*r.bucket, &*r.key),
@@ -226,7 +219,7 @@ fn s3_fixtures_direct_via_sns_and_via_eventbridge() {
 
 #[test]
 fn the_s3_test_event_is_acknowledged_directly_and_through_sns() {
-    let test = fixture("s3-test-event.json");
+    let test = common::fixture("s3-test-event.json");
     assert!(matches!(
         extract::<S3Event>(&test),
         Ok(Extracted::Acknowledge(sqs_worker::AckReason::S3TestEvent))
@@ -250,7 +243,7 @@ fn bodies_that_do_not_match_fail_permanently_naming_the_envelope_not_the_body() 
             "Sns<Shipped>",
         ),
         (
-            extract::<EventBridge<Placed>>(&fixture("sns-wrapped.json")).map(drop),
+            extract::<EventBridge<Placed>>(&common::fixture("sns-wrapped.json")).map(drop),
             "EventBridge<Placed>",
         ),
         (
@@ -288,10 +281,13 @@ async fn lambda_routes_three_types_fails_unrouted_and_acknowledges_test_events()
     let seen = Seen::default();
     let ev = event([
         record("placed", r#"{"kind": "OrderPlaced", "order_id": 1}"#),
-        record("cancelled", fixture("eventbridge-array.json")),
-        record("wrapped", fixture("sns-wrapped.json")),
-        record("wrapped-attrs", fixture("sns-wrapped-attributes.json")),
-        record("raw", fixture("sns-raw.json")).string_attribute("type", "OrderShipped"),
+        record("cancelled", common::fixture("eventbridge-array.json")),
+        record("wrapped", common::fixture("sns-wrapped.json")),
+        record(
+            "wrapped-attrs",
+            common::fixture("sns-wrapped-attributes.json"),
+        ),
+        record("raw", common::fixture("sns-raw.json")).string_attribute("type", "OrderShipped"),
         record("unrouted", r#"{"kind": "OrderRefunded", "order_id": 9}"#),
         record("untyped", "no type anywhere"),
         record("bad-body", r#"{"kind": "OrderPlaced", "order_id": "x"}"#),
@@ -332,10 +328,10 @@ async fn lambda_routes_three_types_fails_unrouted_and_acknowledges_test_events()
         }
     };
     let ev = event([
-        record("test", fixture("s3-test-event.json")),
-        record("put", fixture("s3-put-encoded-key.json")),
-        record("sns", fixture("s3-via-sns.json")),
-        record("bridge", fixture("s3-via-eventbridge.json")),
+        record("test", common::fixture("s3-test-event.json")),
+        record("put", common::fixture("s3-put-encoded-key.json")),
+        record("sns", common::fixture("s3-via-sns.json")),
+        record("bridge", common::fixture("s3-via-eventbridge.json")),
     ]);
     assert_failed_ids(&run_event(s3, ev).await.unwrap(), [] as [&str; 0]);
     let mut keys = calls.lock().unwrap().clone();
@@ -369,34 +365,6 @@ async fn a_router_is_a_handler_inside_the_idempotency_layer() {
 
 // ------------------------------------------------------------ poller (moto)
 
-/// Runs a poller on `url` until `done` holds (or 60 s pass), then stops it.
-async fn poll_until<A, H: sqs_worker::IntoHandler<A> + Send + 'static>(
-    client: &aws_sdk_sqs::Client,
-    url: &str,
-    dlq: &str,
-    handler: H,
-    mut done: impl AsyncFnMut() -> bool,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    let poller = Poller::builder(url, handler)
-        .client(client.clone())
-        .dead_letter_queue(dlq)
-        .wait_time(Duration::from_secs(1))
-        .shutdown_signal(async move {
-            let _ = rx.await;
-        })
-        .build()
-        .unwrap();
-    let task = tokio::spawn(poller.run());
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
-}
-
 async fn subscribe(sns: &aws_sdk_sns::Client, queue_arn: &str, raw: bool) -> String {
     let topic = sns
         .create_topic()
@@ -422,14 +390,7 @@ async fn poller_routes_sns_eventbridge_and_json_and_dead_letters_unrouted_types(
     let sns = aws_sdk_sns::Client::new(&common::sdk_config().await);
     let url = common::queue(&client, "routed").await;
     let dlq = common::queue(&client, "routed-dlq").await;
-    let attrs = client
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = attrs.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let arn = common::queue_arn(&client, &url).await;
     let type_attr = aws_sdk_sns::types::MessageAttributeValue::builder()
         .data_type("String")
         .string_value("OrderShipped")
@@ -450,7 +411,7 @@ async fn poller_routes_sns_eventbridge_and_json_and_dead_letters_unrouted_types(
             .unwrap();
     }
     for body in [
-        fixture("eventbridge-array.json"),
+        common::fixture("eventbridge-array.json"),
         r#"{"kind":"OrderPlaced","order_id":3}"#.to_owned(),
         r#"{"kind":"OrderRefunded","order_id":4}"#.to_owned(),
     ] {
@@ -466,7 +427,10 @@ async fn poller_routes_sns_eventbridge_and_json_and_dead_letters_unrouted_types(
     let seen = Seen::default();
     let dead = Arc::new(Mutex::new(Vec::new()));
     let (c, d, s) = (client.clone(), dead.clone(), seen.clone());
-    poll_until(&client, &url, &dlq, router(&seen), async || {
+    let builder = Poller::builder(url.as_str(), router(&seen))
+        .client(client.clone())
+        .dead_letter_queue(dlq.as_str());
+    common::run_until(builder, Duration::from_secs(60), async || {
         let out = c
             .receive_message()
             .queue_url(&dlq)
@@ -509,7 +473,7 @@ async fn poller_acknowledges_the_s3_test_event_without_a_handler_call() {
         client
             .send_message()
             .queue_url(&url)
-            .message_body(fixture(name))
+            .message_body(common::fixture(name))
             .send()
             .await
             .unwrap();
@@ -524,7 +488,10 @@ async fn poller_acknowledges_the_s3_test_event_without_a_handler_call() {
         }
     };
     let (sqs, k) = (client.clone(), calls.clone());
-    poll_until(&client, &url, &dlq, handler, async || {
+    let builder = Poller::builder(url.as_str(), handler)
+        .client(client.clone())
+        .dead_letter_queue(dlq.as_str());
+    common::run_until(builder, Duration::from_secs(60), async || {
         !k.lock().unwrap().is_empty() && common::depth(&sqs, &url).await == (0, 0)
     })
     .await;

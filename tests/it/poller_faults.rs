@@ -4,13 +4,12 @@
 //! heartbeat's cadence. Where the local server (moto) does not model SQS, an
 //! SQS-aware proxy (`common/sqs_proxy.rs`) imitates SQS's documented
 //! behaviour; each test says which. Each prints a `FIGURES` line:
-//! `cargo test --all-features --test poller_faults -- --nocapture`.
+//! `cargo test --all-features --test it poller_faults:: -- --nocapture`.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
-#[path = "common/sqs_proxy.rs"]
-mod sqs_proxy;
+use crate::common;
+use crate::common::sqs_proxy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
@@ -20,46 +19,8 @@ use std::time::{Duration, Instant};
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 use aws_sdk_sqs::config::{Credentials, IdentityCache, Region};
 use sqs_proxy::{SqsProxy, Verdict};
-use sqs_worker::poller::{Poller, PollerBuilder, PollerError, RunSummary};
+use sqs_worker::poller::Poller;
 use sqs_worker::{Error, Message};
-use tokio::sync::oneshot;
-
-/// A running in-process poller and the means to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<RunSummary, PollerError>>,
-}
-
-impl Running {
-    fn start<P: sqs_worker_core::runner::Processor>(builder: PollerBuilder<P>) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let poller = builder
-            .shutdown_signal(async move {
-                let _ = rx.await;
-            })
-            .build()
-            .unwrap();
-        Running {
-            stop: Some(tx),
-            task: tokio::spawn(poller.run()),
-        }
-    }
-
-    fn signal(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    async fn stop(mut self) -> RunSummary {
-        self.signal();
-        tokio::time::timeout(Duration::from_secs(90), self.task)
-            .await
-            .expect("the poller stops")
-            .unwrap()
-            .expect("the poller returns Ok")
-    }
-}
 
 /// Handler runs by message id.
 type Runs = Arc<Mutex<HashMap<String, u32>>>;
@@ -96,14 +57,6 @@ fn handled(runs: &Runs) -> usize {
 
 fn duplicates(runs: &Runs) -> usize {
     runs.lock().unwrap().values().filter(|n| **n > 1).count()
-}
-
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn drained(client: &aws_sdk_sqs::Client, url: &str, limit: Duration) {
@@ -165,13 +118,13 @@ async fn over_limit_receives_back_off_and_the_run_drains_the_queue() {
     )
     .await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
             .wait_time(Duration::from_secs(1)),
     );
-    until(Duration::from_secs(60), "every message handled", || {
+    common::until(Duration::from_secs(60), "every message handled", || {
         handled(&runs) == messages
     })
     .await;
@@ -231,14 +184,14 @@ async fn credentials_failing_mid_drain_are_waited_out_and_nothing_is_lost() {
         .load()
         .await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_millis(20)))
             .client(aws_sdk_sqs::Client::new(&conf))
             .concurrency(8)
             .receivers(1)
             .wait_time(Duration::from_secs(1)),
     );
-    until(Duration::from_secs(60), "some messages handled", || {
+    common::until(Duration::from_secs(60), "some messages handled", || {
         handled(&runs) >= 30
     })
     .await;
@@ -246,7 +199,7 @@ async fn credentials_failing_mid_drain_are_waited_out_and_nothing_is_lost() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = handled(&runs);
     failing.store(false, SeqCst);
-    until(Duration::from_secs(120), "every message handled", || {
+    common::until(Duration::from_secs(120), "every message handled", || {
         handled(&runs) == messages
     })
     .await;
@@ -296,13 +249,13 @@ async fn shutdown_during_a_long_poll_on_an_idle_queue_leaves_nothing_invisible()
     )
     .await;
     let runs = Runs::default();
-    let mut running = Running::start(
+    let mut running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
             .wait_time(Duration::from_secs(10)),
     );
-    until(Duration::from_secs(30), "a receive is held", || {
+    common::until(Duration::from_secs(30), "a receive is held", || {
         receives.load(SeqCst) >= 1
     })
     .await;
@@ -387,7 +340,7 @@ async fn throttled_deletes_hold_back_receiving() {
     .await;
     let concurrency = 10;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .concurrency(concurrency)
@@ -480,14 +433,14 @@ async fn a_lost_fifo_receive_is_replayed_by_its_attempt_id() {
     )
     .await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
             .wait_time(Duration::from_secs(1)),
     );
     // Well under the 60 s visibility timeout the lost batch would wait out.
-    until(
+    common::until(
         Duration::from_secs(15),
         "the group's messages handled",
         || handled(&runs) == messages,
@@ -506,7 +459,7 @@ async fn short_polls_on_an_empty_queue_back_off() {
     let plain = common::sqs().await;
     let url = common::queue(&plain, "shortpoll").await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(plain.clone())
             .receivers(1)
@@ -549,7 +502,7 @@ async fn the_shutdown_release_sends_full_batches() {
     )
     .await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_secs(3600)))
             .client(proxied(&proxy.endpoint).await)
             .concurrency(messages)
@@ -557,7 +510,7 @@ async fn the_shutdown_release_sends_full_batches() {
             .grace_period(Duration::from_secs(1))
             .wait_time(Duration::from_secs(1)),
     );
-    until(Duration::from_secs(30), "every handler started", || {
+    common::until(Duration::from_secs(30), "every handler started", || {
         handled(&runs) == messages
     })
     .await;
@@ -584,14 +537,14 @@ async fn the_heartbeat_extends_every_other_tick() {
     .await;
     send(&plain, &url, 1, None).await;
     let runs = Runs::default();
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_secs(12)))
             .client(plain.clone())
             .receivers(1)
             .heartbeat_interval(Duration::from_secs(1))
             .wait_time(Duration::from_secs(1)),
     );
-    until(Duration::from_secs(30), "handled", || handled(&runs) == 1).await;
+    common::until(Duration::from_secs(30), "handled", || handled(&runs) == 1).await;
     drained(&plain, &url, Duration::from_secs(40)).await;
     let summary = running.stop().await;
     assert_eq!(duplicates(&runs), 0, "never visible again while running");
@@ -664,14 +617,14 @@ async fn a_handlers_extension_racing_the_heartbeat_keeps_the_message_invisible()
         runs: runs.clone(),
         heartbeat_sent,
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
             .heartbeat_interval(Duration::from_secs(1))
             .wait_time(Duration::from_secs(1)),
     );
-    until(Duration::from_secs(30), "handled", || handled(&runs) == 1).await;
+    common::until(Duration::from_secs(30), "handled", || handled(&runs) == 1).await;
     drained(&plain, &url, Duration::from_secs(40)).await;
     running.stop().await;
     assert_eq!(

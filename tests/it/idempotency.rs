@@ -1,7 +1,7 @@
 //! Idempotency against a real DynamoDB API (moto's server on loopback, a
 //! fresh table per test), and through both runners.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

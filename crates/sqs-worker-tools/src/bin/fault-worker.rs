@@ -1,4 +1,4 @@
-//! A worker for the fault tests (`tests/faults.rs`): the long-poll runner
+//! A worker for the fault tests (`tests/it/faults.rs`): the long-poll runner
 //! configured from the environment, with a handler whose side effects are
 //! lines appended to a file, so that a test can kill this process at any
 //! moment and count afterwards what ran, and how often.

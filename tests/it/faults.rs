@@ -1,18 +1,17 @@
 //! Process-level faults against the local SQS/DynamoDB server (moto): the
-//! worker (`examples/fault_worker.rs`) runs as a real child process where a
-//! process must die, and in this process where the fault is in the handler or
-//! on the wire. Each test prints a `FIGURES` line (messages, faults, lost,
-//! duplicates): `cargo test --all-features --test faults -- --nocapture`.
+//! worker (`crates/sqs-worker-tools/src/bin/fault-worker.rs`) runs as a real
+//! child process where a process must die, and in this process where the
+//! fault is in the handler or on the wire. Each test prints a `FIGURES` line
+//! (messages, faults, lost, duplicates):
+//! `cargo test --all-features --test it faults:: -- --nocapture`.
 //!
-//! The worker binary is the one `cargo test` builds next to this test
-//! (target/debug/examples/fault_worker); with `--test faults` alone, run
-//! `cargo build --all-features --example fault_worker` first.
+//! The worker binary is `target/debug/fault-worker`; the tests build it when
+//! it is missing (`common::tool`).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
+use crate::common;
+use crate::common::proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,27 +30,10 @@ use aws_sdk_sqs::operation::delete_message_batch::{
 };
 use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchRequestEntry};
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
-use sqs_worker::poller::{Poller, RunSummary};
+use sqs_worker::poller::Poller;
 use sqs_worker::{Error, Message};
-use tokio::sync::oneshot;
 
 // ---------------------------------------------------------------- helpers
-
-/// The fault worker example next to this test binary.
-fn worker_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("fault_worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds the examples; with `--test faults` \
-         alone, run `cargo build --all-features --example fault_worker` first",
-        bin.display()
-    );
-    bin
-}
 
 /// A scratch directory for one test.
 fn scratch(prefix: &str) -> PathBuf {
@@ -73,7 +55,7 @@ impl Worker {
     fn start(name: &str, dir: &Path, endpoint: &str, queue: &str, env: &[(&str, &str)]) -> Worker {
         let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
         let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
-        let mut cmd = Command::new(worker_binary());
+        let mut cmd = Command::new(common::tool("fault-worker"));
         cmd.env("SQS_QUEUE_URL", queue)
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
@@ -265,27 +247,6 @@ where
     out
 }
 
-/// Waits until `cond` holds, at most `limit`.
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn until_async<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // ------------------------------------------------------------- kill -9
 
 /// Sends `messages`, kills a worker with SIGKILL once `kill_after` side
@@ -314,7 +275,7 @@ async fn kill_mid_drain(
     let mut env = vec![("SQS_WORKER_CONCURRENCY", "16"), ("FAULT_WORK_MS", "5")];
     env.extend_from_slice(extra_env);
     let mut first = Worker::start("first", &dir, &endpoint, &url, &env);
-    until(Duration::from_secs(120), "the first worker midway", || {
+    common::until(Duration::from_secs(120), "the first worker midway", || {
         Effects::read(&dir).total("effect") >= kill_after
     })
     .await;
@@ -450,7 +411,7 @@ async fn sigterm_mid_drain_finishes_in_flight_flushes_and_exits_0() {
             ("SQS_WORKER_GRACE_SECONDS", "10"),
         ],
     );
-    until(Duration::from_secs(60), "a few handled", || {
+    common::until(Duration::from_secs(60), "a few handled", || {
         Effects::read(&dir).total("effect") >= 25
     })
     .await;
@@ -496,12 +457,12 @@ async fn sigterm_mid_drain_finishes_in_flight_flushes_and_exits_0() {
     // A second worker drains the rest (the stranded ones after their
     // timeout): nothing lost, nothing handled twice.
     let mut rest = Worker::start("rest", &dir, &common::server().endpoint, &url, &[]);
-    until(Duration::from_secs(90), "the rest handled", || {
+    common::until(Duration::from_secs(90), "the rest handled", || {
         Effects::read(&dir).distinct("effect") == sent
     })
     .await;
     // Anything handled and not deleted would come back and run again first.
-    until_async(Duration::from_secs(60), "the queue empty", || {
+    common::until_async(Duration::from_secs(60), "the queue empty", || {
         let client = client.clone();
         let url = url.clone();
         async move { common::depth(&client, &url).await == (0, 0) }
@@ -553,7 +514,7 @@ async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers_slow() {
         &url,
         &[("SQS_WORKER_CONCURRENCY", "8"), ("FAULT_WORK_MS", "5")],
     );
-    until(
+    common::until(
         Duration::from_secs(60),
         "some handled before the outage",
         || Effects::read(&dir).total("effect") >= 150,
@@ -569,11 +530,11 @@ async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers_slow() {
     );
     let during = Effects::read(&dir).total("effect") - at_cut;
     proxy.restore();
-    until(Duration::from_secs(120), "every message handled", || {
+    common::until(Duration::from_secs(120), "every message handled", || {
         Effects::read(&dir).distinct("effect") == sent
     })
     .await;
-    until_async(Duration::from_secs(60), "the queue empty", || {
+    common::until_async(Duration::from_secs(60), "the queue empty", || {
         let client = client.clone();
         let url = url.clone();
         async move { common::depth(&client, &url).await == (0, 0) }
@@ -604,41 +565,6 @@ async fn server_unreachable_15_s_mid_drain_the_worker_process_recovers_slow() {
 
 // ------------------------------------------------------------- in process
 
-/// A running in-process poller and the means to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
-}
-
-impl Running {
-    fn start<P: sqs_worker_core::runner::Processor>(
-        builder: sqs_worker::poller::PollerBuilder<P>,
-    ) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let poller = builder
-            .shutdown_signal(async move {
-                let _ = rx.await;
-            })
-            .build()
-            .unwrap();
-        Running {
-            stop: Some(tx),
-            task: tokio::spawn(poller.run()),
-        }
-    }
-
-    async fn stop(mut self) -> RunSummary {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the poller stops")
-            .unwrap()
-            .expect("the poller returns Ok")
-    }
-}
-
 type Calls = Arc<Mutex<Vec<(String, String, u32)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,7 +592,7 @@ async fn a_handler_that_hangs_forever_is_released_after_the_max_processing_time(
         }
     };
     let limit = Duration::from_secs(3);
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .concurrency(4)
@@ -687,30 +613,10 @@ async fn a_handler_that_hangs_forever_is_released_after_the_max_processing_time(
     let mut sent = HashSet::new();
     for round in 0..6 {
         let bodies: Vec<String> = (0..10).map(|i| format!("m{round}-{i}")).collect();
-        for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = client
-                .send_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            sent.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
-        }
+        sent.extend(common::send(&client, &url, &bodies).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    until(
+    common::until(
         Duration::from_secs(30),
         "every other message handled",
         || {
@@ -846,7 +752,7 @@ async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(faulty)
             .concurrency(20)
@@ -859,11 +765,11 @@ async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
     );
     let messages = 300;
     let sent = send_many(&plain, &url, messages).await;
-    until(Duration::from_secs(60), "every message handled", || {
+    common::until(Duration::from_secs(60), "every message handled", || {
         runs.lock().unwrap().len() == messages
     })
     .await;
-    until_async(Duration::from_secs(30), "every message deleted", || {
+    common::until_async(Duration::from_secs(30), "every message deleted", || {
         let plain = plain.clone();
         let url = url.clone();
         async move { common::depth(&plain, &url).await == (0, 0) }
@@ -1000,7 +906,7 @@ async fn throttled_delete_calls_are_retried_and_nothing_runs_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client)
             .concurrency(20)
@@ -1011,11 +917,11 @@ async fn throttled_delete_calls_are_retried_and_nothing_runs_twice() {
     );
     let messages = 200;
     let sent = send_many(&plain, &url, messages).await;
-    until(Duration::from_secs(60), "every message handled", || {
+    common::until(Duration::from_secs(60), "every message handled", || {
         runs.lock().unwrap().len() == messages
     })
     .await;
-    until_async(Duration::from_secs(30), "every message deleted", || {
+    common::until_async(Duration::from_secs(30), "every message deleted", || {
         let plain = plain.clone();
         let url = url.clone();
         async move { common::depth(&plain, &url).await == (0, 0) }

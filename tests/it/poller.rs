@@ -8,138 +8,23 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
+use crate::common;
+use crate::common::proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
-use sqs_worker::poller::{Poller, PollerBuilder, RunSummary, dead_letter};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use sqs_worker::poller::Poller;
 use sqs_worker::{Error, FixedDelay, Message};
-use sqs_worker_core::runner::Processor;
-use tokio::sync::{Notify, oneshot};
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,sqs_worker_poller=info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// Sends `bodies` in batches of 10; returns the message ids.
-async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec<String> {
-    let mut ids = Vec::new();
-    for chunk in bodies.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(b)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert!(out.failed().is_empty(), "{:?}", out.failed());
-        ids.extend(out.successful().iter().map(|s| s.message_id().to_owned()));
-    }
-    ids
-}
-
-/// A running poller and the means to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
-}
-
-impl Running {
-    fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let poller = builder
-            .shutdown_signal(async move {
-                let _ = rx.await;
-            })
-            .build()
-            .unwrap();
-        Running {
-            stop: Some(tx),
-            task: tokio::spawn(poller.run()),
-        }
-    }
-
-    async fn stop(mut self) -> RunSummary {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the poller stops")
-            .unwrap()
-            .expect("the poller returns Ok")
-    }
-}
-
-/// Waits for `cond`, at most `limit`.
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    out.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
-}
+use tokio::sync::Notify;
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
-/// The first message that reaches `dlq` (with its attributes), within 20 s.
-async fn first_dead_letter(client: &aws_sdk_sqs::Client, dlq: &str) -> aws_sdk_sqs::types::Message {
-    let start = Instant::now();
-    loop {
-        let out = client
-            .receive_message()
-            .queue_url(dlq)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if let Some(m) = out.messages().first() {
-            return m.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nothing in the DLQ"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_500_messages_and_deletes_each() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "drain").await;
     let seen: Seen = Arc::default();
@@ -153,7 +38,7 @@ async fn drains_500_messages_and_deletes_each() {
     };
     // One receive loop: moto's ReceiveMessage takes no lock, so two concurrent
     // receives can return the same message, which real SQS does not do.
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1),
@@ -164,9 +49,9 @@ async fn drains_500_messages_and_deletes_each() {
         let bodies: Vec<String> = (0..10)
             .map(|i| format!("{{\"n\":{}}}", round * 10 + i))
             .collect();
-        sent.extend(send(&client, &url, &bodies).await);
+        sent.extend(common::send(&client, &url, &bodies).await);
     }
-    until(Duration::from_secs(60), "500 messages handled", || {
+    common::until(Duration::from_secs(60), "500 messages handled", || {
         seen.lock().unwrap().len() >= 500
     })
     .await;
@@ -183,7 +68,7 @@ async fn drains_500_messages_and_deletes_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_come_back_after_their_delay_then_succeed() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "transient").await;
     let attempts: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
@@ -203,15 +88,15 @@ async fn transient_failures_come_back_after_their_delay_then_succeed() {
         }
     };
     let delay = Duration::from_secs(2);
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
             .retry_policy(FixedDelay(delay)),
     );
     let bodies: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-    send(&client, &url, &bodies).await;
-    until(Duration::from_secs(30), "5 retried messages", || {
+    common::send(&client, &url, &bodies).await;
+    common::until(Duration::from_secs(30), "5 retried messages", || {
         let a = attempts.lock().unwrap();
         a.len() == 5 && a.values().all(|v| v.len() >= 2)
     })
@@ -234,126 +119,8 @@ async fn transient_failures_come_back_after_their_delay_then_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_message_reaches_the_dlq_through_the_redrive_policy() {
-    init_logs();
-    let client = common::sqs().await;
-    let dlq = common::queue(&client, "poison-dlq").await;
-    let redrive = format!(
-        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"3"}}"#,
-        queue_arn(&client, &dlq).await
-    );
-    let url = common::create_queue(
-        &client,
-        &common::unique("poison"),
-        &[("RedrivePolicy", &redrive)],
-    )
-    .await;
-    let calls: Seen = Arc::default();
-    let c = calls.clone();
-    let handler = move |m: Message| {
-        let c = c.clone();
-        async move {
-            c.lock().unwrap().push(m.id().to_owned());
-            Err::<(), _>(Error::msg("always fails"))
-        }
-    };
-    let running = Running::start(
-        Poller::builder(url.as_str(), handler)
-            .client(client.clone())
-            .receivers(1)
-            .retry_policy(FixedDelay(Duration::ZERO)),
-    );
-    send(&client, &url, &["poison".to_owned()]).await;
-    let start = Instant::now();
-    loop {
-        if common::depth(&client, &dlq).await.0 == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "poison never reached the DLQ"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let summary = running.stop().await;
-    assert_eq!(
-        calls.lock().unwrap().len(),
-        3,
-        "handled maxReceiveCount times"
-    );
-    assert_eq!(summary.dead_lettered, 0, "moved by SQS, not by the poller");
-    assert_eq!(common::depth(&client, &url).await, (0, 0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failure_goes_to_the_configured_dlq_at_once_with_the_error() {
-    init_logs();
-    let client = common::sqs().await;
-    let url = common::queue(&client, "perm").await;
-    let dlq = common::queue(&client, "perm-dlq").await;
-    let calls: Seen = Arc::default();
-    let c = calls.clone();
-    let handler = move |m: Message| {
-        let c = c.clone();
-        async move {
-            c.lock().unwrap().push(m.id().to_owned());
-            Err::<(), _>(Error::permanent("card 4242 declined"))
-        }
-    };
-    let running = Running::start(
-        Poller::builder(url.as_str(), handler)
-            .client(client.clone())
-            .receivers(1)
-            .dead_letter_queue(dlq.as_str()),
-    );
-    let sent = client
-        .send_message()
-        .queue_url(&url)
-        .message_body(r#"{"order_id":7}"#)
-        .message_attributes(
-            "tenant",
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value("acme")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = sent.message_id().unwrap().to_owned();
-    let dead = first_dead_letter(&client, &dlq).await;
-    let summary = running.stop().await;
-    assert_eq!(
-        calls.lock().unwrap().as_slice(),
-        std::slice::from_ref(&id),
-        "handled once, not retried"
-    );
-    assert_eq!(dead.body(), Some(r#"{"order_id":7}"#));
-    let attrs = dead.message_attributes().unwrap();
-    let text = |k: &str| {
-        attrs
-            .get(k)
-            .and_then(|a| a.string_value())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(text("tenant"), "acme", "original attributes kept");
-    assert_eq!(text(dead_letter::ERROR_KIND), "permanent");
-    assert!(text(dead_letter::ERROR).contains("card 4242 declined"));
-    assert_eq!(text(dead_letter::SOURCE_QUEUE_URL), url);
-    assert_eq!(text(dead_letter::MESSAGE_ID), id);
-    assert_eq!(summary.dead_lettered, 1);
-    assert_eq!(
-        common::depth(&client, &url).await,
-        (0, 0),
-        "deleted from the source"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::create_queue(
         &client,
@@ -371,13 +138,13 @@ async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1) // see drains_500_messages_and_deletes_each
             .wait_time(Duration::from_secs(1)),
     );
-    let sent = send(&client, &url, &["a".into(), "b".into(), "c".into()]).await;
+    let sent = common::send(&client, &url, &["a".into(), "b".into(), "c".into()]).await;
     let start = Instant::now();
     loop {
         if common::depth(&client, &url).await == (0, 0) && calls.lock().unwrap().len() >= 3 {
@@ -403,7 +170,7 @@ async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_order_holds_in_every_group_despite_a_failure() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let name = format!("{}.fifo", common::unique("fifo"));
     let url = common::create_queue(
@@ -427,7 +194,7 @@ async fn fifo_order_holds_in_every_group_despite_a_failure() {
             Ok(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             // moto: concurrent receives can return the same message, and a
@@ -456,7 +223,7 @@ async fn fifo_order_holds_in_every_group_despite_a_failure() {
             .await
             .unwrap();
     }
-    until(Duration::from_secs(40), "24 FIFO messages", || {
+    common::until(Duration::from_secs(40), "24 FIFO messages", || {
         done.lock().unwrap().len() >= 24
     })
     .await;
@@ -485,7 +252,7 @@ fn fastrand_ms(seq: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     // A long visibility timeout: anything not released would stay hidden.
     let url = common::create_queue(
@@ -494,7 +261,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
         &[("VisibilityTimeout", "120")],
     )
     .await;
-    let sent: HashSet<String> = send(
+    let sent: HashSet<String> = common::send(
         &client,
         &url,
         &(0..60).map(|i| i.to_string()).collect::<Vec<_>>(),
@@ -519,7 +286,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
@@ -548,7 +315,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
 
     // A second worker drains the rest: together, every message.
     done.lock().unwrap().clear();
-    let second = Running::start(
+    let second = common::Running::start(
         Poller::builder(url.as_str(), {
             let d = done.clone();
             move |m: Message| {
@@ -562,7 +329,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
         .client(client.clone()),
     );
     let rest = 60 - first.len();
-    until(Duration::from_secs(30), "the rest drained", || {
+    common::until(Duration::from_secs(30), "the rest drained", || {
         done.lock().unwrap().len() >= rest
     })
     .await;
@@ -577,7 +344,7 @@ async fn shutdown_mid_drain_loses_nothing_and_releases_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_by_itself_from_a_server_outage() {
-    init_logs();
+    common::init_logs();
     let direct = common::sqs().await;
     let url = common::queue(&direct, "outage").await;
     let proxy = proxy::Proxy::start(&common::server().endpoint).await;
@@ -592,7 +359,7 @@ async fn recovers_by_itself_from_a_server_outage() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(via_proxy)
             .concurrency(8)
@@ -601,14 +368,14 @@ async fn recovers_by_itself_from_a_server_outage() {
     );
     let mut sent = HashSet::new();
     sent.extend(
-        send(
+        common::send(
             &direct,
             &url,
             &(0..40).map(|i| i.to_string()).collect::<Vec<_>>(),
         )
         .await,
     );
-    until(
+    common::until(
         Duration::from_secs(30),
         "some handled before the outage",
         || done.lock().unwrap().len() >= 10,
@@ -616,7 +383,7 @@ async fn recovers_by_itself_from_a_server_outage() {
     .await;
     proxy.cut();
     sent.extend(
-        send(
+        common::send(
             &direct,
             &url,
             &(40..80).map(|i| i.to_string()).collect::<Vec<_>>(),
@@ -626,14 +393,14 @@ async fn recovers_by_itself_from_a_server_outage() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     proxy.restore();
     sent.extend(
-        send(
+        common::send(
             &direct,
             &url,
             &(80..100).map(|i| i.to_string()).collect::<Vec<_>>(),
         )
         .await,
     );
-    until(
+    common::until(
         Duration::from_secs(60),
         "all handled after the outage",
         || {
@@ -656,7 +423,7 @@ async fn recovers_by_itself_from_a_server_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_is_an_error_naming_it() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let handler = |_m: Message| async { Ok::<_, Error>(()) };
     let url = format!(
@@ -686,7 +453,7 @@ async fn a_missing_queue_is_an_error_naming_it() {
 /// before), naming the setting, and receives nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_with_a_visibility_timeout_of_zero_is_refused_at_start_up() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::create_queue(
         &client,
@@ -694,7 +461,7 @@ async fn a_queue_with_a_visibility_timeout_of_zero_is_refused_at_start_up() {
         &[("VisibilityTimeout", "0")],
     )
     .await;
-    send(&client, &url, &["one".to_owned()]).await;
+    common::send(&client, &url, &["one".to_owned()]).await;
     let ran = Arc::new(Mutex::new(0_u32));
     let counter = ran.clone();
     let handler = move |_m: Message| {
@@ -724,7 +491,7 @@ async fn a_queue_with_a_visibility_timeout_of_zero_is_refused_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_body_is_processed() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "big").await;
     let body = "x".repeat(sqs_worker::MAX_MESSAGE_SIZE);
@@ -737,7 +504,8 @@ async fn a_one_mib_body_is_processed() {
             Ok::<_, Error>(())
         }
     };
-    let running = Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
+    let running =
+        common::Running::start(Poller::builder(url.as_str(), handler).client(client.clone()));
     client
         .send_message()
         .queue_url(&url)
@@ -745,7 +513,7 @@ async fn a_one_mib_body_is_processed() {
         .send()
         .await
         .unwrap();
-    until(Duration::from_secs(30), "the big message", || {
+    common::until(Duration::from_secs(30), "the big message", || {
         got.lock().unwrap().is_some()
     })
     .await;
@@ -757,10 +525,10 @@ async fn a_one_mib_body_is_processed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_exit_stops_a_drained_queue_by_itself() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "idle").await;
-    send(
+    common::send(
         &client,
         &url,
         &(0..20).map(|i| i.to_string()).collect::<Vec<_>>(),
@@ -786,7 +554,7 @@ async fn idle_exit_stops_a_drained_queue_by_itself() {
 async fn a_batch_engine_runs_under_the_poller() {
     use sqs_worker::BatchResults;
     use sqs_worker_core::runner::BatchEngine;
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "batch").await;
     let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
@@ -806,14 +574,14 @@ async fn a_batch_engine_runs_under_the_poller() {
             r
         }
     });
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::with_processor(url.as_str(), engine)
             .client(client.clone())
             .receivers(1),
     );
     let mut bodies: Vec<String> = (0..29).map(|i| i.to_string()).collect();
     bodies.push("bad".into());
-    send(&client, &url, &bodies).await;
+    common::send(&client, &url, &bodies).await;
     let start = Instant::now();
     while common::depth(&client, &url).await != (0, 0) {
         assert!(start.elapsed() < Duration::from_secs(30), "not drained");
@@ -830,7 +598,7 @@ async fn a_batch_engine_runs_under_the_poller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::create_queue(
         &client,
@@ -851,15 +619,15 @@ async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
         }
     };
     let limit = Duration::from_secs(3);
-    let running = Running::start(
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
             .max_processing_time(limit)
             .retry_policy(FixedDelay(Duration::ZERO)),
     );
-    send(&client, &url, &["hangs once".into()]).await;
-    until(Duration::from_secs(30), "the retry", || {
+    common::send(&client, &url, &["hangs once".into()]).await;
+    common::until(Duration::from_secs(30), "the retry", || {
         calls.lock().unwrap().len() >= 2
     })
     .await;
@@ -888,7 +656,7 @@ async fn a_hung_handler_is_stopped_at_the_max_processing_time_and_retried() {
 /// receive's messages inside its batch task).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_execution_spreads_computing_handlers_over_threads() {
-    init_logs();
+    common::init_logs();
     let client = common::sqs().await;
     let url = common::queue(&client, "spawn").await;
     let threads: Arc<Mutex<Vec<std::thread::ThreadId>>> = Arc::default();
@@ -904,14 +672,14 @@ async fn spawn_execution_spreads_computing_handlers_over_threads() {
         async { Ok::<_, Error>(()) }
     };
     let bodies: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
-    send(&client, &url, &bodies).await;
-    let running = Running::start(
+    common::send(&client, &url, &bodies).await;
+    let running = common::Running::start(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1)
             .execution(sqs_worker::Execution::Spawn),
     );
-    until(Duration::from_secs(30), "10 messages handled", || {
+    common::until(Duration::from_secs(30), "10 messages handled", || {
         threads.lock().unwrap().len() >= 10
     })
     .await;
@@ -919,157 +687,4 @@ async fn spawn_execution_spreads_computing_handlers_over_threads() {
     assert_eq!(summary.deleted, 10);
     let distinct: HashSet<_> = threads.lock().unwrap().iter().copied().collect();
     assert_eq!(distinct.len(), 2, "handlers ran on both worker threads");
-}
-
-/// Issue 14, point 4: a permanent failure whose dead-letter send fails for
-/// good (the DLQ's `MaximumMessageSize` is 1,024 bytes, the body 2,000; moto
-/// refuses it with `InvalidParameterValue` as SQS does) and no redrive
-/// policy: the message gets its retry delay instead of coming straight back,
-/// is not lost, and is counted as a failed settlement, not as a retry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_dead_letter_does_not_loop() {
-    init_logs();
-    let client = common::sqs().await;
-    let url = common::queue(&client, "big-perm").await;
-    let dlq = common::create_queue(
-        &client,
-        &common::unique("big-perm-dlq"),
-        &[("MaximumMessageSize", "1024")],
-    )
-    .await;
-    let calls: Seen = Arc::default();
-    let c = calls.clone();
-    let handler = move |m: Message| {
-        let c = c.clone();
-        async move {
-            c.lock().unwrap().push(m.id().to_owned());
-            Err::<(), _>(Error::permanent("cannot be handled"))
-        }
-    };
-    let running = Running::start(
-        Poller::builder(url.as_str(), handler)
-            .client(client.clone())
-            .receivers(1)
-            .retry_policy(FixedDelay(Duration::from_secs(60)))
-            .dead_letter_queue(dlq.as_str()),
-    );
-    send(&client, &url, &["x".repeat(2000)]).await;
-    until(Duration::from_secs(20), "the first call", || {
-        !calls.lock().unwrap().is_empty()
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let summary = running.stop().await;
-    let n = calls.lock().unwrap().len();
-    assert!(n <= 2, "handled {n} times in 10 s: the message loops");
-    assert_eq!(summary.dead_lettered, 0);
-    assert_eq!(summary.settlement_failures, 1, "{summary}");
-    assert_eq!(
-        summary.retried, 0,
-        "a failed dead-letter send is not a retry: {summary}"
-    );
-    assert_eq!(
-        common::depth(&client, &url).await,
-        (0, 1),
-        "kept in the source queue, waiting out its retry delay"
-    );
-    assert_eq!(common::depth(&client, &dlq).await, (0, 0));
-}
-
-/// Issue 14, point 4, any other terminal failure: the dead-letter queue is
-/// gone (`NonExistentQueue`). The message gets its retry delay, and the
-/// summary counts a failed settlement, not a retry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_to_a_missing_queue_gets_the_retry_delay() {
-    init_logs();
-    let client = common::sqs().await;
-    let url = common::queue(&client, "gone-perm").await;
-    let dlq = common::queue(&client, "gone-perm-dlq").await;
-    let calls: Seen = Arc::default();
-    let c = calls.clone();
-    let handler = move |m: Message| {
-        let c = c.clone();
-        async move {
-            c.lock().unwrap().push(m.id().to_owned());
-            Err::<(), _>(Error::permanent("cannot be handled"))
-        }
-    };
-    let running = Running::start(
-        Poller::builder(url.as_str(), handler)
-            .client(client.clone())
-            .receivers(1)
-            .retry_policy(FixedDelay(Duration::from_secs(60)))
-            .dead_letter_queue(dlq.as_str()),
-    );
-    // Started (the start-up check found the DLQ); now it disappears.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    client.delete_queue().queue_url(&dlq).send().await.unwrap();
-    send(&client, &url, &["order".to_owned()]).await;
-    until(Duration::from_secs(20), "the first call", || {
-        !calls.lock().unwrap().is_empty()
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let summary = running.stop().await;
-    let n = calls.lock().unwrap().len();
-    assert_eq!(n, 1, "handled {n} times in 5 s: the message loops");
-    assert_eq!(summary.settlement_failures, 1, "{summary}");
-    assert_eq!(
-        summary.retried, 0,
-        "a failed dead-letter send is not a retry: {summary}"
-    );
-    assert_eq!(common::depth(&client, &url).await, (0, 1), "not lost");
-}
-
-/// The dead-letter fit rule end to end: the DLQ's `MaximumMessageSize` is
-/// 1,024 bytes (read at start-up), the body 600 and the error text 500: the
-/// message arrives without `SqsWorker.Error`, with its own attribute and the
-/// source queue, and is deleted from the source.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_over_the_dlq_size_limit_drops_the_error_text() {
-    init_logs();
-    let client = common::sqs().await;
-    let url = common::queue(&client, "trim").await;
-    let dlq = common::create_queue(
-        &client,
-        &common::unique("trim-dlq"),
-        &[("MaximumMessageSize", "1024")],
-    )
-    .await;
-    let handler = |_m: Message| async { Err::<(), _>(Error::permanent("e".repeat(500))) };
-    let running = Running::start(
-        Poller::builder(url.as_str(), handler)
-            .client(client.clone())
-            .receivers(1)
-            .dead_letter_queue(dlq.as_str()),
-    );
-    client
-        .send_message()
-        .queue_url(&url)
-        .message_body("x".repeat(600))
-        .message_attributes(
-            "tenant",
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value("acme")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let dead = first_dead_letter(&client, &dlq).await;
-    let summary = running.stop().await;
-    let attrs = dead.message_attributes().unwrap();
-    assert!(attrs.contains_key("tenant"), "original attributes kept");
-    assert!(
-        !attrs.contains_key(dead_letter::ERROR),
-        "error text dropped for size"
-    );
-    assert_eq!(
-        attrs[dead_letter::SOURCE_QUEUE_URL].string_value(),
-        Some(url.as_str())
-    );
-    assert_eq!(summary.dead_lettered, 1);
-    assert_eq!(common::depth(&client, &url).await, (0, 0));
 }

@@ -4,27 +4,10 @@
 //! once per `order_id`, however often it is delivered.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn orders_binary() -> std::path::PathBuf {
-    // target/debug/deps/<this test> → target/debug/examples/orders
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/orders");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples; run `cargo build --example orders --all-features`",
-        bin.display()
-    );
-    bin
-}
 
 #[tokio::test]
 async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
@@ -52,7 +35,7 @@ async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
     let out = tokio::task::spawn_blocking({
         let (url, table) = (url.clone(), table.clone());
         move || {
-            Command::new(orders_binary())
+            Command::new(common::example("orders"))
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("SQS_QUEUE_URL", &url)

@@ -9,7 +9,7 @@
 //!   id, body, receipt handle, receive count, group, deduplication id and
 //!   message attributes; every record is reported exactly once.
 //!
-//! `PROPTEST_CASES=1000 cargo test --test proptests` for a longer run.
+//! `PROPTEST_CASES=1000 cargo test --all-features --test it proptests::` for a longer run.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::collections::{HashMap, HashSet};

@@ -10,6 +10,7 @@
 // Test-only helpers: a failed setup step should panic with its error.
 #![allow(clippy::unwrap_used)]
 
+use crate::common;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -82,22 +83,6 @@ fn log_of(path: &Path) -> String {
         let _ = f.read_to_string(&mut s);
     }
     s
-}
-
-/// The `orders` example next to this test binary (target/debug/examples).
-fn orders_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("orders{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples; with `cargo test --test lambda_emulator` \
-         alone, run `cargo build --example orders` first",
-        bin.display()
-    );
-    bin
 }
 
 /// Starts the emulator; returns it, the Runtime API environment it printed,
@@ -256,7 +241,7 @@ fn order(id: u64) -> String {
 #[test]
 fn the_orders_example_answers_batch_item_failures_through_the_runtime_api() {
     let started = Instant::now();
-    let bin = orders_binary();
+    let bin = common::example("orders");
     let dir = temp_dir();
     let port = free_port();
     let (_emulator, lambda_env, emulator_log) = start_emulator(&dir, port);

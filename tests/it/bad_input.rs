@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,6 @@ use sqs_worker::{AttributeValue, Error, Json, MAX_MESSAGE_SIZE, Message};
 use sqs_worker_lambda::SqsPayload;
 use sqs_worker_lambda::testing::{assert_failed_ids, event, record, run_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 #[derive(Debug, serde::Deserialize)]
 struct Order {
@@ -32,30 +31,6 @@ struct Order {
 }
 
 type Seen = Arc<Mutex<Vec<Message>>>;
-
-/// Runs a poller until `done` holds or `limit` passes, then stops it.
-async fn poll_until<P: sqs_worker_core::runner::Processor>(
-    builder: sqs_worker::poller::PollerBuilder<P>,
-    limit: Duration,
-    mut done: impl FnMut() -> bool,
-) -> sqs_worker::poller::RunSummary {
-    let (tx, rx) = oneshot::channel::<()>();
-    let poller = builder
-        .wait_time(Duration::from_secs(1))
-        .shutdown_signal(async move {
-            let _ = rx.await;
-        })
-        .build()
-        .unwrap();
-    let task = tokio::spawn(poller.run());
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let _ = tx.send(());
-    task.await.unwrap().expect("the poller returns Ok")
-}
 
 fn attr(data_type: &str, s: Option<&str>, b: Option<&[u8]>) -> MessageAttributeValue {
     let mut v = MessageAttributeValue::builder().data_type(data_type);
@@ -122,12 +97,12 @@ async fn malformed_json_for_a_typed_handler_is_dead_lettered_with_a_clear_error(
                 dead.lock().unwrap().extend(out.messages().iter().cloned());
             }
         });
-        let s = poll_until(
+        let s = common::run_until(
             Poller::builder(url.as_str(), handler)
                 .client(client.clone())
                 .dead_letter_queue(dlq.as_str()),
             Duration::from_secs(40),
-            || probe.is_finished(),
+            async || probe.is_finished(),
         )
         .await;
         probe.await.unwrap();
@@ -229,10 +204,10 @@ async fn bodies_with_characters_sqs_refuses_are_refused_or_arrive_unchanged() {
         }
     };
     let n = accepted.len();
-    poll_until(
+    common::run_until(
         Poller::builder(url.as_str(), handler).client(client.clone()),
         Duration::from_secs(20),
-        || seen.lock().unwrap().len() >= n,
+        async || seen.lock().unwrap().len() >= n,
     )
     .await;
     let mut got: Vec<String> = seen
@@ -466,10 +441,10 @@ async fn custom_and_unknown_attribute_types_arrive_typed_or_are_refused_on_send(
             Ok::<_, Error>(())
         }
     };
-    poll_until(
+    common::run_until(
         Poller::builder(url.as_str(), handler).client(client.clone()),
         Duration::from_secs(20),
-        || !seen.lock().unwrap().is_empty(),
+        async || !seen.lock().unwrap().is_empty(),
     )
     .await;
     let m = seen.lock().unwrap()[0].clone();
@@ -636,13 +611,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// end the run with a sentence that says what to fix, not SDK internals.
 #[tokio::test]
 async fn a_worker_binary_prints_start_up_errors_without_sdk_internals() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .unwrap()
-        .join("examples/orders");
-    assert!(bin.exists(), "build the orders example first");
+    let bin = common::example("orders");
     let endpoint = &common::server().endpoint;
     let url = format!("{endpoint}/123456789012/no-such-orders");
     let run = |env: &[(&str, &str)]| {

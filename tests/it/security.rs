@@ -9,13 +9,9 @@
 //! (run by `scripts/test.sh` and CI); the dependency tree by `scripts/deny.sh`.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-#[path = "common/capture.rs"]
-mod capture;
-mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
+use crate::common;
+use crate::common::proxy;
 
-use capture::Capture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -155,8 +151,10 @@ fn a_poller_run_with_failures_logs_no_body_receipt_handle_or_credential() {
         return;
     }
     for format in [LogFormat::Json, LogFormat::Text] {
-        let capture = Capture::default();
-        let subscriber = log_subscriber(format, capture.clone(), false);
+        // `&File` writes: the subscriber appends, the test reads the file.
+        let path = std::env::temp_dir().join(common::unique("security-logs"));
+        let capture = Arc::new(std::fs::File::create(&path).unwrap());
+        let subscriber = log_subscriber(format, capture, false);
         let _guard = tracing::subscriber::set_default(subscriber);
         // One thread: every task the poller spawns logs through this subscriber.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -165,7 +163,7 @@ fn a_poller_run_with_failures_logs_no_body_receipt_handle_or_credential() {
             .unwrap();
         let handles = rt.block_on(run_with_failures());
         drop(rt);
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let logs = std::fs::read_to_string(&path).unwrap();
         // The run was logged: failures with their causes, the outage, ids.
         for expected in [
             "payment service unavailable",

@@ -1,0 +1,57 @@
+//! Paths of the programs the tests run as child processes.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+/// The directory of the build profile this test binary belongs to
+/// (`target/debug` for `target/debug/deps/it-…`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+/// An example of this package, built next to this test binary
+/// (`cargo test --all-features` builds the examples).
+pub fn example(name: &str) -> PathBuf {
+    let bin = profile_dir()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples; with `--test it` \
+         alone, run `cargo build --all-features --example {name}` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A program of the `sqs-worker-tools` crate (e.g. `fault-worker`). Built
+/// with the crate's own features when missing (`cargo test --workspace`
+/// builds only its tests), once per test process.
+pub fn tool(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let profile = profile_dir();
+    let bin = profile.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if bin.exists() || built.iter().any(|b| b == name) {
+        return bin;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "sqs-worker-tools", "--bin", name])
+        .arg("--target-dir")
+        .arg(profile.parent().unwrap())
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+    assert!(
+        status.success() && bin.exists(),
+        "`cargo build -p sqs-worker-tools --bin {name}` failed ({status}); build it by hand"
+    );
+    built.push(name.to_owned());
+    bin
+}
