@@ -188,6 +188,15 @@ async fn sleep(d: Option<Duration>) {
     }
 }
 
+/// Throttling, 5xx, timeouts, connection failures, `OverLimit`: back off and
+/// retry (the runners' classification, `sqs_worker_sqs::classify`).
+fn classify_transient<E>(e: &aws_sdk_sqs::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify(e).is_transient()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,13 +234,4 @@ mod tests {
             assert!(c.iter().map(|p| p.size).sum::<usize>() <= MAX_REQUEST_SIZE);
         }
     }
-}
-
-/// Throttling, 5xx, timeouts, connection failures, `OverLimit`: back off and
-/// retry (the runners' classification, `sqs_worker_sqs::classify`).
-fn classify_transient<E>(e: &aws_sdk_sqs::error::SdkError<E>) -> bool
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    classify(e).is_transient()
 }
