@@ -9,6 +9,7 @@
 #   bash scripts/bench.sh --only drain --rounds 3 --drain-n 3000
 #   SQS_WORKER_BENCH_ENDPOINT=http://127.0.0.1:5000 bash scripts/bench.sh
 #   SQS_WORKER_BENCH_SKIP_MICRO=1 bash scripts/bench.sh   # no cargo bench
+#   SQS_WORKER_BENCH_SKIP_PRODUCE=1 bash scripts/bench.sh # no producer throughput
 #
 # Every option after the script name goes to `sqs-worker-bench suite`
 # (`target/release/sqs-worker-bench` without arguments lists them).
@@ -37,6 +38,13 @@ if [ -z "$ENDPOINT" ]; then
 fi
 
 "$BIN" suite --endpoint "$ENDPOINT" --orders target/release/examples/orders "$@"
+
+# Producer throughput (Sender::send_batch against a plain SendMessageBatch
+# loop, alternating), on the in-memory fake (10,000 messages) and on moto
+# (2,000: moto accepts tens to hundreds of messages per second).
+if [ -z "${SQS_WORKER_BENCH_SKIP_PRODUCE:-}" ]; then
+  "$BIN" produce --endpoint "$ENDPOINT" --servers fake,moto --n 10000 --moto-n 2000 --rounds 3
+fi
 
 if [ -z "${SQS_WORKER_BENCH_SKIP_MICRO:-}" ]; then
   echo

@@ -40,8 +40,8 @@ pub use sqs_worker_core::{
     Action, AttributeValue, BatchHandler, BatchResults, BoxError, DecodeError, EngineConfig, Error,
     Execution, ExponentialBackoff, FixedDelay, FnHandler, Handler, IntoHandler, Jitter, Json,
     MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
-    MessageBuilder, ResultExt, RetryPolicy, SystemAttributes, Visibility, VisibilityError, config,
-    handler_fn, idempotency,
+    MessageBuilder, PayloadOrigin, ResultExt, RetryPolicy, SystemAttributes, Visibility,
+    VisibilityError, config, handler_fn, idempotency,
 };
 
 // Envelopes (SNS, EventBridge, S3) as handler arguments, and the router.

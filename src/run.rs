@@ -15,11 +15,30 @@ use sqs_worker_core::config::ConfigError;
 /// (leaving any subscriber or recorder you installed alone); the poller also
 /// serves `/metrics` and `/healthz` when `SQS_WORKER_METRICS_ADDR` is set.
 ///
+/// With feature `large-payloads`, `SQS_WORKER_PAYLOAD_BUCKETS` (the
+/// allow-list) turns on Amazon SQS Extended Client payloads in either runner:
+/// the handler is wrapped in
+/// [`PayloadLayer::from_env`](crate::producer::payload::PayloadLayer::from_env),
+/// so it sees the S3 object as the body and the object is deleted after it
+/// succeeded.
+///
 /// Errors come back as a [`RunError`], whose `Debug` is the readable cause
 /// chain: a `main` that returns it prints a sentence, not SDK internals.
 #[cfg(any(feature = "poller", feature = "lambda"))]
 pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), RunError> {
     crate::telemetry::init()?;
+    let handler = handler.into_handler();
+    #[cfg(feature = "large-payloads")]
+    if let Some(layer) = sqs_worker_producer::payload::PayloadLayer::from_env().await? {
+        use tower_layer::Layer as _;
+        return run_handler(layer.layer(handler)).await;
+    }
+    run_handler(handler).await
+}
+
+/// [`run`] once the handler is final.
+#[cfg(any(feature = "poller", feature = "lambda"))]
+async fn run_handler<H: crate::Handler>(handler: H) -> Result<(), RunError> {
     #[cfg(feature = "lambda")]
     if crate::telemetry::in_lambda() {
         return sqs_worker_lambda::run(handler)

@@ -15,7 +15,7 @@ use sqs_worker::lambda::testing::{
     assert_all_succeeded, assert_failed_ids, event, record, run_event,
 };
 use sqs_worker::poller::Poller;
-use sqs_worker::producer::payload::{LargePayloads, PayloadLayer, S3Pointer, origin};
+use sqs_worker::producer::payload::{LargePayloads, PayloadLayer, S3Pointer};
 use sqs_worker::producer::{Outgoing, SendError, Sender};
 use sqs_worker::{Error, Handler, Message, handler_fn};
 
@@ -316,9 +316,14 @@ async fn five_mib_payload_round_trip_through_the_poller() {
         .layer(handler_fn(move |m: Message| {
             let s = s.clone();
             async move {
-                s.lock()
-                    .unwrap()
-                    .push((m.body().len(), m.body() == five_mib(), origin()));
+                // The resolved message is still the delivery the poller
+                // holds: its visibility can be extended.
+                m.extend_visibility(Duration::from_secs(30)).await?;
+                s.lock().unwrap().push((
+                    m.body().len(),
+                    m.body() == five_mib(),
+                    m.payload_origin().cloned(),
+                ));
                 Ok::<(), Error>(())
             }
         }));
@@ -374,7 +379,10 @@ async fn five_mib_payload_round_trip_through_a_lambda_event() {
     let (body, size) = offloaded(&sqs, &s3, &bucket, five_mib()).await;
     let key = S3Pointer::parse(&body).unwrap().key;
     let handler = PayloadLayer::new(s3.clone()).layer(handler_fn(|m: Message| async move {
-        if m.body() == five_mib() && origin().is_some() {
+        let from_s3 = m
+            .payload_origin()
+            .map(|o| (o.size, o.key.starts_with("payloads/")));
+        if m.body() == five_mib() && from_s3 == Some((5_242_880, true)) {
             Ok(())
         } else {
             Err(Error::msg("wrong payload"))

@@ -4,7 +4,8 @@
 //! server answers ~10–100 calls per second here). It implements what the
 //! consumers call: ReceiveMessage (long poll), DeleteMessage(Batch),
 //! ChangeMessageVisibility(Batch) (accepted; visibility never lapses),
-//! GetQueueAttributes. Not SQS: no visibility expiry, no redelivery.
+//! GetQueueAttributes, and SendMessageBatch (accepted and dropped: for the
+//! producer benchmark). Not SQS: no visibility expiry, no redelivery.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,26 @@ fn ok_entries(req: &Value) -> Value {
     json!({ "Successful": ids, "Failed": [] })
 }
 
+/// Every entry accepted, with a made-up message id (bodies are dropped).
+fn sent_entries(req: &Value) -> Value {
+    let ids: Vec<Value> = req["Entries"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    json!({
+                        "Id": e["Id"],
+                        "MessageId": format!("00000000-0000-4000-8000-{i:012}"),
+                        "MD5OfMessageBody": "00000000000000000000000000000000",
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({ "Successful": ids, "Failed": [] })
+}
+
 async fn handle(q: &Queue, action: &str, req: &Value) -> Value {
     match action {
         "ReceiveMessage" => {
@@ -138,6 +159,7 @@ async fn handle(q: &Queue, action: &str, req: &Value) -> Value {
             }
         }
         "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => ok_entries(req),
+        "SendMessageBatch" => sent_entries(req),
         "GetQueueAttributes" => json!({ "Attributes": {
             "VisibilityTimeout": "30",
             "QueueArn": "arn:aws:sqs:us-east-1:123456789012:fake",

@@ -13,6 +13,7 @@ mod fake;
 mod hol;
 mod lambda_start;
 mod procfs;
+mod produce;
 mod sqs;
 mod suite;
 mod vis;
@@ -31,6 +32,9 @@ const USAGE: &str = "usage:
   sqs-worker-bench hol   --endpoint URL --queue URL --impl poller|batch|tasks --n N [--concurrency 10]
   sqs-worker-bench vis   --endpoint URL --queue URL --n 20 [--hold-secs 12] [--concurrency 16]
   sqs-worker-bench idle  --endpoint URL --queue URL --impl raw|poller [--secs 5]
+  sqs-worker-bench produce --endpoint URL [--servers fake,moto] [--n 10000] [--moto-n N]
+                         [--rounds 3] [--body 256]
+                         (producer throughput: Sender::send_batch against a SendMessageBatch loop)
   sqs-worker-bench fake-sqs --n N     (serves N messages at URL/123456789012/fake until stdin closes)
 Children print one line `RESULT {json}`.";
 
@@ -128,6 +132,10 @@ fn main() {
                 )
                 .await,
             ),
+            "produce" => {
+                produce::run(&args).await;
+                None
+            }
             "fake-sqs" => {
                 // For profiling a consumer by hand: serve until stdin closes.
                 let url = fake::start(args.num("n", 10_000)).await;

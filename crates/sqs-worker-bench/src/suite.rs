@@ -32,7 +32,7 @@ async fn child(args: &[&str]) -> Value {
     result.expect("child printed no RESULT")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,

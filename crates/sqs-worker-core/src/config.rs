@@ -50,6 +50,10 @@ pub mod var {
     pub const UNHEALTHY_AFTER_SECONDS: &str = "SQS_WORKER_UNHEALTHY_AFTER_SECONDS";
     /// The DynamoDB idempotency table (`sqs-worker-dynamodb`).
     pub const IDEMPOTENCY_TABLE: &str = "SQS_WORKER_IDEMPOTENCY_TABLE";
+    /// The S3 buckets large payloads may be read from, comma-separated; set,
+    /// it turns on resolving Extended Client pointers (facade's `run`,
+    /// `PayloadLayer::from_env` of `sqs-worker-producer`).
+    pub const PAYLOAD_BUCKETS: &str = "SQS_WORKER_PAYLOAD_BUCKETS";
     /// ECS's stop timeout (set by the platform, read to warn when the grace
     /// period does not fit in it; a Go duration such as `30s` or `2m`).
     pub const ECS_CONTAINER_STOP_TIMEOUT: &str = "ECS_CONTAINER_STOP_TIMEOUT";
@@ -217,6 +221,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// A comma-separated list of names (e.g. S3 buckets): each trimmed, none
+    /// empty, none with a space or `/`.
+    pub fn names(&self, var: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        let names: Vec<String> = v.split(',').map(|n| n.trim().to_owned()).collect();
+        if names.iter().any(|n| n.is_empty() || n.contains([' ', '/'])) {
+            return Err(invalid(var, v, "expected names separated by commas"));
+        }
+        Ok(Some(names))
+    }
+
     /// A switch: `true`/`false`, `1`/`0`, `on`/`off`, `yes`/`no`.
     pub fn flag(&self, var: &'static str) -> Result<Option<bool>, ConfigError> {
         let Some(v) = self.string(var) else {
@@ -320,6 +337,24 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Env::from_fn(move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn name_lists_are_trimmed_and_blank_entries_refused() {
+        let e = env(&[
+            ("A", " b-1, b-2 "),
+            ("B", "b-1,,b-2"),
+            ("C", "s3://b"),
+            ("D", " "),
+        ]);
+        let want = vec!["b-1".to_owned(), "b-2".to_owned()];
+        assert_eq!(e.names("A").unwrap(), Some(want));
+        for var in ["B", "C"] {
+            let err = e.names(var).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
+        assert_eq!(e.names("D").unwrap(), None, "blank is unset");
+        assert_eq!(e.names("E").unwrap(), None);
     }
 
     #[test]

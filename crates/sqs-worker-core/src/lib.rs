@@ -53,7 +53,8 @@ pub use self::error::{Action, BoxError, Error, ResultExt};
 pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
 pub use self::json::{DecodeError, Json};
 pub use self::message::{
-    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, SystemAttributes,
+    AttributeValue, Message, MessageAttribute, MessageAttributes, MessageBuilder, PayloadOrigin,
+    SystemAttributes,
 };
 pub use self::retry::{ExponentialBackoff, FixedDelay, Jitter, RetryPolicy};
 pub use self::visibility::{MAX_VISIBILITY_TIMEOUT, Visibility, VisibilityError};

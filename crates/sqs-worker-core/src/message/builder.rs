@@ -1,6 +1,11 @@
 //! Building a [`Message`] field by field (tests and tools).
 
-use super::{Message, MessageAttribute, MessageAttributes, MessageParts, Source, SystemAttributes};
+use std::sync::Arc;
+
+use super::{
+    Inner, Message, MessageAttribute, MessageAttributes, MessageParts, PayloadOrigin, Source,
+    SystemAttributes,
+};
 use crate::visibility::Visibility;
 
 /// Builds a [`Message`].
@@ -8,6 +13,7 @@ use crate::visibility::Visibility;
 #[must_use]
 pub struct MessageBuilder {
     pub(super) parts: MessageParts,
+    pub(super) payload: Option<Box<PayloadOrigin>>,
 }
 
 impl MessageBuilder {
@@ -82,9 +88,22 @@ impl MessageBuilder {
         self
     }
 
+    /// Where the body came from (an S3 object), for tests of handlers that
+    /// read [`Message::payload_origin`].
+    #[inline]
+    pub fn payload_origin(mut self, origin: PayloadOrigin) -> Self {
+        self.payload = Some(Box::new(origin));
+        self
+    }
+
     /// The message.
     #[inline]
     pub fn build(self) -> Message {
-        self.parts.into_message()
+        Message {
+            inner: Arc::new(Inner {
+                parts: self.parts,
+                payload: self.payload,
+            }),
+        }
     }
 }

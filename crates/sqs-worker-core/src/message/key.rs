@@ -14,10 +14,12 @@ impl MessageKey {
     /// other live message (each delivery is its own `Message`, so two
     /// deliveries of one SQS message differ). Runners key in-flight tables by
     /// it instead of hashing the receipt handle. Only meaningful while the
-    /// message is alive: keep a clone next to the key.
+    /// message is alive: keep a clone next to the key. A message whose body
+    /// was fetched from S3 ([`Message::with_payload`]) has the identity of
+    /// the delivery it came in.
     #[inline]
     pub fn of(message: &Message) -> Self {
-        Self(Arc::as_ptr(&message.inner) as usize)
+        Self(Arc::as_ptr(&message.delivery().inner) as usize)
     }
 }
 

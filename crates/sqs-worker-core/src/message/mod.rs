@@ -12,11 +12,13 @@ use crate::visibility::Visibility;
 mod attributes;
 mod builder;
 mod key;
+mod origin;
 mod system;
 
 pub use self::attributes::{AttributeValue, MessageAttribute, MessageAttributes};
 pub use self::builder::MessageBuilder;
 pub use self::key::{MessageKey, MessageKeyHasher};
+pub use self::origin::PayloadOrigin;
 pub use self::system::SystemAttributes;
 
 /// One SQS message: owned, immutable, and cheap to clone (one reference count).
@@ -56,7 +58,10 @@ impl MessageParts {
     #[inline]
     pub fn into_message(self) -> Message {
         Message {
-            inner: Arc::new(self),
+            inner: Arc::new(Inner {
+                parts: self,
+                payload: None,
+            }),
         }
     }
 
@@ -87,7 +92,20 @@ impl std::fmt::Debug for MessageParts {
     }
 }
 
-type Inner = MessageParts;
+/// What a message's one allocation holds: its parts, and where its body came
+/// from when that was S3 (`None`, one empty pointer, for every other message).
+struct Inner {
+    parts: MessageParts,
+    payload: Option<Box<PayloadOrigin>>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = MessageParts;
+    #[inline]
+    fn deref(&self) -> &MessageParts {
+        &self.parts
+    }
+}
 
 impl std::fmt::Debug for Message {
     /// Never prints the body or the receipt handle: they may hold personal data
@@ -99,6 +117,7 @@ impl std::fmt::Debug for Message {
             .field("receive_count", &self.receive_count())
             .field("group_id", &self.group_id())
             .field("source", &self.inner.source)
+            .field("payload_origin", &self.inner.payload)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +128,49 @@ impl Message {
     pub fn builder(id: impl Into<String>, body: impl Into<String>) -> MessageBuilder {
         MessageBuilder {
             parts: MessageParts::new(id.into(), body.into()),
+            payload: None,
+        }
+    }
+
+    /// Where the body came from when it is not the SQS message's own: the S3
+    /// object of an Amazon SQS Extended Client payload (bucket, key, size),
+    /// set when the large-payload layer fetched it. `None` otherwise.
+    pub fn payload_origin(&self) -> Option<&PayloadOrigin> {
+        self.inner.payload.as_deref()
+    }
+
+    /// This delivery with another body read from `origin`: the same id,
+    /// receipt handle, attributes, source and visibility, and the same
+    /// identity ([`MessageKey`]), so the runner settles and extends it as the
+    /// delivery it is. What the large-payload layer hands the handler.
+    pub fn with_payload(&self, body: String, mut origin: PayloadOrigin) -> Message {
+        let p = &self.inner.parts;
+        origin.delivery = Some(self.delivery().clone());
+        Message {
+            inner: Arc::new(Inner {
+                parts: MessageParts {
+                    id: p.id.clone(),
+                    receipt_handle: p.receipt_handle.clone(),
+                    body,
+                    attributes: p.attributes.clone(),
+                    message_attributes: p.message_attributes.clone(),
+                    source: p.source.clone(),
+                    visibility: p.visibility.clone(),
+                },
+                payload: Some(Box::new(origin)),
+            }),
+        }
+    }
+
+    /// The delivery this message is (itself, or the one whose pointer body
+    /// it replaced).
+    #[inline]
+    pub(crate) fn delivery(&self) -> &Message {
+        match self.inner.payload.as_deref() {
+            Some(PayloadOrigin {
+                delivery: Some(d), ..
+            }) => d,
+            _ => self,
         }
     }
 
@@ -333,6 +395,42 @@ mod tests {
         assert_eq!(shared.source(), Some(&*url));
         assert_eq!(shared.source(), owned.source());
         assert_eq!(Arc::strong_count(&url), 2, "shared, not copied");
+    }
+
+    #[test]
+    fn a_resolved_payload_keeps_the_delivery_and_says_where_it_came_from() {
+        let delivery = Message::builder("m-1", "[\"pointer\"]")
+            .receipt_handle("rh")
+            .receive_count(2)
+            .message_attribute("a", MessageAttribute::string("v"))
+            .source("arn:q")
+            .build();
+        assert_eq!(delivery.payload_origin(), None);
+        let resolved =
+            delivery.with_payload("the payload".into(), PayloadOrigin::new("b", "k", 11));
+        assert_eq!(resolved.body(), "the payload");
+        assert_eq!(
+            (
+                resolved.id(),
+                resolved.receipt_handle(),
+                resolved.receive_count()
+            ),
+            ("m-1", "rh", 2)
+        );
+        assert_eq!(resolved.message_attributes(), delivery.message_attributes());
+        assert_eq!(resolved.source(), Some("arn:q"));
+        let origin = resolved.payload_origin().unwrap();
+        assert_eq!((&*origin.bucket, &*origin.key, origin.size), ("b", "k", 11));
+        assert_eq!(
+            MessageKey::of(&resolved),
+            MessageKey::of(&delivery),
+            "one delivery"
+        );
+        let again = resolved.with_payload("x".into(), PayloadOrigin::new("b", "k2", 1));
+        assert_eq!(MessageKey::of(&again), MessageKey::of(&delivery));
+        let other = Message::builder("m-1", "").build();
+        assert_ne!(MessageKey::of(&other), MessageKey::of(&delivery));
+        assert!(format!("{resolved:?}").contains("\"k\""));
     }
 
     #[test]

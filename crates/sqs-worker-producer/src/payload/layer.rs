@@ -5,34 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use sqs_worker_core::{Error, Handler, Message};
+use sqs_worker_core::config::{ConfigError, Env, var};
+use sqs_worker_core::{Error, Handler, Message, PayloadOrigin};
 
 use super::pointer::{S3Pointer, find_pointer, replace_sns_message};
 
 /// The default cap on a fetched payload: 256 MiB.
 pub const DEFAULT_MAX_SIZE: u64 = 256 * 1024 * 1024;
-
-tokio::task_local! {
-    static ORIGIN: S3Origin;
-}
-
-/// Where the body a handler sees came from, when [`PayloadLayer`] fetched it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Origin {
-    /// The bucket.
-    pub bucket: String,
-    /// The object key.
-    pub key: String,
-    /// The payload's size in bytes.
-    pub size: u64,
-}
-
-/// The S3 origin of the message being handled, inside a handler wrapped in
-/// [`PayloadLayer`] (`None` for a message that was not offloaded, or outside
-/// the handler's task).
-pub fn origin() -> Option<S3Origin> {
-    ORIGIN.try_with(Clone::clone).ok()
-}
 
 /// Why a payload could not be fetched. Names the message, bucket and key;
 /// never the payload.
@@ -157,6 +136,25 @@ impl PayloadLayer {
         }
     }
 
+    /// The layer the environment asks for: `None` unless
+    /// `SQS_WORKER_PAYLOAD_BUCKETS` (the allow-list, comma-separated) is
+    /// set; then one reading those buckets with an S3 client from
+    /// `aws_config::load_defaults`. What `sqs_worker::run` uses, in both
+    /// runners. A custom endpoint (`AWS_ENDPOINT_URL`: LocalStack, MinIO, a
+    /// test server) is addressed path-style.
+    pub async fn from_env() -> Result<Option<Self>, ConfigError> {
+        let Some(buckets) = Env::process().names(var::PAYLOAD_BUCKETS)? else {
+            return Ok(None);
+        };
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            .build();
+        Ok(Some(
+            Self::new(aws_sdk_s3::Client::from_conf(s3)).allow_buckets(buckets),
+        ))
+    }
+
     fn config_mut(&mut self) -> &mut Config {
         if Arc::get_mut(&mut self.config).is_none() {
             let c = &self.config;
@@ -237,34 +235,16 @@ impl<H: Handler> Handler for Payloads<H> {
         } else {
             payload
         };
-        let resolved = with_body(&msg, body);
+        let origin = PayloadOrigin::new(pointer.bucket.clone(), pointer.key.clone(), size);
+        let resolved = msg.with_payload(body, origin);
         drop(msg);
-        let origin = S3Origin {
-            bucket: pointer.bucket.clone(),
-            key: pointer.key.clone(),
-            size,
-        };
         let message_id = resolved.id().to_owned();
-        ORIGIN.scope(origin, self.inner.handle(resolved)).await?;
+        self.inner.handle(resolved).await?;
         if !cfg.keep {
             cfg.delete(&message_id, &pointer).await;
         }
         Ok(())
     }
-}
-
-/// A copy of `msg` with another body (same id, receipt handle, attributes,
-/// source and lease).
-fn with_body(msg: &Message, body: String) -> Message {
-    let mut b = Message::builder(msg.id(), body)
-        .receipt_handle(msg.receipt_handle())
-        .attributes(msg.attributes().clone())
-        .message_attributes(msg.message_attributes().clone())
-        .visibility(msg.visibility().clone());
-    if let Some(source) = msg.source() {
-        b = b.source(source);
-    }
-    b.build()
 }
 
 impl Config {

@@ -7,15 +7,18 @@
 //! - Send: [`LargePayloads`] on a [`Sender`](crate::Sender) offloads bodies
 //!   over a threshold (default: the queue's limit) or all of them.
 //! - Receive: [`PayloadLayer`] wraps any handler, in either runner; the
-//!   handler sees the payload, [`origin`] says where it came from, and the
+//!   handler sees the payload,
+//!   [`Message::payload_origin`](sqs_worker_core::Message::payload_origin)
+//!   says where it came from, and the
 //!   object is deleted after the handler succeeded (unless kept).
 
 mod layer;
 mod offload;
 mod pointer;
 
-pub use self::layer::{DEFAULT_MAX_SIZE, PayloadError, PayloadLayer, Payloads, S3Origin, origin};
+pub use self::layer::{DEFAULT_MAX_SIZE, PayloadError, PayloadLayer, Payloads};
 pub use self::offload::LargePayloads;
 pub use self::pointer::{
     LEGACY_SIZE_ATTRIBUTE, POINTER_CLASS, S3Pointer, SIZE_ATTRIBUTE, find_pointer,
 };
+pub use sqs_worker_core::PayloadOrigin;
