@@ -3,7 +3,12 @@
 //! through the tracer the user installs.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+// This binary sets process-global state (the tracing subscriber and the
+// message span hook), so it stays apart from `tests/it`; its one test
+// against the local server borrows `it`'s helpers by path (the only such
+// include).
 #[cfg(all(feature = "producer", feature = "poller"))]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -18,6 +18,8 @@ mod lambda;
 mod lambda_emulator;
 #[cfg(feature = "dynamodb")]
 mod orders_example;
+#[cfg(all(feature = "producer", feature = "large-payloads"))]
+mod payload_env;
 mod poller;
 mod poller_faults;
 #[cfg(all(

@@ -4,7 +4,7 @@
 //!
 //! Set `SQS_WORKER_TEST_ENDPOINT=http://127.0.0.1:PORT` to use a server you
 //! started yourself (`scripts/local-sqs.sh`).
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,8 @@
 //! them on in `sqs_worker::run`. The worker runs as a child process of this
 //! test binary (environment variables are per process, and setting them in
 //! a running test is `unsafe`).
-#![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -12,7 +11,8 @@ use sqs_worker::producer::payload::{LargePayloads, S3Pointer};
 use sqs_worker::producer::{Outgoing, Sender};
 use sqs_worker::{Error, Message};
 
-const CHILD: &str = "worker_child_run_from_the_environment";
+/// The child test by its path in the `it` binary.
+const CHILD: &str = "payload_env::worker_child_run_from_the_environment";
 
 fn payload() -> String {
     (0..2 * 1024 * 1024)
