@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqs_worker::idempotency::{
-    Begun, IdempotencyError, IdempotencyLayer, IdempotencyStore, Layer, StoreError, set_result,
+    Begun, IdempotencyError, IdempotencyLayer, IdempotencyStore, KeyFn, Layer, StoreError,
+    set_result,
 };
 use sqs_worker::{Action, Error, Handler, Message};
 use sqs_worker_dynamodb::DynamoDbStore;
@@ -117,15 +118,17 @@ async fn dynamodb_many_workers_racing_for_one_key_run_it_once() {
 #[tokio::test]
 async fn dynamodb_a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
     let store = store().await;
+    let h = Counting::new(Duration::ZERO);
+    let idem = layer(&store).layer(h.clone());
+    // The store key the layer derives (namespaced, hashed), taken by a crashed holder.
+    let key = idem.key_of(&msg("m1", "x")).unwrap().unwrap();
     let Begun::Acquired(_) = store
-        .begin("m1", Duration::from_secs(1), None)
+        .begin(&key, Duration::from_secs(1), None)
         .await
         .unwrap()
     else {
         panic!("first begin acquires")
     };
-    let h = Counting::new(Duration::ZERO);
-    let idem = layer(&store).layer(h.clone());
     assert!(idem.handle(msg("m1", "x")).await.is_err());
     tokio::time::sleep(Duration::from_millis(1200)).await;
     idem.handle(msg("m1", "x")).await.unwrap();
@@ -191,18 +194,20 @@ async fn dynamodb_payload_mismatch_is_permanent() {
 }
 
 #[tokio::test]
-async fn dynamodb_fifo_uses_the_deduplication_id_and_results_round_trip() {
+async fn dynamodb_dedup_id_keys_and_results_round_trip() {
     let store = store().await;
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
-    let idem = layer(&store).layer(sqs_worker::handler_fn(move |m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            set_result(format!("done-{}", m.id())).map_err(Error::permanent)?;
-            Ok::<(), Error>(())
-        }
-    }));
+    let idem = layer(&store)
+        .key(KeyFn::deduplication_id())
+        .layer(sqs_worker::handler_fn(move |m: Message| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                set_result(format!("done-{}", m.id())).map_err(Error::permanent)?;
+                Ok::<(), Error>(())
+            }
+        }));
     let fifo = |id: &str| {
         Message::builder(id, "x")
             .group_id("g")

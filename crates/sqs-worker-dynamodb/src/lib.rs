@@ -58,8 +58,11 @@
 //!   lag by a day or two, only keeps the table small.
 //!
 //! Claim times come from each worker's wall clock, so keep clocks in sync
-//! (NTP) and claims well above any skew. Any DynamoDB error is a
-//! [`StoreError::Backend`] naming the table; the message is then retried.
+//! (NTP) and claims well above any skew. A `ValidationException` is a
+//! [`StoreError::Invalid`] (the message fails permanently); any other
+//! DynamoDB error is a [`StoreError::Backend`] naming the table, and the
+//! message is then retried. Keys reach the table as the layer hashes them
+//! (64 hex characters), so no key is ever too long for DynamoDB.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -69,6 +72,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use sqs_worker_core::idempotency::{
@@ -144,6 +148,24 @@ impl DynamoDbStore {
         &self.client
     }
 
+    /// The error of a DynamoDB call: a `ValidationException` (the request
+    /// itself is wrong; it fails the same way every time) is
+    /// [`StoreError::Invalid`], anything else [`StoreError::Backend`].
+    fn sdk_error<E>(&self, operation: &'static str, key: &str, e: E) -> StoreError
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        if e.code() == Some("ValidationException") {
+            return StoreError::Invalid {
+                store: format!("DynamoDB table {:?}", self.table),
+                operation,
+                key: key.to_owned(),
+                source: Box::new(e),
+            };
+        }
+        self.backend(operation, key, e)
+    }
+
     fn backend<E>(&self, operation: &'static str, key: &str, e: E) -> StoreError
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -210,7 +232,7 @@ impl DynamoDbStore {
                         _ => None,
                     }
                 }
-                _ => return Err(self.backend("begin", key, e)),
+                _ => return Err(self.sdk_error("begin", key, e)),
             },
         };
         let existing = match existing {
@@ -234,7 +256,7 @@ impl DynamoDbStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.backend(operation, key, e))?;
+            .map_err(|e| self.sdk_error(operation, key, e))?;
         Ok(out.item)
     }
 
@@ -247,14 +269,14 @@ impl DynamoDbStore {
         e: E,
     ) -> StoreError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
         if conditional {
             StoreError::ClaimLost {
                 key: key.to_owned(),
             }
         } else {
-            self.backend(operation, key, e)
+            self.sdk_error(operation, key, e)
         }
     }
 }

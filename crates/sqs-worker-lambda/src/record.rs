@@ -158,9 +158,15 @@ pub(crate) fn convert(
         return Err(EventError::MissingMessageId { index });
     };
     let Some(body) = body else {
+        // Only a FIFO group is held back behind the missing body: on a
+        // standard (fair) queue the group id is a tenant label.
+        let fifo = attributes.sequence_number.is_some()
+            || event_source_arn
+                .as_deref()
+                .is_some_and(|a| a.ends_with(".fifo"));
         return Ok(Converted::NoBody {
             id,
-            group: attributes.message_group_id,
+            group: attributes.message_group_id.filter(|_| fifo),
         });
     };
     let lease = lease(receipt_handle.is_some(), event_source_arn.as_deref());

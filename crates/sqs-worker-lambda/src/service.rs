@@ -44,7 +44,9 @@ const FIXED_LEASE: &str = "no SQS client is configured for this Lambda function,
 ///   order they settled (the order carries no meaning to Lambda). A batch
 ///   where everything failed answers the full list, never an error.
 /// - A record without a body is reported failed without running the handler
-///   (later records of its FIFO group too), so nothing is deleted unseen.
+///   (on a FIFO queue, later records of its group too), so nothing is
+///   deleted unseen. On a standard queue a group id is a fair-queue tenant
+///   label: it holds nothing back.
 /// - The invocation fails (the whole batch returns to the queue) only when
 ///   the event cannot be answered record by record: a record that is not from
 ///   SQS, or one without a `messageId` ([`EventError`]). Nothing runs then.
@@ -313,7 +315,9 @@ fn batch_span(first_arn: Option<&str>, count: usize, context: &Context) -> traci
 }
 
 fn blocked(groups: &[String], m: &Message) -> bool {
-    !groups.is_empty() && m.group_id().is_some_and(|g| groups.iter().any(|b| b == g))
+    !groups.is_empty()
+        && m.fifo_group_id()
+            .is_some_and(|g| groups.iter().any(|b| b == g))
 }
 
 /// Deadlines below this (2001-09-09) are not Unix times in milliseconds.

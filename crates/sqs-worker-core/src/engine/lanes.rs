@@ -1,10 +1,12 @@
 //! FIFO lanes: the order in which a batch's messages may start.
 //!
-//! Messages without a group id are each their own lane. Messages of one group
-//! form a lane in batch order, linked by `next`. Only lane heads are ready at
+//! Messages without a FIFO group id ([`Message::fifo_group_id`]: a group id on
+//! a standard queue is a fair-queue tenant label and orders nothing) are each
+//! their own lane. Messages of one FIFO group form a lane in batch order,
+//! linked by `next`. Only lane heads are ready at
 //! first; a success readies the lane's next message, a failure blocks the rest
 //! of the lane. No allocation beyond two vectors, and none at all for a batch
-//! without group ids.
+//! without FIFO group ids.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -27,7 +29,7 @@ pub(crate) struct Lanes {
 impl Lanes {
     pub(crate) fn plan(batch: &[Message]) -> Self {
         let n = batch.len();
-        if batch.iter().all(|m| m.group_id().is_none()) {
+        if batch.iter().all(|m| m.fifo_group_id().is_none()) {
             return Self {
                 next: Vec::new(),
                 heads: 0..n as u32,
@@ -39,7 +41,7 @@ impl Lanes {
         let mut last: HashMap<&str, u32> = HashMap::new();
         for (i, m) in batch.iter().enumerate() {
             let i = i as u32;
-            match m.group_id() {
+            match m.fifo_group_id() {
                 None => ready.push_back(i),
                 Some(g) => match last.insert(g, i) {
                     Some(prev) => next[prev as usize] = i,
@@ -101,7 +103,7 @@ mod tests {
                 if g.is_empty() {
                     m.build()
                 } else {
-                    m.group_id(*g).build()
+                    m.group_id(*g).sequence_number(i.to_string()).build()
                 }
             })
             .collect();
@@ -115,6 +117,23 @@ mod tests {
         assert_eq!(l.rest_of_lane(0).collect::<Vec<_>>(), vec![2, 5]);
         assert_eq!(l.rest_of_lane(1).collect::<Vec<_>>(), vec![4]);
         assert_eq!(l.rest_of_lane(3).count(), 0);
+    }
+
+    #[test]
+    fn fair_queue_groups_form_no_lanes() {
+        let b: Vec<Message> = (0..3)
+            .map(|i| {
+                Message::builder(i.to_string(), "")
+                    .group_id("t1")
+                    .source("https://sqs.eu-west-1.amazonaws.com/1/q")
+                    .build()
+            })
+            .collect();
+        let mut l = Lanes::plan(&b);
+        assert!(l.next.is_empty(), "no lane map on a standard queue");
+        let ready: Vec<u32> = std::iter::from_fn(|| l.pop_ready()).collect();
+        assert_eq!(ready, vec![0, 1, 2]);
+        assert_eq!(l.rest_of_lane(0).count(), 0);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! what success means. It owns the processing rules:
 //! - bounded concurrency, each message its own future (or task), so one slow
 //!   message never holds back the others;
-//! - FIFO: messages with a group id run strictly in order within their group,
-//!   groups in parallel; after a failure the rest of the group in the batch is
-//!   reported [`FailureKind::GroupBlocked`] without running;
+//! - FIFO: messages of a FIFO queue with a group id run strictly in order
+//!   within their group, groups in parallel; after a failure the rest of the
+//!   group in the batch is reported [`FailureKind::GroupBlocked`] without
+//!   running. On a standard queue a group id is a fair-queue tenant label
+//!   ([`Message::fifo_group_id`] is `None`): such messages run in parallel and
+//!   one failure holds back nothing;
 //! - a panic fails that message only ([`FailureKind::Panicked`], with the
 //!   panic text);
 //! - an optional per-message time limit ([`FailureKind::TimedOut`]);
@@ -471,7 +474,7 @@ impl<'a> State<'a> {
         let failed = matches!(outcome, Outcome::Failed(_));
         self.tally
             .record(&msg, &outcome, started.map(|t| t.elapsed()));
-        if failed && msg.group_id().is_some() {
+        if failed && msg.fifo_group_id().is_some() {
             let blocked: Vec<u32> = self.lanes.rest_of_lane(i).collect();
             settle(Settled {
                 message: msg,

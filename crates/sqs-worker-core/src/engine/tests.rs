@@ -14,7 +14,12 @@ fn batch(n: usize) -> Vec<Message> {
 
 fn fifo(spec: &[(&str, &str)]) -> Vec<Message> {
     spec.iter()
-        .map(|(id, g)| Message::builder(*id, *id).group_id(*g).build())
+        .map(|(id, g)| {
+            Message::builder(*id, *id)
+                .group_id(*g)
+                .source("https://sqs.eu-west-1.amazonaws.com/1/q.fifo")
+                .build()
+        })
         .collect()
 }
 
@@ -92,6 +97,49 @@ async fn fifo_group_failure_stops_its_group_only() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_fair_queue_group_runs_in_parallel_and_a_failure_blocks_nothing() {
+    let running = std::sync::Arc::new(AtomicUsize::new(0));
+    let peak = std::sync::Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let engine = Engine::with_config(
+        move |m: Message| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                // Wait for the others to start, so a serial run shows as peak 1.
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+                r.fetch_sub(1, Ordering::SeqCst);
+                if m.id() == "t0" {
+                    Err(Error::msg("first fails"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        EngineConfig::default().concurrency(10),
+    );
+    let batch: Vec<Message> = (0..10)
+        .map(|i| {
+            Message::builder(format!("t{i}"), "")
+                .group_id("t1")
+                .source("https://sqs.eu-west-1.amazonaws.com/1/q")
+                .build()
+        })
+        .collect();
+    let report = engine.run(batch, None).await;
+    assert_eq!(report.failed_ids(), ["t0"]);
+    assert_eq!(report.succeeded().count(), 9);
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        10,
+        "one tenant's messages ran in parallel"
+    );
 }
 
 #[tokio::test]

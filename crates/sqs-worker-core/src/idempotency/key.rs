@@ -27,32 +27,50 @@ impl fmt::Debug for KeyFn {
 }
 
 impl Default for KeyFn {
-    /// [`KeyFn::deduplication_id_or_message_id`].
+    /// [`KeyFn::message_id`]: with the layer's namespace (by default the
+    /// queue name), the queue plus the message id.
     fn default() -> Self {
-        Self::deduplication_id_or_message_id()
+        Self::message_id()
     }
 }
 
 impl KeyFn {
-    /// The default: a FIFO message's `MessageDeduplicationId` (the producer's
-    /// id, or SQS's SHA-256 of the body with content-based deduplication),
-    /// else the message id.
+    /// The SQS message id: the default. With the layer's
+    /// [namespace](super::IdempotencyLayer::namespace) (by default the queue
+    /// name) the key is the queue plus the message id: stable across
+    /// redeliveries of one message (a visibility lapse, a crashed worker),
+    /// unique otherwise, so no distinct message is ever acknowledged without
+    /// running.
     ///
-    /// The message id catches redeliveries of the same message (a visibility
-    /// lapse, a crashed worker), not a producer sending the same thing twice:
-    /// for that, key on a business id with [`KeyFn::json`] or [`KeyFn::message`].
-    pub fn deduplication_id_or_message_id() -> Self {
-        Self::new(|m: &Message| Ok(Some(m.deduplication_id().unwrap_or(m.id()).to_owned())))
-    }
-
-    /// Always the SQS message id.
+    /// It does not catch a producer sending the same thing twice: for that,
+    /// key on a business id with [`KeyFn::json`] or [`KeyFn::message`].
     pub fn message_id() -> Self {
         Self::new(|m: &Message| Ok(Some(m.id().to_owned())))
     }
 
-    /// The FIFO `MessageDeduplicationId`; no key on standard queues.
+    /// The FIFO `MessageDeduplicationId` with the message's group; no key
+    /// on standard queues.
+    ///
+    /// It means "the same message within SQS's 5-minute deduplication
+    /// window": SQS itself drops such a resend inside the window. Outside it,
+    /// two messages with one deduplication id are distinct to SQS (with
+    /// content-based deduplication: two identical bodies sent more than
+    /// 5 minutes apart), and this key acknowledges the second without running
+    /// it. The group is part of the key because with high-throughput FIFO
+    /// (deduplication scoped per group) one id in two groups is two messages.
     pub fn deduplication_id() -> Self {
-        Self::new(|m: &Message| Ok(m.deduplication_id().map(str::to_owned)))
+        Self::new(|m: &Message| Ok(m.deduplication_id().map(|d| dedup_key(m, d))))
+    }
+
+    /// The [deduplication id](Self::deduplication_id) (with its meaning) on
+    /// FIFO queues, else the message id.
+    pub fn deduplication_id_or_message_id() -> Self {
+        Self::new(|m: &Message| {
+            Ok(Some(match m.deduplication_id() {
+                Some(d) => dedup_key(m, d),
+                None => m.id().to_owned(),
+            }))
+        })
     }
 
     /// Any function of the message, e.g. a message attribute.
@@ -99,13 +117,21 @@ impl KeyFn {
         Self(Arc::new(f))
     }
 
-    /// The key of `msg` (without any layer prefix).
+    /// The key of `msg` (before the layer's namespace and hashing).
     pub fn key(&self, msg: &Message) -> Result<Option<String>, Error> {
         (self.0)(msg)
     }
 }
 
-/// What to do with a message whose key function gives no key.
+/// A deduplication-id key: the group's length, the group, the id (the length
+/// keeps `("a:b", "c")` and `("a", "b:c")` apart).
+fn dedup_key(m: &Message, dedup: &str) -> String {
+    let group = m.group_id().unwrap_or_default();
+    format!("dedup:{}:{group}:{dedup}", group.len())
+}
+
+/// What to do with a message whose key function gives no key (or an empty
+/// one: an empty key is a missing key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum MissingKey {

@@ -60,7 +60,7 @@ pub(super) struct Config {
     pub(super) claim_ttl: Duration,
     pub(super) renew_every: Option<Duration>,
     pub(super) retention: Duration,
-    pub(super) prefix: Option<String>,
+    pub(super) namespace: Option<String>,
 }
 
 impl std::fmt::Debug for IdempotencyLayer {
@@ -72,14 +72,14 @@ impl std::fmt::Debug for IdempotencyLayer {
             .field("claim", &c.claim_ttl)
             .field("renew_every", &c.renew_interval())
             .field("retention", &c.retention)
-            .field("prefix", &c.prefix)
+            .field("namespace", &c.namespace)
             .finish_non_exhaustive()
     }
 }
 
 impl IdempotencyLayer {
-    /// A layer over `store`, keyed by [`KeyFn::default`] (FIFO deduplication
-    /// id, else message id), with a [`DEFAULT_CLAIM_TTL`], [`DEFAULT_RETENTION`],
+    /// A layer over `store`, keyed by [`KeyFn::default`] (the message id, in
+    /// the namespace of its queue), with a [`DEFAULT_CLAIM_TTL`], [`DEFAULT_RETENTION`],
     /// no payload validation and [`MissingKey::Fail`].
     pub fn new(store: impl IdempotencyStore) -> Self {
         Self::from_arc(Arc::new(store))
@@ -96,7 +96,7 @@ impl IdempotencyLayer {
                 claim_ttl: DEFAULT_CLAIM_TTL,
                 renew_every: None,
                 retention: DEFAULT_RETENTION,
-                prefix: None,
+                namespace: None,
             },
         }
     }
@@ -135,11 +135,18 @@ impl IdempotencyLayer {
         self
     }
 
-    /// Prefixes every key with `prefix` and `:`, so that handlers sharing a
-    /// table with overlapping keys (two handlers keyed by order id) stay apart.
+    /// The namespace of every key, instead of the default: the name of the
+    /// message's source queue (the last segment of its URL or ARN, so the
+    /// poller and a Lambda function on one queue deduplicate against each
+    /// other). Handlers that share a table and a queue with overlapping keys
+    /// (two handlers keyed by order id behind one router) each set their own.
+    ///
+    /// The store sees only the SHA-256 of namespace and key (64 hex
+    /// characters), never the key itself: keys may hold personal data, and
+    /// any key fits any store's size limit.
     #[must_use]
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.prefix = Some(prefix.into());
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = Some(namespace.into());
         self
     }
 

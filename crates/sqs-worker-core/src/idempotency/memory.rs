@@ -53,8 +53,11 @@ impl Record {
         }
     }
 
-    fn held_by(&self, token: &ClaimToken, now: Instant) -> bool {
-        matches!(&self.state, State::InProgress { token: t, until } if t == token && *until > now)
+    /// Whether `token` holds the record: the in-progress record it began,
+    /// expired or not (an expired claim nobody took over is still its own),
+    /// as the DynamoDB store's token condition decides.
+    fn held_by(&self, token: &ClaimToken) -> bool {
+        matches!(&self.state, State::InProgress { token: t, .. } if t == token)
     }
 }
 
@@ -134,11 +137,7 @@ impl MemoryStore {
     ) -> Result<T, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        if !inner
-            .records
-            .get(key)
-            .is_some_and(|r| r.held_by(token, now))
-        {
+        if !inner.records.get(key).is_some_and(|r| r.held_by(token)) {
             return Err(StoreError::ClaimLost {
                 key: key.to_owned(),
             });

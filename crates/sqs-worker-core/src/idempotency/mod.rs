@@ -5,9 +5,11 @@
 //! delivery. [`IdempotencyLayer`] wraps any [`Handler`] (or [`BatchHandler`](crate::BatchHandler))
 //! in [`Idempotent`], which per message:
 //!
-//! 1. computes the key ([`KeyFn`]: by default the FIFO deduplication id, else
-//!    the message id; or a function of the message or of its typed payload).
-//!    No key: fail permanently or run without idempotency ([`MissingKey`]);
+//! 1. computes the key ([`KeyFn`]: by default the message id; or a function of
+//!    the message or of its typed payload), in a namespace (by default the
+//!    queue name: [`IdempotencyLayer::namespace`]), and hashes both (SHA-256)
+//!    into the store key. No key, or an empty one: fail permanently or run
+//!    without idempotency ([`MissingKey`]);
 //! 2. `begin`s it in the [`IdempotencyStore`]:
 //!    - **completed** → first, with payload validation on, the stored payload
 //!      hash must match this message's ([`IdempotencyError::PayloadMismatch`],
@@ -38,7 +40,13 @@
 //!
 //! If recording the completion fails (after three tries), the message is
 //! still acknowledged: the side effect happened, and retrying the message
-//! would run it again once the claim expires. The error is logged.
+//! would run it again once the claim expires. The error is logged. The
+//! completion runs as its own task, bounded by its own time limit: a time
+//! limit or deadline that stops the message meanwhile does not cut it, so the
+//! key ends completed and the redelivery is acknowledged without running.
+//!
+//! A store that refuses a request as invalid ([`StoreError::Invalid`]) fails
+//! the message permanently; any other store error is retried.
 //!
 //! Stores: [`MemoryStore`] (tests, one process) and `DynamoDbStore` in
 //! `sqs-worker-dynamodb`; any type implementing [`IdempotencyStore`].
@@ -48,6 +56,9 @@
 //! (messages retried because their key was in progress).
 
 mod batch;
+pub mod conformance;
+#[cfg(test)]
+mod distinct_tests;
 mod error;
 mod key;
 mod layer;
@@ -238,19 +249,57 @@ impl Drop for Held {
     }
 }
 
+/// A store error for `msg`: permanent when the store refused the request as
+/// invalid (it would fail the same way every time), else retried.
 fn store_error(msg: &Message, source: StoreError) -> Error {
-    Error::retry(IdempotencyError::Store {
+    let invalid = matches!(source, StoreError::Invalid { .. });
+    let e = IdempotencyError::Store {
         message_id: msg.id().to_owned(),
         source,
-    })
+    };
+    if invalid {
+        Error::permanent(e)
+    } else {
+        Error::retry(e)
+    }
 }
 
+/// The store key: the SHA-256 (hex) of the namespace and the key, the
+/// namespace's length first so that no two (namespace, key) pairs collide.
+fn store_key(namespace: &str, key: &str) -> String {
+    let mut text = String::with_capacity(namespace.len() + key.len() + 24);
+    text.push_str("sqs-worker:");
+    text.push_str(&namespace.len().to_string());
+    text.push(':');
+    text.push_str(namespace);
+    text.push(':');
+    text.push_str(key);
+    PayloadHash::of(text).as_str().to_owned()
+}
+
+/// The default namespace: the queue's name, the last segment of the source
+/// URL (poller) or ARN (Lambda); empty when the message has no source.
+fn queue_name(msg: &Message) -> &str {
+    msg.source()
+        .and_then(|s| s.rsplit(['/', ':']).next())
+        .unwrap_or_default()
+}
+
+/// How long one completion write may take before it counts as failed.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Config {
+    /// The store key of `msg` (namespaced and hashed); `None` for a missing
+    /// or empty key.
     fn full_key(&self, msg: &Message) -> Result<Option<String>, Error> {
-        Ok(self.key.key(msg)?.map(|k| match &self.prefix {
-            Some(p) => format!("{p}:{k}"),
-            None => k,
-        }))
+        let Some(key) = self.key.key(msg)?.filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
+        let namespace = match &self.namespace {
+            Some(ns) => ns.as_str(),
+            None => queue_name(msg),
+        };
+        Ok(Some(store_key(namespace, &key)))
     }
 
     /// Key, hash, `begin`: what to do with `msg`.
@@ -342,12 +391,20 @@ impl Config {
         let mut live = vec![true; claims.len()];
         loop {
             tokio::time::sleep(every).await;
-            let renewals = claims.iter().zip(&live).filter(|(_, live)| **live).map(
-                |((key, token), _)| async move {
+            let due: Vec<&(String, ClaimToken)> = claims
+                .iter()
+                .zip(&live)
+                .filter(|(_, live)| **live)
+                .map(|(c, _)| c)
+                .collect();
+            // At most `STORE_CONCURRENCY` renewals at once.
+            let mut results = Vec::with_capacity(due.len());
+            for chunk in due.chunks(batch::STORE_CONCURRENCY) {
+                let renewals = chunk.iter().map(|(key, token)| async move {
                     (key, self.store.renew(key, token, self.claim_ttl).await)
-                },
-            );
-            let results = futures_util::future::join_all(renewals).await;
+                });
+                results.extend(futures_util::future::join_all(renewals).await);
+            }
             for (key, result) in results {
                 match result {
                     Ok(()) => {}
@@ -387,27 +444,64 @@ impl Config {
             }
             return;
         }
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=3 {
-            match self
-                .store
-                .complete(key, token, self.retention, result.as_deref())
-                .await
+        // Its own task: a time limit that drops this future meanwhile does
+        // not cut the write (the message may come back; it then reads completed).
+        let (store, key, token) = (self.store.clone(), key.clone(), token.clone());
+        let (retention, message_id) = (self.retention, message_id.to_owned());
+        let write = tokio::spawn(async move {
+            complete(
+                &*store,
+                &key,
+                &token,
+                retention,
+                result.as_deref(),
+                &message_id,
+            )
+            .await;
+        });
+        let _ = write.await;
+    }
+}
+
+/// Records the completion: three tries, each bounded by [`COMPLETE_TIMEOUT`];
+/// a failure is logged (the message is acknowledged anyway).
+async fn complete(
+    store: &dyn IdempotencyStore,
+    key: &str,
+    token: &ClaimToken,
+    retention: Duration,
+    result: Option<&[u8]>,
+    message_id: &str,
+) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=3 {
+        let write = store.complete(key, token, retention, result);
+        let outcome = match tokio::time::timeout(COMPLETE_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Backend {
+                store: "idempotency store".to_owned(),
+                operation: "complete",
+                key: key.to_owned(),
+                source: format!("no answer within {COMPLETE_TIMEOUT:?}").into(),
+            }),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e)
+                if attempt == 3
+                    || matches!(e, StoreError::ClaimLost { .. } | StoreError::Invalid { .. }) =>
             {
-                Ok(()) => return,
-                Err(e) if attempt == 3 || matches!(e, StoreError::ClaimLost { .. }) => {
-                    tracing::error!(
-                        messaging.message.id = message_id, key, error = %e,
-                        "the handler succeeded but its idempotency completion was not recorded; \
-                         acknowledging the message anyway"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "recording the idempotency completion failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+                tracing::error!(
+                    messaging.message.id = message_id, key, error = %e,
+                    "the handler succeeded but its idempotency completion was not recorded; \
+                     acknowledging the message anyway"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "recording the idempotency completion failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         }
     }

@@ -122,6 +122,22 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
+    /// The store refused the request as invalid (e.g. DynamoDB's
+    /// `ValidationException`): the same request fails the same way every
+    /// time, so the message fails permanently instead of being retried until
+    /// the dead-letter queue as "store unavailable".
+    #[error("idempotency store {store}: {operation} of key {key:?} was refused as invalid")]
+    Invalid {
+        /// Which store.
+        store: String,
+        /// `begin`, `renew`, `complete`, `release` or `get`.
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// What the store said.
+        #[source]
+        source: BoxError,
+    },
     /// The backend failed (network, throttling, permissions, …). Retryable.
     #[error("idempotency store {store}: {operation} of key {key:?} failed")]
     Backend {
@@ -159,6 +175,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Extends the claim held with `token` to `claim` from now.
     /// [`StoreError::ClaimLost`] if the token no longer holds the key.
+    ///
+    /// "Holds" means the record is still the in-progress record begun with
+    /// `token`, expired or not: a claim that expired but was not taken over
+    /// by another `begin` can still be renewed, completed or released (the
+    /// [conformance suite](super::conformance) checks this for every store).
     fn renew<'a>(
         &'a self,
         key: &'a str,

@@ -95,12 +95,13 @@ async fn concurrent_workers_run_once_and_the_other_is_retried_then_acknowledged(
 #[tokio::test(start_paused = true)]
 async fn a_crashed_holders_lease_expires_and_the_next_delivery_runs() {
     let store = MemoryStore::new();
-    // The "crashed" worker took the claim and never came back.
-    let Begun::Acquired(_) = store.begin("m1", CLAIM_TTL, None).await.unwrap() else {
-        panic!()
-    };
     let h = Counting::new(Duration::ZERO);
     let idem = layer(&store).layer(h.clone());
+    // The "crashed" worker took the claim and never came back.
+    let key = idem.key_of(&msg("m1", "x")).unwrap().unwrap();
+    let Begun::Acquired(_) = store.begin(&key, CLAIM_TTL, None).await.unwrap() else {
+        panic!()
+    };
     let e = idem.handle(msg("m1", "x")).await.unwrap_err();
     assert!(matches!(e.action(), Action::RetryAfter(_)));
     assert_eq!(h.runs(), 0);
@@ -227,10 +228,12 @@ async fn a_chosen_part_of_the_payload_is_validated() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn fifo_messages_are_keyed_by_their_deduplication_id() {
+async fn dedup_id_keys_key_fifo_messages_by_their_deduplication_id() {
     let store = MemoryStore::new();
     let h = Counting::new(Duration::ZERO);
-    let idem = layer(&store).layer(h.clone());
+    let idem = layer(&store)
+        .key(KeyFn::deduplication_id())
+        .layer(h.clone());
     let fifo = |id: &str, dedup: &str| {
         Message::builder(id, "x")
             .group_id("g")
@@ -242,8 +245,9 @@ async fn fifo_messages_are_keyed_by_their_deduplication_id() {
     idem.handle(fifo("m3", "d2")).await.unwrap();
     assert_eq!(h.runs(), 2);
     assert_eq!(
-        idem.key_of(&fifo("m9", "d7")).unwrap().as_deref(),
-        Some("d7")
+        idem.key_of(&fifo("m9", "d7")).unwrap(),
+        idem.key_of(&fifo("m8", "d7")).unwrap(),
+        "one deduplication id in one group is one key"
     );
 }
 
@@ -260,10 +264,14 @@ async fn a_key_from_the_typed_payload_and_what_happens_without_one() {
     let store = MemoryStore::new();
     let base = layer(&store)
         .key_from_json(|o: &Order| o.order_id)
-        .key_prefix("charge");
+        .namespace("charge");
     let idem = base.clone().layer(handler_fn(charge));
     idem.handle(msg("a", r#"{"order_id":7}"#)).await.unwrap();
-    assert!(store.get("charge:7").await.unwrap().is_some());
+    let key = idem
+        .key_of(&msg("z", r#"{"order_id":7}"#))
+        .unwrap()
+        .unwrap();
+    assert!(store.get(&key).await.unwrap().is_some());
 
     let e = idem.handle(msg("b", r#"{}"#)).await.unwrap_err();
     assert!(e.is_permanent());

@@ -52,6 +52,14 @@ impl MessageBuilder {
         self
     }
 
+    /// `SequenceNumber` (FIFO queues only: a message with one
+    /// [is from a FIFO queue](Message::is_fifo)).
+    #[inline]
+    pub fn sequence_number(mut self, sequence: impl Into<String>) -> Self {
+        self.parts.attributes.sequence_number = Some(sequence.into());
+        self
+    }
+
     /// `MessageDeduplicationId`.
     #[inline]
     pub fn deduplication_id(mut self, id: impl Into<String>) -> Self {

@@ -227,8 +227,32 @@ impl Message {
     }
 
     /// `MessageGroupId` (FIFO queues, and fair queues).
+    ///
+    /// On a FIFO queue it orders messages; on a standard queue it is only a
+    /// tenant label ("fair queues") and orders nothing: see
+    /// [`fifo_group_id`](Self::fifo_group_id).
     pub fn group_id(&self) -> Option<&str> {
         self.inner.attributes.message_group_id.as_deref()
+    }
+
+    /// Whether the message comes from a FIFO queue: it carries a
+    /// `SequenceNumber` (only FIFO messages do), or its source queue URL or
+    /// ARN ends in `.fifo` (the name of every FIFO queue does, and only
+    /// theirs).
+    pub fn is_fifo(&self) -> bool {
+        self.inner.attributes.sequence_number.is_some()
+            || self
+                .inner
+                .source
+                .as_ref()
+                .is_some_and(|s| s.ends_with(".fifo"))
+    }
+
+    /// The group id when it orders: `MessageGroupId` of a message from a
+    /// [FIFO queue](Self::is_fifo); `None` on a standard (fair) queue, whose
+    /// messages of one group may run in parallel and in any order.
+    pub fn fifo_group_id(&self) -> Option<&str> {
+        self.group_id().filter(|_| self.is_fifo())
     }
 
     /// `MessageDeduplicationId` (FIFO queues).
@@ -385,6 +409,32 @@ mod tests {
             !dbg.contains("\"a\""),
             "Debug must not print the body: {dbg}"
         );
+    }
+
+    #[test]
+    fn a_group_id_orders_only_on_fifo_queues() {
+        let fair = Message::builder("a", "")
+            .group_id("t1")
+            .source("https://sqs.eu-west-1.amazonaws.com/1/q")
+            .build();
+        assert!(!fair.is_fifo());
+        assert_eq!((fair.group_id(), fair.fifo_group_id()), (Some("t1"), None));
+        let by_url = Message::builder("b", "")
+            .group_id("g")
+            .source("https://sqs.eu-west-1.amazonaws.com/1/q.fifo")
+            .build();
+        assert_eq!(by_url.fifo_group_id(), Some("g"));
+        let by_arn = Message::builder("c", "")
+            .group_id("g")
+            .source("arn:aws:sqs:eu-west-1:1:q.fifo")
+            .build();
+        assert!(by_arn.is_fifo());
+        let by_sequence = Message::builder("d", "")
+            .group_id("g")
+            .sequence_number("1")
+            .build();
+        assert_eq!(by_sequence.fifo_group_id(), Some("g"));
+        assert!(!Message::builder("e", "").group_id("g").build().is_fifo());
     }
 
     #[test]
