@@ -13,6 +13,7 @@ mod bad_input;
 mod dead_letter;
 mod envelopes;
 mod faults;
+mod fifo;
 mod idempotency;
 mod lambda;
 mod lambda_emulator;

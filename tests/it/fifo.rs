@@ -8,19 +8,18 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-mod common;
+use crate::common::{self, Running, until};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use sqs_worker::poller::{Poller, PollerBuilder, RunSummary};
+use sqs_worker::poller::{Poller, PollerBuilder};
 use sqs_worker::{EngineConfig, Error, FixedDelay, Message};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_lambda::LambdaService;
 use sqs_worker_lambda::testing::{self, event, fifo_record, record};
-use tokio::sync::oneshot;
 
 /// Counts handlers running at once and records every run, in order.
 #[derive(Clone, Default)]
@@ -148,48 +147,6 @@ async fn lambda_fair_queue_record_without_body_holds_back_no_tenant() {
 }
 
 // ---- Poller -------------------------------------------------------------
-
-/// A running poller and the means to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
-}
-
-impl Running {
-    fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let poller = builder
-            .shutdown_signal(async move {
-                let _ = rx.await;
-            })
-            .build()
-            .unwrap();
-        Running {
-            stop: Some(tx),
-            task: tokio::spawn(poller.run()),
-        }
-    }
-
-    async fn stop(mut self) -> RunSummary {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the poller stops")
-            .unwrap()
-            .expect("the poller returns Ok")
-    }
-}
-
-/// Waits for `cond`, at most `limit`.
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Sends `t0..t9` of group `t1` in one batch (dedup ids for FIFO queues).
 async fn send_group(client: &aws_sdk_sqs::Client, url: &str) {
