@@ -50,6 +50,19 @@ pub mod var {
     pub const UNHEALTHY_AFTER_SECONDS: &str = "SQS_WORKER_UNHEALTHY_AFTER_SECONDS";
     /// The DynamoDB idempotency table (`sqs-worker-dynamodb`).
     pub const IDEMPOTENCY_TABLE: &str = "SQS_WORKER_IDEMPOTENCY_TABLE";
+    /// CloudWatch namespace of the EMF metrics (Lambda; default `sqs-worker`).
+    pub const METRICS_NAMESPACE: &str = "SQS_WORKER_METRICS_NAMESPACE";
+    /// The `service` dimension of the EMF metrics (Lambda; default the
+    /// function name, `AWS_LAMBDA_FUNCTION_NAME`).
+    pub const SERVICE: &str = "SQS_WORKER_SERVICE";
+    /// The function name (set by Lambda; the default [`SERVICE`]).
+    pub const LAMBDA_FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+    /// The log level chosen in Lambda's advanced logging controls (set by
+    /// Lambda: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`); used
+    /// when [`RUST_LOG`] is not set.
+    pub const LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
+    /// The log filter (`tracing-subscriber`'s `EnvFilter` syntax).
+    pub const RUST_LOG: &str = "RUST_LOG";
     /// ECS's stop timeout (set by the platform, read to warn when the grace
     /// period does not fit in it; a Go duration such as `30s` or `2m`).
     pub const ECS_CONTAINER_STOP_TIMEOUT: &str = "ECS_CONTAINER_STOP_TIMEOUT";
