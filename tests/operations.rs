@@ -105,3 +105,245 @@ async fn handler_lines_carry_the_request_id_trace_id_and_cold_start() {
         .collect();
     assert_eq!(counted, [serde_json::json!(1)]);
 }
+
+// ---- ECS task scale-in protection, against a fake ECS agent on loopback ----
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use sqs_worker::poller::{Poller, ScaleInProtection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A fake of the ECS agent's task protection endpoint: records each PUT's
+/// `ProtectionEnabled` and `ExpiresInMinutes`, answers 200 (or 500 while
+/// `failing`).
+/// One PUT: `ProtectionEnabled`, `ExpiresInMinutes`.
+type Call = (bool, Option<u64>);
+
+/// A running poller.
+type RunTask = tokio::task::JoinHandle<
+    Result<sqs_worker::poller::RunSummary, sqs_worker::poller::PollerError>,
+>;
+
+#[derive(Clone, Default)]
+struct FakeAgent {
+    calls: Arc<Mutex<Vec<Call>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl FakeAgent {
+    /// Serves on loopback; returns the `ECS_AGENT_URI` to use.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let agent = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(agent.clone().answer(stream));
+            }
+        });
+        format!("http://{addr}/api/task-1234")
+    }
+
+    async fn answer(self, mut stream: tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let body = loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                assert!(
+                    head.starts_with("PUT /api/task-1234/task-protection/v1/state HTTP/1.1"),
+                    "{head}"
+                );
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    break body.to_owned();
+                }
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let call = (
+            v["ProtectionEnabled"].as_bool().unwrap(),
+            v["ExpiresInMinutes"].as_u64(),
+        );
+        self.calls.lock().unwrap().push(call);
+        let (status, answer) = if self.failing.load(Ordering::SeqCst) {
+            (
+                "500 Internal Server Error",
+                r#"{"error":{"Code":"ServerException"}}"#,
+            )
+        } else {
+            ("200 OK", r#"{"protection":{"ProtectionEnabled":true}}"#)
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn send_n(client: &aws_sdk_sqs::Client, url: &str, n: usize) {
+    for start in (0..n).step_by(10) {
+        let entries = (start..n.min(start + 10))
+            .map(|i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(format!("m{i}"))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits for `cond`, at most `limit` (generous: the machine may be loaded).
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a poller on `url` with protection through `agent_uri`; the handler
+/// counts messages into `handled`. Returns the stop sender and the task.
+fn start_poller(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    agent_uri: String,
+    handled: Arc<AtomicUsize>,
+) -> (tokio::sync::oneshot::Sender<()>, RunTask) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let poller = Poller::builder(url, move |_m: Message| {
+        let handled = handled.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            handled.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Error>(())
+        }
+    })
+    .client(client.clone())
+    .receivers(1)
+    .wait_time(Duration::from_secs(1))
+    .scale_in_protection(ScaleInProtection::new(agent_uri).idle_after(Duration::from_millis(600)))
+    .shutdown_signal(async move {
+        let _ = rx.await;
+    })
+    .build()
+    .unwrap();
+    (tx, tokio::spawn(poller.run()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_protection_follows_the_load_with_few_calls() {
+    let client = common::sqs().await;
+    let url = common::queue(&client, "protect").await;
+    let agent = FakeAgent::default();
+    let uri = agent.start().await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (stop, task) = start_poller(&client, &url, uri, handled.clone());
+
+    // Idle from the start: the task stays unprotected, nothing is called.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(agent.calls(), []);
+
+    send_n(&client, &url, 40).await;
+    until(Duration::from_secs(60), "protected while busy", || {
+        agent.calls().first() == Some(&(true, Some(10)))
+    })
+    .await;
+    until(Duration::from_secs(60), "40 messages handled", || {
+        handled.load(Ordering::SeqCst) == 40
+    })
+    .await;
+    until(Duration::from_secs(60), "unprotected once idle", || {
+        agent.calls().last().is_some_and(|c| !c.0)
+    })
+    .await;
+    let calls = agent.calls();
+    // State changes only: alternating, never one call per message.
+    assert!(calls.windows(2).all(|w| w[0].0 != w[1].0), "{calls:?}");
+    assert!(
+        calls.len() <= 6,
+        "{} calls for 40 messages: {calls:?}",
+        calls.len()
+    );
+    // Unprotecting sends no expiry; protecting always does.
+    assert!(
+        calls.iter().all(|(on, exp)| *on == exp.is_some()),
+        "{calls:?}"
+    );
+
+    // Idle again: no further calls.
+    let before = agent.calls().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(agent.calls().len(), before);
+    let _ = stop.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.succeeded, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erroring_agent_does_not_stop_processing() {
+    let client = common::sqs().await;
+    let url = common::queue(&client, "protect-err").await;
+    let agent = FakeAgent::default();
+    agent.failing.store(true, Ordering::SeqCst);
+    let uri = agent.start().await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (stop, task) = start_poller(&client, &url, uri, handled.clone());
+
+    send_n(&client, &url, 30).await;
+    until(Duration::from_secs(60), "30 messages handled", || {
+        handled.load(Ordering::SeqCst) == 30
+    })
+    .await;
+    until(Duration::from_secs(30), "the agent was asked", || {
+        !agent.calls().is_empty()
+    })
+    .await;
+    // Still receiving and handling after the agent's failures.
+    agent.failing.store(false, Ordering::SeqCst);
+    send_n(&client, &url, 10).await;
+    until(Duration::from_secs(60), "40 messages handled", || {
+        handled.load(Ordering::SeqCst) == 40
+    })
+    .await;
+    let _ = stop.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.succeeded, 40);
+    // Failures back off (1 s, 2 s, …): a handful of calls, not one per tick.
+    assert!(agent.calls().len() <= 10, "{:?}", agent.calls());
+}

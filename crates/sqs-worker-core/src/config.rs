@@ -63,6 +63,19 @@ pub mod var {
     pub const LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
     /// The log filter (`tracing-subscriber`'s `EnvFilter` syntax).
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// Task scale-in protection on ECS on or off (poller; default on when
+    /// [`ECS_AGENT_URI`] is set).
+    pub const SCALE_IN_PROTECTION: &str = "SQS_WORKER_SCALE_IN_PROTECTION";
+    /// How long each scale-in protection lasts unless renewed, seconds
+    /// (poller; sent to ECS in whole minutes).
+    pub const SCALE_IN_PROTECTION_EXPIRY_SECONDS: &str =
+        "SQS_WORKER_SCALE_IN_PROTECTION_EXPIRY_SECONDS";
+    /// Unprotect the task once idle this long, seconds (poller).
+    pub const SCALE_IN_PROTECTION_IDLE_SECONDS: &str =
+        "SQS_WORKER_SCALE_IN_PROTECTION_IDLE_SECONDS";
+    /// The ECS agent's endpoint (set by ECS; where scale-in protection is
+    /// set).
+    pub const ECS_AGENT_URI: &str = "ECS_AGENT_URI";
     /// ECS's stop timeout (set by the platform, read to warn when the grace
     /// period does not fit in it; a Go duration such as `30s` or `2m`).
     pub const ECS_CONTAINER_STOP_TIMEOUT: &str = "ECS_CONTAINER_STOP_TIMEOUT";
