@@ -29,8 +29,9 @@ Checks (each counted once):
                            writes (EXPIRES_AT in crates/sqs-worker-dynamodb/src/lib.rs)
   alarms                   alarms on the DLQ depth (> 0), the oldest message's age (> a parameter)
                            and sqs_worker_settlement_failures_total in the EMF namespace
-                           (crates/sqs-worker-core/src/runner/observe/emf.rs), each notifying the
-                           AlarmTopicArn parameter when set
+                           (crates/sqs-worker-core/src/runner/observe/emf.rs) that each function
+                           writes (its SQS_WORKER_METRICS_NAMESPACE, service = its name unless
+                           SQS_WORKER_SERVICE is set), each notifying the AlarmTopicArn parameter
   dashboard                a dashboard with depth, age, throughput, failures by kind and handler
                            duration p50/p99
 

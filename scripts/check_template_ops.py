@@ -235,6 +235,28 @@ def _notifies_topic(props: dict) -> bool:
     return "AlarmTopicArn" in text
 
 
+def _function_metrics_env(tpl: dict) -> list[tuple[str, Any, Any]]:
+    """(function, SQS_WORKER_METRICS_NAMESPACE, SQS_WORKER_SERVICE) of each function."""
+    out = []
+    for name, _res, p in resources(tpl, "AWS::Serverless::Function"):
+        env = ((p.get("Environment") or {}).get("Variables") or {})
+        out.append((name, env.get("SQS_WORKER_METRICS_NAMESPACE"), env.get("SQS_WORKER_SERVICE")))
+    return out
+
+
+def _emf_metric_matches_functions(tpl: dict, name: str, m: dict, ns: str) -> list[str]:
+    """An alarm's EMF metric must read the namespace and service the functions write."""
+    bad = []
+    dims = {d.get("Name"): d.get("Value") for d in as_list(m.get("Dimensions")) if isinstance(d, dict)}
+    for fn, fn_ns, fn_service in _function_metrics_env(tpl):
+        written = fn_ns if fn_ns is not None else ns
+        if m.get("Namespace") != written and _namespace(tpl, m.get("Namespace")) != _namespace(tpl, written):
+            bad.append(f"{name}: namespace {m.get('Namespace')!r}, but {fn} writes {written!r}")
+        if dims.get("service") == {"Ref": fn} and fn_service is not None:
+            bad.append(f"{name}: service is {fn}'s name, but {fn} sets SQS_WORKER_SERVICE")
+    return bad
+
+
 def check_alarms(tpl: dict, root: str) -> str:
     dlqs = set(_need_dlqs(tpl))
     sources = {s for srcs in dead_letter_queues(tpl).values() for s in srcs}
@@ -260,6 +282,7 @@ def check_alarms(tpl: dict, root: str) -> str:
                 for m in emf:
                     if _namespace(tpl, m.get("Namespace")) != ns:
                         bad.append(f"{name}: namespace {m.get('Namespace')!r} is not the EMF namespace {ns!r}")
+                    bad.extend(_emf_metric_matches_functions(tpl, name, m, ns))
                     names = {d.get("Name") for d in as_list(m.get("Dimensions")) if isinstance(d, dict)}
                     if names != {"service", "action"}:
                         bad.append(f"{name}: EMF dimensions are service and action, not {sorted(names)}")

@@ -6,7 +6,13 @@
 # then runs the demo driver (crates/sqs-worker-tools/src/bin/sqs-worker-demo.rs): it creates a queue and a dead-letter queue with a
 # redrive policy, starts the orders worker as its own process, produces a few
 # thousand orders while the worker drains them, shows live progress, sends one
-# poison message, stops the worker with SIGTERM and prints a summary.
+# poison message, stops the worker with SIGTERM and prints a summary. Then
+# it shows what an operator would run: `sqs-worker stats` on the queue and
+# `sqs-worker dlq inspect` on its dead-letter queue (crates/sqs-worker-cli).
+#
+# The driver must print its queues on lines starting `queue ` and
+# `dead-letter ` (the URL as the second word); the CLI commands run against
+# the same local server.
 #
 # Environment: DEMO_ORDERS (default 3000), ORDERS_FAIL_EVERY (default 40),
 # SQS_WORKER_DEMO_ENDPOINT to use a server that is already running.
@@ -16,9 +22,10 @@ export CARGO_INCREMENTAL=0
 
 bash scripts/setup.sh
 
-echo "building the orders example and the demo driver..."
+echo "building the orders example, the demo driver and the sqs-worker command..."
 cargo build --quiet --example orders
 cargo build --quiet -p sqs-worker-tools --bin sqs-worker-demo
+cargo build --quiet -p sqs-worker-cli --bin sqs-worker
 target_dir="${CARGO_TARGET_DIR:-target}"
 
 tmp="$(mktemp -d)"
@@ -44,6 +51,31 @@ if [[ -z "${SQS_WORKER_DEMO_ENDPOINT:-}" ]]; then
     echo "local SQS server at $SQS_WORKER_DEMO_ENDPOINT (moto)"
 fi
 
-SQS_WORKER_DEMO_ENDPOINT="$SQS_WORKER_DEMO_ENDPOINT" \
-SQS_WORKER_DEMO_WORKER="$target_dir/debug/examples/orders" \
-    "$target_dir/debug/sqs-worker-demo"
+export SQS_WORKER_DEMO_ENDPOINT SQS_WORKER_DEMO_WORKER="$target_dir/debug/examples/orders"
+demo="$target_dir/debug/sqs-worker-demo"
+# The driver's output is kept to find its queues; on a terminal it runs under
+# `script` so that it still sees one and shows its progress in place.
+if [[ -t 1 ]] && command -v script >/dev/null; then
+    script -qefc "$(printf '%q' "$demo")" /dev/null | tee "$tmp/demo.out"
+else
+    "$demo" | tee "$tmp/demo.out"
+fi
+
+queue="$(tr -d '\r' <"$tmp/demo.out" | awk '$1 == "queue" { print $2; exit }')"
+dlq="$(tr -d '\r' <"$tmp/demo.out" | awk '$1 == "dead-letter" { print $2; exit }')"
+if [[ -z "$queue" || -z "$dlq" ]]; then
+    echo "the demo driver did not print its queues (lines 'queue URL' and 'dead-letter URL')" >&2
+    exit 1
+fi
+# The command line, configured like the worker: the local server, dummy credentials.
+cli() {
+    env -u AWS_PROFILE AWS_ENDPOINT_URL="$SQS_WORKER_DEMO_ENDPOINT" AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
+        "$target_dir/debug/sqs-worker" "$@"
+}
+echo
+echo "\$ sqs-worker stats $queue"
+cli stats "$queue"
+echo
+echo "\$ sqs-worker dlq inspect $dlq"
+cli dlq inspect "$dlq"

@@ -4,10 +4,15 @@
 //! up logs before other work. It never replaces a subscriber or recorder you
 //! installed yourself.
 //!
-//! - Logs: `RUST_LOG` filters (default `info`). JSON lines (one object per
-//!   event, for CloudWatch Logs Insights) when `SQS_WORKER_LOG_FORMAT=json`,
-//!   or inside Lambda unless `SQS_WORKER_LOG_FORMAT=text`; plain text
-//!   otherwise. Message bodies, receipt handles and credentials are never
+//! - Logs: `RUST_LOG` filters; when it is not set, Lambda's advanced
+//!   logging level `AWS_LAMBDA_LOG_LEVEL` does (else `info`). JSON lines (one
+//!   object per event, for CloudWatch Logs Insights) when
+//!   `SQS_WORKER_LOG_FORMAT=json`, or inside Lambda unless
+//!   `SQS_WORKER_LOG_FORMAT=text`; plain text otherwise. A JSON line carries
+//!   its innermost span (`span`) and every enclosing one (`spans`, outermost
+//!   first), so a handler's lines carry the invocation's `sqs.batch` span with
+//!   `faas.invocation_id` (the request id), `xray_trace_id` and, on the first
+//!   invocation of a container, `cold_start`. Message bodies, receipt handles and credentials are never
 //!   logged by this crate at any level.
 //! - Metrics (see [`observe`](sqs_worker_core::runner::observe) for the names): inside Lambda,
 //!   CloudWatch Embedded Metric Format lines on stdout after each invocation
@@ -56,8 +61,30 @@ pub fn in_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
+/// The log filter: `RUST_LOG` when set, else Lambda's `AWS_LAMBDA_LOG_LEVEL`
+/// (`TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`; `FATAL` counts as `error`),
+/// else `info`. A `RUST_LOG` that does not parse falls back the same way.
+pub fn log_filter<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> EnvFilter {
+    if let Some(filter) = env
+        .string(var::RUST_LOG)
+        .and_then(|v| EnvFilter::try_new(v).ok())
+    {
+        return filter;
+    }
+    let level = env
+        .string(var::LAMBDA_LOG_LEVEL)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .and_then(|v| match v.as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" => Some(v),
+            "fatal" => Some("error".to_owned()),
+            _ => None,
+        });
+    EnvFilter::new(level.as_deref().unwrap_or("info"))
+}
+
 /// The log subscriber [`init_logs`] installs, writing to `writer` (tests
-/// capture logs with it). `RUST_LOG` filters, `info` by default.
+/// capture logs with it), filtered by [`log_filter`] of the process
+/// environment.
 pub fn log_subscriber<W>(
     format: LogFormat,
     writer: W,
@@ -66,7 +93,7 @@ pub fn log_subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(&Env::process());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -76,7 +103,7 @@ where
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
-                .with_span_list(false)
+                .with_span_list(true)
                 .with_ansi(false)
                 .finish(),
         ),
@@ -108,8 +135,11 @@ pub fn init() -> Result<(), ConfigError> {
     let format = LogFormat::from_env()?;
     init_logs(format);
     if in_lambda() {
-        // Fails harmlessly when the user installed a recorder of their own.
-        let _ = sqs_worker_core::runner::observe::emf::install();
+        use sqs_worker_core::runner::observe::emf;
+        // `Taken` is harmless: the user installed a recorder of their own.
+        if let Err(emf::InstallError::Config(e)) = emf::install() {
+            return Err(e);
+        }
     }
     let _ = DONE.set(());
     Ok(())
@@ -118,6 +148,32 @@ pub fn init() -> Result<(), ConfigError> {
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod otel;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(vars: &'static [(&'static str, &'static str)]) -> String {
+        log_filter(&Env::from_fn(move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }))
+        .to_string()
+    }
+
+    #[test]
+    fn lambda_log_level_applies_only_without_rust_log() {
+        assert_eq!(filter(&[]), "info");
+        assert_eq!(filter(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]), "debug");
+        assert_eq!(filter(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]), "error");
+        assert_eq!(filter(&[("AWS_LAMBDA_LOG_LEVEL", "loud")]), "info");
+        assert_eq!(
+            filter(&[("RUST_LOG", "warn"), ("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]),
+            "warn"
+        );
+    }
+}
 #[cfg(feature = "poller")]
 mod prometheus;
 #[cfg(feature = "poller")]

@@ -17,6 +17,8 @@ mod fifo;
 mod idempotency;
 mod lambda;
 mod lambda_emulator;
+#[cfg(feature = "telemetry")]
+mod operations;
 #[cfg(feature = "dynamodb")]
 mod orders_example;
 #[cfg(all(feature = "producer", feature = "large-payloads"))]

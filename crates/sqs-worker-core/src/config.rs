@@ -54,6 +54,32 @@ pub mod var {
     /// it turns on resolving Extended Client pointers (facade's `run`,
     /// `PayloadLayer::from_env` of `sqs-worker-producer`).
     pub const PAYLOAD_BUCKETS: &str = "SQS_WORKER_PAYLOAD_BUCKETS";
+    /// CloudWatch namespace of the EMF metrics (Lambda; default `sqs-worker`).
+    pub const METRICS_NAMESPACE: &str = "SQS_WORKER_METRICS_NAMESPACE";
+    /// The `service` dimension of the EMF metrics (Lambda; default the
+    /// function name, `AWS_LAMBDA_FUNCTION_NAME`).
+    pub const SERVICE: &str = "SQS_WORKER_SERVICE";
+    /// The function name (set by Lambda; the default [`SERVICE`]).
+    pub const LAMBDA_FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+    /// The log level chosen in Lambda's advanced logging controls (set by
+    /// Lambda: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`); used
+    /// when [`RUST_LOG`] is not set.
+    pub const LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
+    /// The log filter (`tracing-subscriber`'s `EnvFilter` syntax).
+    pub const RUST_LOG: &str = "RUST_LOG";
+    /// Task scale-in protection on ECS on or off (poller; default on when
+    /// [`ECS_AGENT_URI`] is set).
+    pub const SCALE_IN_PROTECTION: &str = "SQS_WORKER_SCALE_IN_PROTECTION";
+    /// How long each scale-in protection lasts unless renewed, seconds
+    /// (poller; sent to ECS in whole minutes).
+    pub const SCALE_IN_PROTECTION_EXPIRY_SECONDS: &str =
+        "SQS_WORKER_SCALE_IN_PROTECTION_EXPIRY_SECONDS";
+    /// Unprotect the task once idle this long, seconds (poller).
+    pub const SCALE_IN_PROTECTION_IDLE_SECONDS: &str =
+        "SQS_WORKER_SCALE_IN_PROTECTION_IDLE_SECONDS";
+    /// The ECS agent's endpoint (set by ECS; where scale-in protection is
+    /// set).
+    pub const ECS_AGENT_URI: &str = "ECS_AGENT_URI";
     /// ECS's stop timeout (set by the platform, read to warn when the grace
     /// period does not fit in it; a Go duration such as `30s` or `2m`).
     pub const ECS_CONTAINER_STOP_TIMEOUT: &str = "ECS_CONTAINER_STOP_TIMEOUT";

@@ -58,6 +58,8 @@ pub struct LambdaService<P> {
 
 struct Inner<P> {
     processor: P,
+    /// Whether no invocation has started yet: the first is the cold start.
+    cold: AtomicBool,
     safety_margin: Duration,
     #[cfg(feature = "sqs-client")]
     client: Option<crate::client::SqsSettler>,
@@ -101,6 +103,7 @@ impl<P: Processor> LambdaService<P> {
         Self {
             inner: Arc::new(Inner {
                 processor,
+                cold: AtomicBool::new(true),
                 safety_margin,
                 #[cfg(feature = "sqs-client")]
                 client,
@@ -129,7 +132,7 @@ impl<P: Processor> LambdaService<P> {
             .records
             .first()
             .and_then(|r| r.event_source_arn.as_deref());
-        let span = batch_span(first_arn, event.records.len(), context);
+        let span = batch_span(first_arn, event.records.len(), context, self.cold_start());
         // Each record converted as it is reached: no intermediate vector.
         self.handle_records(
             event.records.into_iter().map(RecordParts::from),
@@ -150,9 +153,20 @@ impl<P: Processor> LambdaService<P> {
             .records
             .first()
             .and_then(|r| r.event_source_arn.as_deref());
-        let span = batch_span(first_arn, event.records.len(), context);
+        let span = batch_span(first_arn, event.records.len(), context, self.cold_start());
         self.handle_records(event.records.into_iter(), span, context)
             .await
+    }
+
+    /// Whether this is the service's first invocation (the container's cold
+    /// start, since a container runs one service); counts it once.
+    fn cold_start(&self) -> bool {
+        let cold = self.inner.cold.load(Ordering::Relaxed)
+            && self.inner.cold.swap(false, Ordering::Relaxed);
+        if cold {
+            metrics::counter!(observe::names::COLD_STARTS).increment(1);
+        }
+        cold
     }
 
     async fn handle_records(
@@ -217,6 +231,9 @@ impl<P: Processor> LambdaService<P> {
         }
         .instrument(span)
         .await;
+        // A message delivered twice within one event (rare, at-least-once) is
+        // listed once.
+        dedup_failures(&mut response);
         // CloudWatch EMF lines for this invocation (a no-op unless the EMF
         // recorder is installed, as `sqs_worker::run` does inside Lambda).
         observe::emf::flush();
@@ -295,9 +312,29 @@ impl InvocationLeases {
     }
 }
 
+/// Removes repeated `itemIdentifier`s, keeping the first of each (what
+/// Lambda reads; the order carries no meaning). Costs nothing without failures.
+fn dedup_failures(response: &mut SqsBatchResponse) {
+    let failures = &mut response.batch_item_failures;
+    if failures.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(failures.len());
+    failures.retain(|f| seen.insert(f.item_identifier.clone()));
+}
+
 /// The invocation's span (none when no subscriber takes INFO spans), named
-/// after the queue of the first record.
-fn batch_span(first_arn: Option<&str>, count: usize, context: &Context) -> tracing::Span {
+/// after the queue of the first record. It carries the request id
+/// (`faas.invocation_id`), the X-Ray trace id when Lambda passes one
+/// (`xray_trace_id`) and `cold_start = true` on a container's first
+/// invocation, so every line logged while a record is handled names its
+/// invocation (JSON lines list their enclosing spans).
+fn batch_span(
+    first_arn: Option<&str>,
+    count: usize,
+    context: &Context,
+    cold: bool,
+) -> tracing::Span {
     if observe::info_spans_off() {
         return tracing::Span::none();
     }
@@ -311,6 +348,8 @@ fn batch_span(first_arn: Option<&str>, count: usize, context: &Context) -> traci
         messaging.destination.name = queue,
         messaging.batch.message_count = count,
         faas.invocation_id = context.request_id.as_str(),
+        xray_trace_id = context.xray_trace_id.as_deref(),
+        cold_start = cold.then_some(true),
     )
 }
 

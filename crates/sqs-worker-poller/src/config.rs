@@ -11,6 +11,7 @@ use sqs_worker_core::{
     EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy,
 };
 
+use crate::protection::ScaleInProtection;
 use crate::run::Poller;
 
 /// The queue to poll: its URL, or its name (resolved with `GetQueueUrl` at start).
@@ -85,6 +86,7 @@ pub(crate) struct Settings {
     pub(crate) idle_exit: Option<Duration>,
     pub(crate) flush_interval: Duration,
     pub(crate) stats_interval: Option<Duration>,
+    pub(crate) scale_in_protection: Option<ScaleInProtection>,
 }
 
 /// Default concurrency: messages handled at once by this process.
@@ -186,6 +188,7 @@ impl<P: Processor> PollerBuilder<P> {
                 idle_exit: None,
                 flush_interval: Duration::from_millis(20),
                 stats_interval: None,
+                scale_in_protection: None,
             },
             concurrency: None,
             receivers: None,
@@ -326,6 +329,22 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
+    /// Marks the ECS task protected from scale-in while messages are in
+    /// flight or work came recently, unprotected when idle (see
+    /// [`ScaleInProtection`]). Off by default; [`Poller::from_env`] turns it
+    /// on inside ECS (`ECS_AGENT_URI` set) unless
+    /// `SQS_WORKER_SCALE_IN_PROTECTION=false`.
+    pub fn scale_in_protection(mut self, protection: ScaleInProtection) -> Self {
+        self.settings.scale_in_protection = Some(protection);
+        self
+    }
+
+    /// Turns scale-in protection off (after [`Poller::from_env`] turned it on).
+    pub fn without_scale_in_protection(mut self) -> Self {
+        self.settings.scale_in_protection = None;
+        self
+    }
+
     /// Validates the settings: every value in range (durations at most
     /// 12 h, so no clock arithmetic can overflow), none contradicting
     /// another. The queue's own visibility timeout is checked when the
@@ -408,6 +427,9 @@ impl<P: Processor> PollerBuilder<P> {
                 return bad("stats_interval", "must be above 0".into());
             }
             check_duration("stats_interval", d)?;
+        }
+        if let Some(p) = &s.scale_in_protection {
+            p.check()?;
         }
         if let Some(d) = &s.dead_letter_queue
             && d.trim().is_empty()

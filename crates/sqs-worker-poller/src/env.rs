@@ -8,6 +8,7 @@ use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
 use sqs_worker_core::runner::Engine;
 
 use crate::config::{PollerBuilder, Queue, Settings};
+use crate::protection::ScaleInProtection;
 use crate::run::Poller;
 
 /// What the shutdown needs after the grace period (release the unfinished
@@ -96,7 +97,41 @@ where
     if let Some(d) = env.seconds(var::STATS_SECONDS)? {
         b = b.stats_interval(d);
     }
+    if let Some(p) = scale_in_protection(env)? {
+        b = b.scale_in_protection(p);
+    }
     Ok(b)
+}
+
+/// Scale-in protection: on inside ECS (`ECS_AGENT_URI` set) unless switched
+/// off; switched on outside ECS, it stays off with a warning (nothing to call).
+fn scale_in_protection<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<ScaleInProtection>, ConfigError> {
+    let switch = env.flag(var::SCALE_IN_PROTECTION)?;
+    let expiry = env.seconds(var::SCALE_IN_PROTECTION_EXPIRY_SECONDS)?;
+    let idle = env.seconds(var::SCALE_IN_PROTECTION_IDLE_SECONDS)?;
+    let Some(agent) = env.string(var::ECS_AGENT_URI) else {
+        if switch == Some(true) {
+            tracing::warn!(
+                "{} is on but {} is not set (not on ECS): scale-in protection is off",
+                var::SCALE_IN_PROTECTION,
+                var::ECS_AGENT_URI
+            );
+        }
+        return Ok(None);
+    };
+    if switch == Some(false) {
+        return Ok(None);
+    }
+    let mut p = ScaleInProtection::new(agent);
+    if let Some(d) = expiry {
+        p = p.expiry(d);
+    }
+    if let Some(d) = idle {
+        p = p.idle_after(d);
+    }
+    Ok(Some(p))
 }
 
 /// The visibility timeout and heartbeat interval of a run, once the queue's
@@ -235,6 +270,42 @@ mod tests {
             .unwrap_err();
             assert!(e.to_string().contains("SQS_WORKER_WAIT_SECONDS"), "{e}");
         }
+    }
+
+    #[test]
+    fn scale_in_protection_is_on_inside_ecs_unless_switched_off() {
+        assert_eq!(settings(&[]).scale_in_protection, None);
+        let agent = ("ECS_AGENT_URI", "http://169.254.170.2/api/task");
+        let on = settings(&[agent]).scale_in_protection;
+        assert_eq!(on, Some(ScaleInProtection::new(agent.1)));
+        let tuned = settings(&[
+            agent,
+            ("SQS_WORKER_SCALE_IN_PROTECTION_EXPIRY_SECONDS", "120"),
+            ("SQS_WORKER_SCALE_IN_PROTECTION_IDLE_SECONDS", "5"),
+        ])
+        .scale_in_protection;
+        assert_eq!(
+            tuned,
+            Some(
+                ScaleInProtection::new(agent.1)
+                    .expiry(Duration::from_secs(120))
+                    .idle_after(Duration::from_secs(5))
+            )
+        );
+        let off = [agent, ("SQS_WORKER_SCALE_IN_PROTECTION", "false")];
+        assert_eq!(settings(&off).scale_in_protection, None);
+        let outside = [("SQS_WORKER_SCALE_IN_PROTECTION", "true")];
+        assert_eq!(settings(&outside).scale_in_protection, None);
+        let bad = [
+            ("SQS_QUEUE_URL", "q"),
+            agent,
+            ("SQS_WORKER_SCALE_IN_PROTECTION", "maybe"),
+        ];
+        let err = from_env_in(ok, &env(&bad)).unwrap_err();
+        assert!(
+            err.to_string().contains("SQS_WORKER_SCALE_IN_PROTECTION"),
+            "{err}"
+        );
     }
 
     #[test]

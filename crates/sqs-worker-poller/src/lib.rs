@@ -50,6 +50,7 @@ mod env;
 mod error;
 mod handoff;
 mod inflight;
+mod protection;
 mod receive;
 mod run;
 mod settle;
@@ -61,6 +62,7 @@ pub use self::config::{
     PollerBuilder, Queue,
 };
 pub use self::error::PollerError;
+pub use self::protection::{DEFAULT_PROTECTION_EXPIRY, DEFAULT_PROTECTION_IDLE, ScaleInProtection};
 pub use self::run::Poller;
 pub use self::stats::RunSummary;
 pub use sqs_worker_core::config::ConfigError;

@@ -255,6 +255,14 @@ impl Stages {
                 self.stop_tx.clone(),
             ));
         }
+        if let Some(protection) = &s.scale_in_protection {
+            helpers.spawn(crate::protection::protect(
+                protection.clone(),
+                self.inflight.clone(),
+                self.activity.clone(),
+                self.stop_rx.clone(),
+            ));
+        }
         if let Some(every) = s.stats_interval {
             helpers.spawn(stats_logger(
                 every,

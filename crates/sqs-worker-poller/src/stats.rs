@@ -62,13 +62,27 @@ impl Activity {
     }
 
     pub(crate) fn touch(&self) {
+        // At least 1: 0 means nothing happened yet.
         self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+            .store((self.start.elapsed().as_millis() as u64).max(1), Relaxed);
         self.empty_since_last.store(false, Relaxed);
     }
 
     pub(crate) fn empty_receive(&self) {
         self.empty_since_last.store(true, Relaxed);
+    }
+
+    /// How long ago something was last received or settled; `None` before
+    /// anything was.
+    pub(crate) fn last_activity_age(&self) -> Option<Duration> {
+        match self.last_ms.load(Relaxed) {
+            0 => None,
+            last => Some(
+                self.start
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last)),
+            ),
+        }
     }
 
     /// How long the queue has looked empty: `None` until a receive came back

@@ -19,6 +19,8 @@
 //! | `sqs_worker_handler_duration_seconds` | histogram | |
 //! | `sqs_worker_message_age_seconds` | histogram | |
 //! | `sqs_worker_receive_count` | histogram | |
+//! | `sqs_worker_receive_errors_total` | counter | `kind` (poller) |
+//! | `sqs_worker_lambda_cold_starts_total` | counter | (Lambda, once per container) |
 //!
 //! Message bodies and receipt handles never go into spans, fields or logs.
 
@@ -67,6 +69,8 @@ pub mod names {
     /// or permissions failing after start-up), `transient` (throttling,
     /// network, 5xx).
     pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
+    /// Lambda cold starts: 1 on a container's first invocation, never again.
+    pub const COLD_STARTS: &str = "sqs_worker_lambda_cold_starts_total";
 }
 
 /// The span a message's handler runs in. It carries the producer's trace

@@ -5,20 +5,27 @@
 //!
 //! One line per label set per flush; counters as their increase since the last
 //! flush, gauges as their value, histograms as the recorded values (in chunks
-//! of 100, EMF's limit per metric). Dimensions: `service` (the function name,
-//! from `AWS_LAMBDA_FUNCTION_NAME`) plus the metric's labels.
+//! of 100, EMF's limit per metric). The namespace is `SQS_WORKER_METRICS_NAMESPACE`
+//! (default [`DEFAULT_NAMESPACE`]); dimensions: `service` (`SQS_WORKER_SERVICE`,
+//! else the function name from `AWS_LAMBDA_FUNCTION_NAME`, else `sqs-worker`)
+//! plus the metric's labels.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::config::{ConfigError, Env, var};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 
 /// The CloudWatch namespace used by default.
 pub const DEFAULT_NAMESPACE: &str = "sqs-worker";
+
+/// The `service` dimension when neither `SQS_WORKER_SERVICE` nor
+/// `AWS_LAMBDA_FUNCTION_NAME` is set.
+pub const DEFAULT_SERVICE: &str = "sqs-worker";
 
 #[derive(Default)]
 struct Values(Mutex<Vec<f64>>);
@@ -58,15 +65,51 @@ impl std::fmt::Debug for EmfRecorder {
 
 impl EmfRecorder {
     /// A recorder for `namespace`, with the `service` dimension from
-    /// `AWS_LAMBDA_FUNCTION_NAME` (or `sqs-worker`).
+    /// `SQS_WORKER_SERVICE`, else `AWS_LAMBDA_FUNCTION_NAME`, else
+    /// [`DEFAULT_SERVICE`].
     pub fn new(namespace: impl Into<String>) -> Self {
+        Self::with_service(namespace, service_from(&Env::process()))
+    }
+
+    /// A recorder for `namespace` with the `service` dimension `service`.
+    pub fn with_service(namespace: impl Into<String>, service: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
-            service: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-                .unwrap_or_else(|_| "sqs-worker".to_owned()),
+            service: service.into(),
             registry: Arc::default(),
             last_counts: Arc::default(),
         }
+    }
+
+    /// A recorder configured from `env`: namespace `SQS_WORKER_METRICS_NAMESPACE`
+    /// (default [`DEFAULT_NAMESPACE`]), `service` dimension as in [`new`](Self::new).
+    /// A namespace CloudWatch would refuse (empty after trimming, longer than
+    /// 255 characters, or starting with `AWS/`) is a [`ConfigError`].
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let namespace = match env.string(var::METRICS_NAMESPACE) {
+            None => DEFAULT_NAMESPACE.to_owned(),
+            Some(ns) if ns.len() > 255 || ns.starts_with("AWS/") => {
+                return Err(ConfigError::InvalidEnv {
+                    var: var::METRICS_NAMESPACE,
+                    value: ns,
+                    reason: "a CloudWatch namespace has at most 255 characters and does not \
+                             start with `AWS/`"
+                        .into(),
+                });
+            }
+            Some(ns) => ns,
+        };
+        Ok(Self::with_service(namespace, service_from(env)))
+    }
+
+    /// The CloudWatch namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The `service` dimension's value.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// Writes one EMF line per label set to `out` and resets what was written.
@@ -198,10 +241,29 @@ impl Recorder for EmfRecorder {
 
 static INSTALLED: OnceLock<EmfRecorder> = OnceLock::new();
 
-/// Installs an [`EmfRecorder`] as the global recorder. Fails when another
-/// recorder is installed.
-pub fn install() -> Result<(), metrics::SetRecorderError<EmfRecorder>> {
-    let recorder = EmfRecorder::new(DEFAULT_NAMESPACE);
+/// The `service` dimension from `env`.
+fn service_from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> String {
+    env.string(var::SERVICE)
+        .or_else(|| env.string(var::LAMBDA_FUNCTION_NAME))
+        .unwrap_or_else(|| DEFAULT_SERVICE.to_owned())
+}
+
+/// Why [`install`] did not install the recorder.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// `SQS_WORKER_METRICS_NAMESPACE` is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Another recorder is installed.
+    #[error("another metrics recorder is installed")]
+    Taken(#[from] metrics::SetRecorderError<EmfRecorder>),
+}
+
+/// Installs an [`EmfRecorder`] configured from the environment
+/// ([`EmfRecorder::from_env`]) as the global recorder. Fails when a variable
+/// is invalid or another recorder is installed.
+pub fn install() -> Result<(), InstallError> {
+    let recorder = EmfRecorder::from_env(&Env::process())?;
     metrics::set_global_recorder(recorder.clone())?;
     let _ = INSTALLED.set(recorder);
     Ok(())
@@ -222,6 +284,53 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        Env::from_fn(move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn namespace_and_service_come_from_the_environment() {
+        let r = EmfRecorder::from_env(&env(&[
+            ("SQS_WORKER_METRICS_NAMESPACE", "orders-prod"),
+            ("SQS_WORKER_SERVICE", "orders"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders-fn"),
+        ]))
+        .unwrap();
+        assert_eq!((r.namespace(), r.service()), ("orders-prod", "orders"));
+        metrics::with_local_recorder(&r, || {
+            metrics::counter!("sqs_worker_messages_received_total").increment(1);
+        });
+        let mut out = Vec::new();
+        r.flush_to(&mut out).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "orders-prod"
+        );
+        assert_eq!(line["service"], "orders");
+
+        let r = EmfRecorder::from_env(&env(&[("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")])).unwrap();
+        assert_eq!(
+            (r.namespace(), r.service()),
+            (DEFAULT_NAMESPACE, "orders-fn")
+        );
+        let r = EmfRecorder::from_env(&env(&[])).unwrap();
+        assert_eq!(
+            (r.namespace(), r.service()),
+            (DEFAULT_NAMESPACE, DEFAULT_SERVICE)
+        );
+        let err = EmfRecorder::from_env(&env(&[("SQS_WORKER_METRICS_NAMESPACE", "AWS/SQS")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SQS_WORKER_METRICS_NAMESPACE"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn writes_emf_lines_with_deltas_and_values() {
