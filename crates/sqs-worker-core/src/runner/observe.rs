@@ -67,6 +67,8 @@ pub mod names {
     /// or permissions failing after start-up), `transient` (throttling,
     /// network, 5xx).
     pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
+    /// The circuit breaker's state (gauge): 0 closed, 1 open, 2 half-open.
+    pub const CIRCUIT_STATE: &str = "sqs_worker_circuit_state";
 }
 
 /// The span a message's handler runs in. It carries the producer's trace
@@ -135,6 +137,8 @@ pub struct Health {
     limited_since_ms: AtomicU64,
     last_ok_ms: AtomicU64,
     failures: AtomicU64,
+    /// The circuit breaker's state (`CircuitState as u8`); 0 without one.
+    circuit: std::sync::atomic::AtomicU8,
 }
 
 /// What [`Health::check`] found.
@@ -209,6 +213,21 @@ impl Health {
                     HealthStatus::Healthy
                 }
             }
+        }
+    }
+
+    /// The circuit breaker changed state (its transitions call this).
+    pub fn set_circuit(&self, state: crate::flow::CircuitState) {
+        self.circuit.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The circuit breaker's state (closed without one).
+    pub fn circuit(&self) -> crate::flow::CircuitState {
+        use crate::flow::CircuitState;
+        match self.circuit.load(Ordering::Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
         }
     }
 

@@ -1,0 +1,172 @@
+//! Flow control (issue 16) against moto's SQS server: the retry budget.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use sqs_worker::poller::{Poller, PollerBuilder, RunSummary};
+use sqs_worker::{Error, Message};
+use sqs_worker_core::runner::Processor;
+use tokio::sync::oneshot;
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqs_worker_poller=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
+async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    out.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+/// A queue with a redrive policy to a fresh dead-letter queue: (queue, dlq).
+async fn queue_with_redrive(
+    client: &aws_sdk_sqs::Client,
+    prefix: &str,
+    max_receive_count: u32,
+) -> (String, String) {
+    let dlq = common::queue(client, &format!("{prefix}-dlq")).await;
+    let redrive = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"{max_receive_count}"}}"#,
+        queue_arn(client, &dlq).await
+    );
+    let url = common::create_queue(
+        client,
+        &common::unique(prefix),
+        &[("RedrivePolicy", &redrive)],
+    )
+    .await;
+    (url, dlq)
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<RunSummary, sqs_worker::poller::PollerError>>,
+}
+
+impl Running {
+    fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let poller = builder
+            .shutdown_signal(async move {
+                let _ = rx.await;
+            })
+            .build()
+            .unwrap();
+        Running {
+            stop: Some(tx),
+            task: tokio::spawn(poller.run()),
+        }
+    }
+
+    async fn stop(mut self) -> RunSummary {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+/// Issue 16 §1: a dependency down for 60 s on a queue with
+/// `maxReceiveCount=5` and a retry window of 5 minutes. With the old fixed
+/// backoff (1 s doubling) every message reached the DLQ after ~8–15 s; the
+/// budget (read from the redrive policy at start-up) spreads the five
+/// receives over at least the window, so the outage costs no message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_shorter_than_the_retry_window_dead_letters_nothing() {
+    init_logs();
+    let client = common::sqs().await;
+    let (url, dlq) = queue_with_redrive(&client, "budget", 5).await;
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    send(&client, &url, &bodies).await;
+
+    let start = Instant::now();
+    let handled: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (h, f) = (handled.clone(), failures.clone());
+    let handler = move |m: Message| {
+        let (h, f) = (h.clone(), f.clone());
+        async move {
+            if start.elapsed() < OUTAGE {
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Error::msg("the payment API is down"));
+            }
+            h.lock().unwrap().insert(m.body().to_owned());
+            Ok(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .retry_window(Duration::from_secs(5 * 60)),
+    );
+    // The budget's last delays before recovery: ≤ 19 + 39 + 77 s after the
+    // first failure; wait generously for every message, and fail as soon as
+    // one is dead-lettered.
+    let deadline = Instant::now() + Duration::from_secs(420);
+    loop {
+        assert_eq!(
+            common::depth(&client, &dlq).await.0,
+            0,
+            "a message reached the DLQ during a 60 s outage (after {:?})",
+            start.elapsed()
+        );
+        if handled.lock().unwrap().len() == bodies.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} handled after recovery",
+            handled.lock().unwrap().len(),
+            bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let summary = running.stop().await;
+    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        failed >= bodies.len() as u64,
+        "every message failed during the outage"
+    );
+    assert_eq!(summary.succeeded, bodies.len() as u64, "{summary:?}");
+    assert_eq!(common::depth(&client, &dlq).await, (0, 0));
+    assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
