@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
+#[path = "common/sqs_proxy.rs"]
+mod sqs_proxy;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use sqs_worker::poller::{Poller, PollerBuilder, RunSummary};
 use sqs_worker::{Error, Message};
+use sqs_worker_core::flow::BreakerConfig;
 use sqs_worker_core::runner::Processor;
 use tokio::sync::oneshot;
 
@@ -169,4 +172,104 @@ async fn an_outage_shorter_than_the_retry_window_dead_letters_nothing() {
     assert_eq!(summary.succeeded, bodies.len() as u64, "{summary:?}");
     assert_eq!(common::depth(&client, &dlq).await, (0, 0));
     assert_eq!(common::depth(&client, &url).await, (0, 0));
+}
+
+/// Issue 16 §2: a dependency down for 30 s (every message fails), 2,000
+/// messages queued, `maxReceiveCount=5`. With the breaker, the poller stops
+/// receiving during the outage: the `ReceiveMessage` calls that reach SQS
+/// (counted by a forwarding proxy) drop to a trickle of probes, no message is
+/// delivered more than 3 times, nothing reaches the DLQ, and the queue drains
+/// after recovery. (A retry window of 20 s keeps the few budget delays of
+/// the failures before the breaker opened short.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_stops_receiving_during_an_outage() {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+    init_logs();
+    let client = common::sqs().await;
+    let (url, dlq) = queue_with_redrive(&client, "breaker", 5).await;
+    let total = 2000usize;
+    let bodies: Vec<String> = (0..total).map(|i| format!("m{i}")).collect();
+    send(&client, &url, &bodies).await;
+
+    const OUTAGE: Duration = Duration::from_secs(30);
+    let start = Instant::now();
+    // Receives by the time they were sent, in whole seconds since the start.
+    let receives: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let r = receives.clone();
+    let proxy = sqs_proxy::SqsProxy::start(
+        &common::server().endpoint,
+        move |req| {
+            if req.action == "ReceiveMessage" {
+                r.lock().unwrap().push(start.elapsed().as_secs());
+            }
+            sqs_proxy::Verdict::Forward
+        },
+        |_, _, _| {},
+    )
+    .await;
+    let proxied = aws_sdk_sqs::Client::new(&common::sdk_config_for(&proxy.endpoint).await);
+
+    let handled: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let max_receive = Arc::new(AtomicU32::new(0));
+    let runs = Arc::new(AtomicU64::new(0));
+    let (h, mr, ru) = (handled.clone(), max_receive.clone(), runs.clone());
+    let handler = move |m: Message| {
+        let (h, mr, ru) = (h.clone(), mr.clone(), ru.clone());
+        async move {
+            ru.fetch_add(1, Relaxed);
+            mr.fetch_max(m.receive_count(), Relaxed);
+            if start.elapsed() < OUTAGE {
+                return Err(Error::msg("the payment API is down"));
+            }
+            h.lock().unwrap().insert(m.body().to_owned());
+            Ok(())
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(proxied)
+            .retry_window(Duration::from_secs(20))
+            .circuit_breaker(BreakerConfig::default()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert_eq!(
+            common::depth(&client, &dlq).await.0,
+            0,
+            "a message reached the DLQ"
+        );
+        if handled.lock().unwrap().len() == total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} handled",
+            handled.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drained_after = start.elapsed();
+    running.stop().await;
+    let during: usize = receives
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|&&s| (5..30).contains(&s))
+        .count();
+    // Probes after cool-downs of 5, 10 and 20 s, plus a long poll or two
+    // in flight when it opened: a trickle, against ~200 receives per pass
+    // over 2,000 messages without the breaker.
+    assert!(
+        during <= 20,
+        "{during} ReceiveMessage calls during the outage"
+    );
+    let max = max_receive.load(Relaxed);
+    assert!(max <= 3, "a message was delivered {max} times");
+    assert_eq!(common::depth(&client, &dlq).await, (0, 0));
+    // The breaker closes at the first probe after recovery (at most the
+    // capped cool-down of 20 s after it), then the queue drains.
+    assert!(
+        drained_after < OUTAGE + Duration::from_secs(150),
+        "drained {drained_after:?} after the start"
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sqs_worker_core::config::{ConfigError, Env, var};
-use sqs_worker_core::flow::{DEFAULT_RETRY_WINDOW, RetryBudget};
+use sqs_worker_core::flow::{BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RetryBudget};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
@@ -41,6 +41,8 @@ pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(900);
 pub struct LambdaRunner<P> {
     processor: P,
     safety_margin: Duration,
+    breaker: Option<BreakerConfig>,
+    fail_when_all_failed: bool,
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
     #[cfg(feature = "sqs-client")]
@@ -102,6 +104,8 @@ impl<P: Processor> LambdaRunner<P> {
         Self {
             processor,
             safety_margin: DEFAULT_SAFETY_MARGIN,
+            breaker: None,
+            fail_when_all_failed: false,
             #[cfg(feature = "sqs-client")]
             client: None,
             #[cfg(feature = "sqs-client")]
@@ -119,6 +123,25 @@ impl<P: Processor> LambdaRunner<P> {
     /// than 900 s.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.safety_margin = margin;
+        self
+    }
+
+    /// A circuit breaker, kept by a warm container across invocations
+    /// (default none; `SQS_WORKER_CIRCUIT_BREAKER=true` for the defaults of
+    /// [`BreakerConfig`]): while open, records are reported failed without
+    /// running, with the rest of the cool-down as their visibility (with an
+    /// SQS client), so an outage costs about one receive per cool-down.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// When every record of an invocation failed, fail the invocation
+    /// (default off; `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`): the event
+    /// source mapping scales its polling down after function errors, not
+    /// after partial batch failures. Retry delays already set stay.
+    pub fn fail_invocation_when_all_failed(mut self, on: bool) -> Self {
+        self.fail_when_all_failed = on;
         self
     }
 
@@ -181,6 +204,12 @@ impl<P: Processor> LambdaRunner<P> {
         if let Some(margin) = margin {
             self.safety_margin = margin;
         }
+        if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
+            self.breaker = Some(BreakerConfig::default());
+        }
+        if let Some(on) = env.flag(var::FAIL_INVOCATION_WHEN_ALL_FAILED)? {
+            self.fail_when_all_failed = on;
+        }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
@@ -229,6 +258,10 @@ impl<P: Processor> LambdaRunner<P> {
                 ),
             ));
         }
+        let flow = crate::flow::Flow {
+            breaker: self.breaker.map(CircuitBreaker::new),
+            fail_when_all_failed: self.fail_when_all_failed,
+        };
         #[cfg(feature = "sqs-client")]
         {
             let settler = match (self.client, self.dead_letter_queue) {
@@ -247,6 +280,7 @@ impl<P: Processor> LambdaRunner<P> {
             Ok(LambdaService::from_parts(
                 self.processor,
                 self.safety_margin,
+                flow,
                 settler,
             ))
         }
@@ -254,6 +288,7 @@ impl<P: Processor> LambdaRunner<P> {
         Ok(LambdaService::from_parts(
             self.processor,
             self.safety_margin,
+            flow,
         ))
     }
 

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
+use sqs_worker_core::flow::Verdict;
 use sqs_worker_core::runner::{Processor, observe};
+
+use crate::flow::Flow;
 use sqs_worker_core::{Message, Visibility};
 use tracing::Instrument;
 
@@ -57,6 +60,7 @@ pub struct LambdaService<P> {
 struct Inner<P> {
     processor: P,
     safety_margin: Duration,
+    flow: Flow,
     #[cfg(feature = "sqs-client")]
     client: Option<crate::client::SqsSettler>,
 }
@@ -86,6 +90,7 @@ impl<P: Processor> LambdaService<P> {
         Self::from_parts(
             processor,
             DEFAULT_SAFETY_MARGIN,
+            Flow::default(),
             #[cfg(feature = "sqs-client")]
             None,
         )
@@ -94,12 +99,14 @@ impl<P: Processor> LambdaService<P> {
     pub(crate) fn from_parts(
         processor: P,
         safety_margin: Duration,
+        flow: Flow,
         #[cfg(feature = "sqs-client")] client: Option<crate::client::SqsSettler>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 processor,
                 safety_margin,
+                flow,
                 #[cfg(feature = "sqs-client")]
                 client,
             }),
@@ -215,6 +222,13 @@ impl<P: Processor> LambdaService<P> {
         }
         .instrument(span)
         .await;
+        if self.inner.flow.fail_when_all_failed
+            && count > 0
+            && response.batch_item_failures.len() == count
+        {
+            observe::emf::flush();
+            return Err(EventError::AllFailed { records: count });
+        }
         // CloudWatch EMF lines for this invocation (a no-op unless the EMF
         // recorder is installed, as `sqs_worker::run` does inside Lambda).
         observe::emf::flush();
@@ -223,17 +237,22 @@ impl<P: Processor> LambdaService<P> {
 
     async fn process(
         &self,
-        messages: Vec<Message>,
+        mut messages: Vec<Message>,
         deadline: Option<Instant>,
         invocation: Option<Instant>,
         response: &mut SqsBatchResponse,
     ) {
+        let breaker = self.inner.flow.breaker.as_ref();
+        let held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
-            let mut failed = Vec::new();
+            let mut failed = held;
             self.inner
                 .processor
                 .process(messages, deadline, |s| {
+                    if let Some(b) = breaker {
+                        b.record(Verdict::of(&s));
+                    }
                     if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
                         failed.push((s.message, f));
                     }
@@ -242,9 +261,15 @@ impl<P: Processor> LambdaService<P> {
             return settler.settle(failed, invocation, response).await;
         }
         let _ = invocation;
+        for (m, _) in &held {
+            response.add_failure(m.id());
+        }
         self.inner
             .processor
             .process(messages, deadline, |s| {
+                if let Some(b) = breaker {
+                    b.record(Verdict::of(&s));
+                }
                 if !s.is_success() {
                     response.add_failure(s.message.id());
                 }

@@ -186,6 +186,7 @@ impl<P: Processor> Receiver<P> {
                 }
                 Err(e) => {
                     drop(permits);
+                    self.probe_unused();
                     match self.retry_delay(&e, &mut backoffs) {
                         Ok(delay) => Some(delay),
                         Err(err) => return (batches, Some(err)),

@@ -225,6 +225,12 @@ impl CircuitBreaker {
         })
     }
 
+    /// The cool-down the next opening would last (doubles after each failed
+    /// probe, back to the first on closing).
+    pub fn cool_down(&self) -> Duration {
+        self.lock().cool_down
+    }
+
     /// A probe was admitted but nothing came of it (the receive brought no
     /// message): another may go.
     pub fn probe_returned(&self) {
@@ -236,10 +242,14 @@ impl CircuitBreaker {
 
     /// Counts a handler result.
     pub fn record(&self, verdict: Verdict) {
+        let mut g = self.lock();
         if verdict == Verdict::Neutral {
+            // A probe that said nothing (permanent error, not run): another may go.
+            if g.state == CircuitState::HalfOpen {
+                g.probe_out = false;
+            }
             return;
         }
-        let mut g = self.lock();
         match g.state {
             // Results of messages started before it opened.
             CircuitState::Open => {}
@@ -379,8 +389,12 @@ mod tests {
         assert_eq!(expected, Duration::from_secs(300), "capped");
         tokio::time::advance(expected).await;
         assert_eq!(b.admit(10), Admit::Probe(1));
-        // An empty receive gives the probe back.
+        // An empty receive gives the probe back, and so does a probe that
+        // says nothing about the dependency.
         b.probe_returned();
+        assert_eq!(b.admit(10), Admit::Probe(1));
+        b.record(Verdict::Neutral);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
         assert_eq!(b.admit(10), Admit::Probe(1));
         b.record(Verdict::Success);
         assert_eq!(b.state(), CircuitState::Closed);
