@@ -255,6 +255,57 @@ def check_sqs_redrive(tpl: dict) -> str:
     return f"{sorted(consumed)} redrive to a DLQ"
 
 
+def env_vars(props: dict) -> dict:
+    """A function's Environment.Variables or a container's Environment list, as a dict."""
+    env = props.get("Environment")
+    if isinstance(env, dict):
+        return dict(env.get("Variables") or {})
+    return {e.get("Name"): e.get("Value") for e in as_list(env) if isinstance(e, dict)}
+
+
+def retry_consumers(tpl: dict) -> Iterator[tuple[str, dict, str]]:
+    """(where, environment, queue logical id) of every Lambda function and ECS container consuming a queue."""
+    fns = {n: p for n, _r, p in resources(tpl, "AWS::Serverless::Function")}
+    for where, _props, q, fname in sqs_event_sources(tpl):
+        if q and fname in fns:
+            yield f"{fname} ({where})", env_vars(fns[fname]), q
+    for tname, _r, props in resources(tpl, "AWS::ECS::TaskDefinition"):
+        for c in as_list(props.get("ContainerDefinitions")):
+            env = env_vars(c) if isinstance(c, dict) else {}
+            q = ref_target(env.get("SQS_QUEUE_URL"))
+            if q:
+                yield f"{tname}.{c.get('Name')}", env, q
+
+
+def check_retry_budget(tpl: dict) -> str:
+    """The retry window fits the queue's maxReceiveCount (sqs_worker_core::flow::budget):
+    with equal jitter the M delays are at least base x (2^M - 1) / 2 = window, so the
+    last ceiling, 2 x window x 2^(M-1) / (2^M - 1), must stay within SQS's 12 h; and a
+    Lambda function that sets SQS_WORKER_MAX_RECEIVE_COUNT must match the queue."""
+    queues = {n: p for n, _r, p in resources(tpl, "AWS::SQS::Queue")}
+    bad, ok = [], []
+    for where, env, q in retry_consumers(tpl):
+        rp = (queues.get(q) or {}).get("RedrivePolicy")
+        if not isinstance(rp, dict) or "maxReceiveCount" not in rp:
+            continue
+        m = int(resolve_number(tpl, rp["maxReceiveCount"], f"{q}.maxReceiveCount"))
+        window = resolve_number(tpl, env.get("SQS_WORKER_RETRY_WINDOW_SECONDS", 3600), f"{where} retry window")
+        if "SQS_WORKER_MAX_RECEIVE_COUNT" in env:
+            n = int(resolve_number(tpl, env["SQS_WORKER_MAX_RECEIVE_COUNT"], f"{where} SQS_WORKER_MAX_RECEIVE_COUNT"))
+            if n != m:
+                bad.append(f"{where}: SQS_WORKER_MAX_RECEIVE_COUNT {n} but {q}.maxReceiveCount {m}")
+        last = 2 * window * 2 ** (m - 1) / (2**m - 1)
+        if last > 12 * 3600:
+            bad.append(f"{where}: a retry window of {window:g}s needs a last delay of {last:g}s > 12 h with maxReceiveCount {m}")
+        else:
+            ok.append(f"{where}: {m} receives over >= {window:g}s")
+    if bad:
+        raise Failure("; ".join(bad))
+    if not ok:
+        raise Failure("no consumer of a queue with a redrive policy found")
+    return ", ".join(ok)
+
+
 def check_dynamodb(tpl: dict) -> str:
     tables = list(resources(tpl, "AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable"))
     if not tables:
@@ -365,6 +416,7 @@ def main(argv: list[str]) -> int:
         ("sam-no-wildcard-managed", lambda: check_sam_expanded(path, tpl)),
         ("sqs-encryption", lambda: check_sqs_encryption(tpl)),
         ("sqs-redrive", lambda: check_sqs_redrive(tpl)),
+        ("retry-budget", lambda: check_retry_budget(tpl)),
         ("dynamodb-sse-ttl", lambda: check_dynamodb(tpl)),
         ("visibility-6x-timeout", lambda: check_visibility(tpl)),
         ("report-batch-failures", lambda: check_report_batch_failures(tpl)),

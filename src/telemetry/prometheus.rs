@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::BoxError;
 use sqs_worker_core::config::{ConfigError, Env, var};
+use sqs_worker_core::flow::CircuitState;
 use sqs_worker_core::runner::observe::{HealthStatus, health};
 
 /// How long every receive must have failed before `/healthz` says unhealthy,
@@ -136,7 +137,19 @@ async fn respond(
             ),
         },
         ("GET", "/healthz") => match health().check(unhealthy_after) {
-            HealthStatus::Healthy => ("200 OK", "text/plain", "ok\n".to_owned()),
+            // 200 while the circuit is open: the dependency is down, not the
+            // worker; a restart would not help.
+            HealthStatus::Healthy => match health().circuit() {
+                CircuitState::Closed => ("200 OK", "text/plain", "ok\n".to_owned()),
+                state => (
+                    "200 OK",
+                    "text/plain",
+                    format!(
+                        "circuit {}: a dependency looks down; receiving is paused\n",
+                        state.as_str()
+                    ),
+                ),
+            },
             // 200: the poller backs off and goes on; a restart would not help.
             HealthStatus::Degraded { limited_for } => (
                 "200 OK",

@@ -14,6 +14,7 @@ mod dead_letter;
 mod envelopes;
 mod faults;
 mod fifo;
+mod flow;
 mod idempotency;
 mod lambda;
 mod lambda_emulator;

@@ -48,6 +48,16 @@ pub mod var {
     pub const METRICS_ADDR: &str = "SQS_WORKER_METRICS_ADDR";
     /// `/healthz` turns unhealthy after receives failed this long, seconds.
     pub const UNHEALTHY_AFTER_SECONDS: &str = "SQS_WORKER_UNHEALTHY_AFTER_SECONDS";
+    /// The retry window (decimal seconds): a failing message's retries are
+    /// spread over it (`RetryBudget`).
+    pub const RETRY_WINDOW_SECONDS: &str = "SQS_WORKER_RETRY_WINDOW_SECONDS";
+    /// The queue's `maxReceiveCount`, for Lambda without an SQS client to read it.
+    pub const MAX_RECEIVE_COUNT: &str = "SQS_WORKER_MAX_RECEIVE_COUNT";
+    /// A switch: a circuit breaker with its default settings (`CircuitBreaker`).
+    pub const CIRCUIT_BREAKER: &str = "SQS_WORKER_CIRCUIT_BREAKER";
+    /// A switch (Lambda): when every record of an invocation failed, fail the
+    /// invocation so the event source mapping scales its polling down.
+    pub const FAIL_INVOCATION_WHEN_ALL_FAILED: &str = "SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED";
     /// The DynamoDB idempotency table (`sqs-worker-dynamodb`).
     pub const IDEMPOTENCY_TABLE: &str = "SQS_WORKER_IDEMPOTENCY_TABLE";
     /// The S3 buckets large payloads may be read from, comma-separated; set,

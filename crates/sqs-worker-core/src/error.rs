@@ -40,6 +40,8 @@ pub struct Error {
 struct Inner {
     action: Action,
     source: BoxError,
+    /// Marked by [`Error::downstream`]: a dependency is down.
+    downstream: bool,
 }
 
 /// A plain-text error used by [`Error::msg`].
@@ -79,6 +81,7 @@ impl std::error::Error for Context {
 struct Carried {
     action: Action,
     source: BoxError,
+    downstream: bool,
 }
 
 impl fmt::Display for Carried {
@@ -94,9 +97,9 @@ impl std::error::Error for Carried {
 }
 
 /// `source` without its [`Carried`] wrapper, and the action it carried.
-fn uncarry(source: BoxError) -> (Option<Action>, BoxError) {
+fn uncarry(source: BoxError) -> (Option<(Action, bool)>, BoxError) {
     match source.downcast::<Carried>() {
-        Ok(c) => (Some(c.action), c.source),
+        Ok(c) => (Some((c.action, c.downstream)), c.source),
         Err(source) => (None, source),
     }
 }
@@ -117,6 +120,23 @@ impl Error {
         Self::with_action(Action::RetryAfter(delay), source)
     }
 
+    /// A retryable error that says "the dependency is down" (a database or
+    /// API this handler needs is unreachable, not this message's fault): one
+    /// such failure opens a configured circuit breaker at once, without
+    /// waiting for its failure threshold. Without a breaker it is a plain
+    /// [`Error::retry`]. The mark survives [`context`](Self::context) and
+    /// the round trip through [`BoxError`].
+    pub fn downstream(source: impl Into<BoxError>) -> Self {
+        let mut e = Self::retry(source);
+        e.inner.downstream = true;
+        e
+    }
+
+    /// Whether [`Error::downstream`] marked it.
+    pub fn is_downstream(&self) -> bool {
+        self.inner.downstream
+    }
+
     /// A retryable error with a plain message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Self::retry(Message(message.to_string()))
@@ -127,11 +147,13 @@ impl Error {
     /// [`Action::Retry`]. (A `From<BoxError>` impl is impossible next to the
     /// blanket `From<E: std::error::Error>`.)
     pub fn from_boxed(source: BoxError) -> Self {
-        let (action, source) = uncarry(source);
+        let (carried, source) = uncarry(source);
+        let (action, downstream) = carried.unwrap_or((Action::Retry, false));
         Self {
             inner: Box::new(Inner {
-                action: action.unwrap_or(Action::Retry),
+                action,
                 source,
+                downstream,
             }),
         }
     }
@@ -141,7 +163,11 @@ impl Error {
     pub fn with_action(action: Action, source: impl Into<BoxError>) -> Self {
         let (_, source) = uncarry(source.into());
         Self {
-            inner: Box::new(Inner { action, source }),
+            inner: Box::new(Inner {
+                action,
+                source,
+                downstream: false,
+            }),
         }
     }
 
@@ -208,6 +234,7 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
             .field("action", &self.inner.action)
+            .field("downstream", &self.inner.downstream)
             .field("source", &self.inner.source)
             .finish()
     }
@@ -261,8 +288,16 @@ impl AsRef<dyn std::error::Error> for Error {
 /// Keeps the action: [`Error::from_boxed`] gives it back.
 impl From<Error> for BoxError {
     fn from(e: Error) -> Self {
-        let Inner { action, source } = *e.inner;
-        Box::new(Carried { action, source })
+        let Inner {
+            action,
+            source,
+            downstream,
+        } = *e.inner;
+        Box::new(Carried {
+            action,
+            source,
+            downstream,
+        })
     }
 }
 
@@ -309,6 +344,21 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn downstream_marks_survive_context_and_boxing() {
+        let e = Error::downstream(std::io::Error::other("connection refused"));
+        assert!(e.is_downstream());
+        assert_eq!(e.action(), Action::Retry);
+        let e = e.context("charging order 7");
+        assert!(e.is_downstream());
+        let boxed: BoxError = e.into();
+        let back = Error::from_boxed(boxed);
+        assert!(back.is_downstream());
+        assert_eq!(back.to_string(), "charging order 7: connection refused");
+        assert!(!Error::msg("x").is_downstream());
+        assert!(!Error::permanent("x").is_downstream());
+    }
 
     #[test]
     fn question_mark_retries_and_keeps_the_chain() {

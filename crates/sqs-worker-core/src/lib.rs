@@ -39,6 +39,7 @@ mod batch;
 pub mod config;
 mod engine;
 mod error;
+pub mod flow;
 mod handler;
 pub mod idempotency;
 mod json;
@@ -50,6 +51,7 @@ mod visibility;
 pub use self::batch::{BatchHandler, BatchResults};
 pub use self::engine::{EngineConfig, Execution};
 pub use self::error::{Action, BoxError, Error, ResultExt};
+pub use self::flow::RetryBudget;
 pub use self::handler::{FnHandler, Handler, IntoHandler, handler_fn};
 pub use self::json::{DecodeError, Json};
 pub use self::message::{

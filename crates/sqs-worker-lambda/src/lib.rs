@@ -63,6 +63,7 @@
 
 #[cfg(feature = "sqs-client")]
 mod client;
+mod flow;
 mod payload;
 mod record;
 mod runner;

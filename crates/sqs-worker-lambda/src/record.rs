@@ -43,6 +43,15 @@ pub enum EventError {
         /// The record's position in the event.
         index: usize,
     },
+    /// Every record failed and `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`
+    /// is on: the function errors so that the event source mapping scales
+    /// its polling down (it does not for partial batch failures). Retry
+    /// delays already set stay in force.
+    #[error("all {records} records failed; failing the invocation so Lambda polls less")]
+    AllFailed {
+        /// How many records the invocation had.
+        records: usize,
+    },
 }
 
 impl EventError {
@@ -51,6 +60,7 @@ impl EventError {
         match self {
             Self::NotSqs { .. } => "SqsWorker.NotAnSqsEvent",
             Self::MissingMessageId { .. } => "SqsWorker.MissingMessageId",
+            Self::AllFailed { .. } => "SqsWorker.AllRecordsFailed",
         }
     }
 }

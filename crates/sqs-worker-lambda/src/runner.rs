@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sqs_worker_core::config::{ConfigError, Env, var};
+use sqs_worker_core::flow::{BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RetryBudget};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
@@ -40,6 +41,8 @@ pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(900);
 pub struct LambdaRunner<P> {
     processor: P,
     safety_margin: Duration,
+    breaker: Option<BreakerConfig>,
+    fail_when_all_failed: bool,
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
     #[cfg(feature = "sqs-client")]
@@ -70,6 +73,8 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// A runner for `handler` configured from the environment (synchronous,
     /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
     /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
+    /// `SQS_WORKER_RETRY_WINDOW_SECONDS` and `SQS_WORKER_MAX_RECEIVE_COUNT`
+    /// (the retry budget, [`RetryBudget`]),
     /// and with the `sqs-client` feature `SQS_WORKER_DLQ_URL` and
     /// `SQS_WORKER_BACKOFF` (the README's configuration table; names in
     /// [`sqs_worker_core::config::var`]). Fails naming the variable when a
@@ -99,6 +104,8 @@ impl<P: Processor> LambdaRunner<P> {
         Self {
             processor,
             safety_margin: DEFAULT_SAFETY_MARGIN,
+            breaker: None,
+            fail_when_all_failed: false,
             #[cfg(feature = "sqs-client")]
             client: None,
             #[cfg(feature = "sqs-client")]
@@ -116,6 +123,25 @@ impl<P: Processor> LambdaRunner<P> {
     /// than 900 s.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.safety_margin = margin;
+        self
+    }
+
+    /// A circuit breaker, kept by a warm container across invocations
+    /// (default none; `SQS_WORKER_CIRCUIT_BREAKER=true` for the defaults of
+    /// [`BreakerConfig`]): while open, records are reported failed without
+    /// running, with the rest of the cool-down as their visibility (with an
+    /// SQS client), so an outage costs about one receive per cool-down.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// When every record of an invocation failed, fail the invocation
+    /// (default off; `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`): the event
+    /// source mapping scales its polling down after function errors, not
+    /// after partial batch failures. Retry delays already set stay.
+    pub fn fail_invocation_when_all_failed(mut self, on: bool) -> Self {
+        self.fail_when_all_failed = on;
         self
     }
 
@@ -178,6 +204,12 @@ impl<P: Processor> LambdaRunner<P> {
         if let Some(margin) = margin {
             self.safety_margin = margin;
         }
+        if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
+            self.breaker = Some(BreakerConfig::default());
+        }
+        if let Some(on) = env.flag(var::FAIL_INVOCATION_WHEN_ALL_FAILED)? {
+            self.fail_when_all_failed = on;
+        }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
@@ -226,6 +258,10 @@ impl<P: Processor> LambdaRunner<P> {
                 ),
             ));
         }
+        let flow = crate::flow::Flow {
+            breaker: self.breaker.map(CircuitBreaker::new),
+            fail_when_all_failed: self.fail_when_all_failed,
+        };
         #[cfg(feature = "sqs-client")]
         {
             let settler = match (self.client, self.dead_letter_queue) {
@@ -244,6 +280,7 @@ impl<P: Processor> LambdaRunner<P> {
             Ok(LambdaService::from_parts(
                 self.processor,
                 self.safety_margin,
+                flow,
                 settler,
             ))
         }
@@ -251,6 +288,7 @@ impl<P: Processor> LambdaRunner<P> {
         Ok(LambdaService::from_parts(
             self.processor,
             self.safety_margin,
+            flow,
         ))
     }
 
@@ -290,7 +328,47 @@ fn engine_config_in<F: Fn(&str) -> Option<String>>(
     if let Some(n) = env.count(var::CONCURRENCY)? {
         config = config.concurrency(n);
     }
-    Ok(config)
+    Ok(config.retry_policy(retry_budget_in(env)?))
+}
+
+/// The retry budget from `SQS_WORKER_RETRY_WINDOW_SECONDS` (default 1 hour)
+/// and `SQS_WORKER_MAX_RECEIVE_COUNT` (the queue's `maxReceiveCount`; without
+/// it the budget is the plain exponential backoff).
+fn retry_budget_in<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<RetryBudget, ConfigError> {
+    let window = env
+        .seconds(var::RETRY_WINDOW_SECONDS)?
+        .unwrap_or(DEFAULT_RETRY_WINDOW);
+    if window.is_zero() {
+        return Err(ConfigError::InvalidEnv {
+            var: var::RETRY_WINDOW_SECONDS,
+            value: "0".into(),
+            reason: "expected a window above 0 seconds".into(),
+        });
+    }
+    let budget = RetryBudget::new(window);
+    let Some(n) = env.count(var::MAX_RECEIVE_COUNT)? else {
+        return Ok(budget);
+    };
+    let n = u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| ConfigError::InvalidEnv {
+            var: var::MAX_RECEIVE_COUNT,
+            value: n.to_string(),
+            reason: "SQS's maxReceiveCount is 1 to 1000".into(),
+        })?;
+    let budget = budget.with_max_receive_count(n);
+    if !budget.fits() {
+        tracing::warn!(
+            max_receive_count = n,
+            retry_window_s = window.as_secs_f64(),
+            "the retry window is too long for maxReceiveCount (a retry delay would pass \
+             SQS's 12-hour limit): failing messages reach the DLQ sooner"
+        );
+    }
+    Ok(budget)
 }
 
 /// Installs the Lambda runtime's default `tracing` subscriber unless one is
@@ -353,6 +431,29 @@ mod tests {
             assert!(e.to_string().contains("SQS_WORKER_CONCURRENCY"), "{e}");
         }
         assert!(engine_config_in(&env(&[("SQS_WORKER_CONCURRENCY", "4")])).is_ok());
+    }
+
+    #[test]
+    fn the_retry_budget_reads_its_window_and_count_from_the_environment() {
+        let b = retry_budget_in(&env(&[])).unwrap();
+        assert_eq!(b.window(), DEFAULT_RETRY_WINDOW);
+        assert_eq!(b.max_receive_count(), None);
+        let b = retry_budget_in(&env(&[
+            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "300"),
+            ("SQS_WORKER_MAX_RECEIVE_COUNT", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(b.window(), Duration::from_secs(300));
+        assert_eq!(b.max_receive_count(), Some(5));
+        for (var, bad) in [
+            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "0"),
+            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "1h"),
+            ("SQS_WORKER_MAX_RECEIVE_COUNT", "1001"),
+            ("SQS_WORKER_MAX_RECEIVE_COUNT", "five"),
+        ] {
+            let e = retry_budget_in(&env(&[(var, bad)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
+use sqs_worker_core::flow::Verdict;
 use sqs_worker_core::runner::{Processor, observe};
+
+use crate::flow::Flow;
 use sqs_worker_core::{Message, Visibility};
 use tracing::Instrument;
 
@@ -61,6 +64,7 @@ struct Inner<P> {
     /// Whether no invocation has started yet: the first is the cold start.
     cold: AtomicBool,
     safety_margin: Duration,
+    flow: Flow,
     #[cfg(feature = "sqs-client")]
     client: Option<crate::client::SqsSettler>,
 }
@@ -90,6 +94,7 @@ impl<P: Processor> LambdaService<P> {
         Self::from_parts(
             processor,
             DEFAULT_SAFETY_MARGIN,
+            Flow::default(),
             #[cfg(feature = "sqs-client")]
             None,
         )
@@ -98,6 +103,7 @@ impl<P: Processor> LambdaService<P> {
     pub(crate) fn from_parts(
         processor: P,
         safety_margin: Duration,
+        flow: Flow,
         #[cfg(feature = "sqs-client")] client: Option<crate::client::SqsSettler>,
     ) -> Self {
         Self {
@@ -105,6 +111,7 @@ impl<P: Processor> LambdaService<P> {
                 processor,
                 cold: AtomicBool::new(true),
                 safety_margin,
+                flow,
                 #[cfg(feature = "sqs-client")]
                 client,
             }),
@@ -234,6 +241,13 @@ impl<P: Processor> LambdaService<P> {
         // A message delivered twice within one event (rare, at-least-once) is
         // listed once.
         dedup_failures(&mut response);
+        if self.inner.flow.fail_when_all_failed
+            && count > 0
+            && response.batch_item_failures.len() == count
+        {
+            observe::emf::flush();
+            return Err(EventError::AllFailed { records: count });
+        }
         // CloudWatch EMF lines for this invocation (a no-op unless the EMF
         // recorder is installed, as `sqs_worker::run` does inside Lambda).
         observe::emf::flush();
@@ -242,17 +256,22 @@ impl<P: Processor> LambdaService<P> {
 
     async fn process(
         &self,
-        messages: Vec<Message>,
+        mut messages: Vec<Message>,
         deadline: Option<Instant>,
         invocation: Option<Instant>,
         response: &mut SqsBatchResponse,
     ) {
+        let breaker = self.inner.flow.breaker.as_ref();
+        let held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
-            let mut failed = Vec::new();
+            let mut failed = held;
             self.inner
                 .processor
                 .process(messages, deadline, |s| {
+                    if let Some(b) = breaker {
+                        b.record(Verdict::of(&s));
+                    }
                     if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
                         failed.push((s.message, f));
                     }
@@ -261,9 +280,15 @@ impl<P: Processor> LambdaService<P> {
             return settler.settle(failed, invocation, response).await;
         }
         let _ = invocation;
+        for (m, _) in &held {
+            response.add_failure(m.id());
+        }
         self.inner
             .processor
             .process(messages, deadline, |s| {
+                if let Some(b) = breaker {
+                    b.record(Verdict::of(&s));
+                }
                 if !s.is_success() {
                     response.add_failure(s.message.id());
                 }

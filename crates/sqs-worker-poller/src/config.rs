@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqs_worker_core::config::{ConfigError, check_concurrency, check_duration};
+use sqs_worker_core::flow::{BreakerConfig, DEFAULT_RETRY_WINDOW, RetryBudget};
 use sqs_worker_core::runner::{Engine, Processor};
-use sqs_worker_core::{
-    EngineConfig, Execution, ExponentialBackoff, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy,
-};
+use sqs_worker_core::{EngineConfig, Execution, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy};
 
 use crate::protection::ScaleInProtection;
 use crate::run::Poller;
@@ -87,6 +86,11 @@ pub(crate) struct Settings {
     pub(crate) flush_interval: Duration,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) scale_in_protection: Option<ScaleInProtection>,
+    pub(crate) retry_window: Duration,
+    pub(crate) breaker: Option<BreakerConfig>,
+    /// The default retry policy, told the queue's `maxReceiveCount` at
+    /// start-up; `None` with a custom retry policy or processor.
+    pub(crate) retry_budget: Option<Arc<RetryBudget>>,
 }
 
 /// Default concurrency: messages handled at once by this process.
@@ -133,6 +137,7 @@ pub struct PollerBuilder<P> {
     make: MakeProcessor<P>,
     custom_processor: bool,
     retry: Option<Arc<dyn RetryPolicy>>,
+    retry_window_set: bool,
     execution: Execution,
     client: Option<aws_sdk_sqs::Client>,
     shutdown: Option<Signal>,
@@ -189,12 +194,16 @@ impl<P: Processor> PollerBuilder<P> {
                 flush_interval: Duration::from_millis(20),
                 stats_interval: None,
                 scale_in_protection: None,
+                retry_window: DEFAULT_RETRY_WINDOW,
+                breaker: None,
+                retry_budget: None,
             },
             concurrency: None,
             receivers: None,
             make,
             custom_processor,
             retry: None,
+            retry_window_set: false,
             execution: Execution::Inline,
             client: None,
             shutdown: None,
@@ -274,10 +283,32 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The retry policy that sets a failed message's retry delay. Default:
-    /// [`ExponentialBackoff::default`]. Not with [`Poller::with_processor`].
+    /// The retry policy that sets a failed message's retry delay. Default: a
+    /// [`RetryBudget`] over [`retry_window`](Self::retry_window), told the
+    /// queue's `maxReceiveCount` at start-up (without a redrive policy,
+    /// [`ExponentialBackoff::default`](sqs_worker_core::ExponentialBackoff::default)). Not with [`Poller::with_processor`].
     pub fn retry_policy(mut self, policy: impl RetryPolicy) -> Self {
         self.retry = Some(Arc::new(policy));
+        self
+    }
+
+    /// The default retry policy's window (default 1 hour,
+    /// `SQS_WORKER_RETRY_WINDOW_SECONDS`): a message that keeps failing
+    /// reaches the redrive policy's dead-letter queue no sooner than this
+    /// (see [`RetryBudget`]). Above 0; not with a custom retry policy.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        self.settings.retry_window = window;
+        self.retry_window_set = true;
+        self
+    }
+
+    /// A circuit breaker (default: none; `SQS_WORKER_CIRCUIT_BREAKER=true`
+    /// for the defaults of [`BreakerConfig`]): when most recent handler runs
+    /// fail, or one returns [`Error::downstream`](sqs_worker_core::Error::downstream),
+    /// the poller stops receiving for a cool-down, releases what it holds
+    /// unstarted, then tries one message. See the README's "Flow control".
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.settings.breaker = Some(config);
         self
     }
 
@@ -442,9 +473,23 @@ impl<P: Processor> PollerBuilder<P> {
                 "a custom processor uses its own EngineConfig's retry policy".into(),
             );
         }
-        let retry: Arc<dyn RetryPolicy> = self
-            .retry
-            .unwrap_or_else(|| Arc::new(ExponentialBackoff::default()));
+        if self.retry_window_set && (self.custom_processor || self.retry.is_some()) {
+            return bad(
+                "retry_window",
+                "applies to the default retry policy only (build a `RetryBudget` yourself)".into(),
+            );
+        }
+        if s.retry_window.is_zero() {
+            return bad("retry_window", "must be above 0".into());
+        }
+        let retry: Arc<dyn RetryPolicy> = match self.retry {
+            Some(policy) => policy,
+            None => {
+                let budget = Arc::new(RetryBudget::new(s.retry_window));
+                s.retry_budget = (!self.custom_processor).then(|| budget.clone());
+                budget
+            }
+        };
         let engine_config = EngineConfig::default()
             .concurrency(s.max_messages)
             .execution(self.execution)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqs_worker_core::IntoHandler;
 use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
+use sqs_worker_core::flow::BreakerConfig;
 use sqs_worker_core::runner::Engine;
 
 use crate::config::{PollerBuilder, Queue, Settings};
@@ -100,6 +101,12 @@ where
     if let Some(p) = scale_in_protection(env)? {
         b = b.scale_in_protection(p);
     }
+    if let Some(d) = env.seconds(var::RETRY_WINDOW_SECONDS)? {
+        b = b.retry_window(d);
+    }
+    if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
+        b = b.circuit_breaker(BreakerConfig::default());
+    }
     Ok(b)
 }
 
@@ -177,6 +184,31 @@ pub(crate) fn lease_timing(
         );
     }
     Ok((visibility, heartbeat))
+}
+
+/// Tells the default retry policy the queue's `maxReceiveCount` (from its
+/// redrive policy), and warns when the retry window does not fit in it.
+pub(crate) fn apply_retry_budget(s: &Settings, max_receive_count: Option<u32>) {
+    let Some(budget) = &s.retry_budget else {
+        return;
+    };
+    budget.set_max_receive_count(max_receive_count);
+    match max_receive_count {
+        Some(n) if !budget.fits() => tracing::warn!(
+            max_receive_count = n,
+            retry_window_s = budget.window().as_secs_f64(),
+            "the retry window is too long for the queue's maxReceiveCount (a retry delay \
+             would pass SQS's 12-hour limit): failing messages reach the DLQ sooner; raise \
+             maxReceiveCount or shorten {}",
+            var::RETRY_WINDOW_SECONDS
+        ),
+        Some(n) => tracing::info!(
+            max_receive_count = n,
+            retry_window_s = budget.window().as_secs_f64(),
+            "retries of a failing message are spread over the retry window"
+        ),
+        None => {}
+    }
 }
 
 /// The start-up warning when ECS's stop timeout (`ECS_CONTAINER_STOP_TIMEOUT`,

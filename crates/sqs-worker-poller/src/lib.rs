@@ -48,6 +48,7 @@ mod clients;
 mod config;
 mod env;
 mod error;
+mod flow;
 mod handoff;
 mod inflight;
 mod protection;

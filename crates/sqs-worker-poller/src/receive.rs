@@ -12,6 +12,7 @@ use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::receive_message::{ReceiveMessageError, ReceiveMessageOutput};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use sqs_worker_core::flow::CircuitBreaker;
 use sqs_worker_core::runner::observe::{self, names};
 use sqs_worker_core::runner::{MessageParts, Processor, VisibilityControl};
 use sqs_worker_core::{Message, MessageAttribute, MessageAttributes, SystemAttributes, Visibility};
@@ -72,6 +73,8 @@ pub(crate) struct Receiver<P> {
     /// `ReceiveRequestAttemptId` (the SDK resends the same one on its own
     /// retries, so SQS answers a retried receive with the same messages).
     pub(crate) attempt_prefix: Option<String>,
+    /// The circuit breaker, when configured (shared by the receive loops).
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
 }
 
 /// A receive loop's backoffs and warning clocks.
@@ -138,6 +141,16 @@ impl<P: Processor> Receiver<P> {
             let Some(permits) = self.gather(&mut stop).await else {
                 break;
             };
+            let permits = match self.admit(permits) {
+                Ok(permits) => permits,
+                Err(wait) => {
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
             attempts += 1;
             let result = match self
                 .receive_once(permits.num_permits(), attempts, &mut stop)
@@ -157,7 +170,11 @@ impl<P: Processor> Receiver<P> {
                     self.started.store(true, Relaxed);
                     backoffs.short = sdk::receive_backoff().build();
                     backoffs.long = sdk::long_backoff().build();
-                    if self.dispatch(out, permits, &mut batches) > 0 {
+                    let dispatched = match self.release_while_open(out, permits) {
+                        Some((out, permits)) => self.dispatch(out, permits, &mut batches),
+                        None => 1,
+                    };
+                    if dispatched > 0 {
                         backoffs.empty = empty_poll_backoff().build();
                         None
                     } else if self.wait_seconds == 0 {
@@ -169,6 +186,7 @@ impl<P: Processor> Receiver<P> {
                 }
                 Err(e) => {
                     drop(permits);
+                    self.probe_unused();
                     match self.retry_delay(&e, &mut backoffs) {
                         Ok(delay) => Some(delay),
                         Err(err) => return (batches, Some(err)),
@@ -356,6 +374,7 @@ impl<P: Processor> Receiver<P> {
             .send_if_modified(|b| std::mem::replace(b, full) != full);
         if messages.is_empty() {
             self.activity.empty_receive();
+            self.probe_unused();
             return 0;
         }
         self.activity.touch();
@@ -389,10 +408,10 @@ impl<P: Processor> Receiver<P> {
             )
         };
         let processor = self.processor.clone();
-        let handoff = self.handoff.clone();
+        let settle = crate::flow::settle_fn(self.handoff.clone(), self.breaker.clone());
         batches.spawn(
             async move {
-                processor.process(batch, None, |s| handoff.settled(s)).await;
+                processor.process(batch, None, settle).await;
             }
             .instrument(span),
         );
@@ -430,7 +449,11 @@ impl<P: Processor> Receiver<P> {
     }
 
     /// An SQS message as a core [`Message`]; `None` (logged) without a receipt handle.
-    fn convert(&self, m: aws_sdk_sqs::types::Message, deadline: Instant) -> Option<Message> {
+    pub(crate) fn convert(
+        &self,
+        m: aws_sdk_sqs::types::Message,
+        deadline: Instant,
+    ) -> Option<Message> {
         let Some(handle) = m.receipt_handle else {
             tracing::warn!(
                 messaging.message.id = m.message_id.as_deref(),

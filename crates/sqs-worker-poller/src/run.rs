@@ -8,6 +8,7 @@ use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::QueueAttributeName;
 use backon::Retryable;
 use sqs_worker_core::config::{ConfigError, var};
+use sqs_worker_core::flow::{CircuitBreaker, parse_max_receive_count};
 use sqs_worker_core::runner::Processor;
 use sqs_worker_sqs::RequestCounter;
 use sqs_worker_sqs::classify::{classify, describe, settle_backoff};
@@ -47,6 +48,7 @@ struct QueueFacts {
     url: String,
     arn: String,
     visibility: Duration,
+    max_receive_count: Option<u32>,
 }
 
 fn queue_name(url: &str) -> String {
@@ -139,6 +141,7 @@ struct Start {
 async fn start_up(client: &aws_sdk_sqs::Client, s: &Settings) -> Result<Start, PollerError> {
     let facts = check_queue(client, s).await?;
     let (visibility, heartbeat) = crate::env::lease_timing(s, facts.visibility)?;
+    crate::env::apply_retry_budget(s, facts.max_receive_count);
     let stop_timeout = std::env::var(var::ECS_CONTAINER_STOP_TIMEOUT).ok();
     if let Some(w) = crate::env::stop_timeout_warning(s.grace_period, stop_timeout.as_deref()) {
         tracing::warn!("{w}");
@@ -289,6 +292,7 @@ impl Stages {
         let capacity = Arc::new(Semaphore::new(s.concurrency));
         let backlog = Arc::new(watch::channel(false).0);
         let started = Arc::new(AtomicBool::new(false));
+        let breaker = s.breaker.map(|c| Arc::new(CircuitBreaker::new(c)));
         let mut loops = JoinSet::new();
         for i in 0..s.receivers {
             let receiver = Receiver {
@@ -317,6 +321,7 @@ impl Stages {
                 stop_wait: s.grace_period,
                 started: started.clone(),
                 attempt_prefix: url.ends_with(".fifo").then(|| attempt_prefix(i)),
+                breaker: breaker.clone(),
             };
             loops.spawn(receiver.run(self.stop_rx.clone()));
         }
@@ -533,10 +538,12 @@ async fn check_queue(
             "the configured visibility timeout is far below the queue's; extensions will be frequent"
         );
     }
+    let max_receive_count = redrive.and_then(|r| parse_max_receive_count(r));
     Ok(QueueFacts {
         url,
         arn,
         visibility,
+        max_receive_count,
     })
 }
 

@@ -71,6 +71,8 @@ pub mod names {
     pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
     /// Lambda cold starts: 1 on a container's first invocation, never again.
     pub const COLD_STARTS: &str = "sqs_worker_lambda_cold_starts_total";
+    /// The circuit breaker's state (gauge): 0 closed, 1 open, 2 half-open.
+    pub const CIRCUIT_STATE: &str = "sqs_worker_circuit_state";
 }
 
 /// The span a message's handler runs in. It carries the producer's trace
@@ -139,6 +141,8 @@ pub struct Health {
     limited_since_ms: AtomicU64,
     last_ok_ms: AtomicU64,
     failures: AtomicU64,
+    /// The circuit breaker's state (`CircuitState as u8`); 0 without one.
+    circuit: std::sync::atomic::AtomicU8,
 }
 
 /// What [`Health::check`] found.
@@ -213,6 +217,21 @@ impl Health {
                     HealthStatus::Healthy
                 }
             }
+        }
+    }
+
+    /// The circuit breaker changed state (its transitions call this).
+    pub fn set_circuit(&self, state: crate::flow::CircuitState) {
+        self.circuit.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The circuit breaker's state (closed without one).
+    pub fn circuit(&self) -> crate::flow::CircuitState {
+        use crate::flow::CircuitState;
+        match self.circuit.load(Ordering::Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
         }
     }
 

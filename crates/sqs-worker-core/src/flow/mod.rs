@@ -1,0 +1,15 @@
+//! Flow control shared by both runners: what a worker does when a
+//! dependency is down. The runners hold the state and call in at their own
+//! stages; nothing here is on the hot path unless it is configured.
+//!
+//! - [`RetryBudget`]: a retry policy that spreads a message's retries over a
+//!   retry window, knowing the queue's `maxReceiveCount`, so an outage shorter
+//!   than the window does not dead-letter live traffic.
+//! - [`CircuitBreaker`]: stops receiving while most recent handler runs fail
+//!   (or one says [`Error::downstream`](crate::Error::downstream)).
+
+mod breaker;
+mod budget;
+
+pub use self::breaker::{Admit, BreakerConfig, CircuitBreaker, CircuitState, Verdict};
+pub use self::budget::{DEFAULT_RETRY_WINDOW, RetryBudget, parse_max_receive_count};

@@ -1,0 +1,172 @@
+//! Flow control in Lambda (issue 16): the circuit breaker kept by a warm
+//! container across invocations, and failing the invocation when every
+//! record failed. Without either, each hook is one `Option`/`bool` check per
+//! invocation or record.
+
+use std::time::Duration;
+
+use sqs_worker_core::flow::{Admit, CircuitBreaker};
+use sqs_worker_core::runner::{Failure, FailureKind};
+use sqs_worker_core::{Error, Message};
+
+/// The service's flow-control settings.
+#[derive(Debug, Default)]
+pub(crate) struct Flow {
+    /// Shared by every invocation of this container.
+    pub(crate) breaker: Option<CircuitBreaker>,
+    /// `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`.
+    pub(crate) fail_when_all_failed: bool,
+}
+
+/// The messages of this invocation the breaker does not let run: all of
+/// them while it is open, all but the first when half-open (the probe). Each
+/// fails unstarted with the rest of the cool-down (or the cool-down) as its
+/// retry delay, which the SQS client applies as its visibility.
+pub(crate) fn hold(
+    breaker: &CircuitBreaker,
+    messages: &mut Vec<Message>,
+) -> Vec<(Message, Failure)> {
+    let (keep, delay) = match breaker.admit(messages.len()) {
+        Admit::All => return Vec::new(),
+        Admit::Probe(n) => (n, breaker.cool_down()),
+        Admit::Wait(d) => (0, breaker.release_delay().unwrap_or(d)),
+    };
+    let held = messages.split_off(keep.min(messages.len()));
+    if !held.is_empty() {
+        tracing::info!(
+            records = held.len(),
+            delay_ms = delay.as_millis() as u64,
+            "circuit {}: reporting records failed without running them",
+            breaker.state().as_str()
+        );
+    }
+    held.into_iter()
+        .map(|m| {
+            let failure = Failure {
+                kind: FailureKind::Unstarted,
+                error: Error::msg("not run: the circuit breaker is open"),
+                retry_delay: delay.max(Duration::from_secs(1)),
+            };
+            (m, failure)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use lambda_runtime::Context;
+    use sqs_worker_core::flow::BreakerConfig;
+    use sqs_worker_core::runner::Engine;
+
+    use super::*;
+    use crate::LambdaRunner;
+    use crate::testing::{event, failed_ids, record};
+
+    /// Issue 16 §2 in Lambda: a dependency down, invocations of ten records
+    /// in a loop on one warm container (one service). Once the breaker has
+    /// opened, records are reported failed without running, except one probe
+    /// per cool-down; after recovery the probe closes it and all run again.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_reports_records_without_running_them_until_a_probe_succeeds() {
+        let down = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicU64::new(0));
+        let (d, c) = (down.clone(), calls.clone());
+        let handler = move |_m: Message| {
+            let (d, c) = (d.clone(), c.clone());
+            async move {
+                c.fetch_add(1, Ordering::Relaxed);
+                if d.load(Ordering::Relaxed) {
+                    return Err(Error::downstream(std::io::Error::other(
+                        "payments API down",
+                    )));
+                }
+                Ok(())
+            }
+        };
+        let service = LambdaRunner::from_processor(Engine::new(handler))
+            .circuit_breaker(BreakerConfig::default())
+            .build()
+            .unwrap();
+        let mut n = 0;
+        let mut batch = || {
+            n += 1;
+            event((0..10).map(|i| record(format!("m{n}-{i}"), "{}")))
+        };
+        // No deadline: `Context::default()` (the paused clock runs ahead of
+        // the wall clock a real deadline is taken from).
+        let ctx = Context::default();
+        let resp = service.handle(batch(), &ctx).await.unwrap();
+        assert_eq!(failed_ids(&resp).len(), 10);
+        let first = calls.load(Ordering::Relaxed);
+        assert_eq!(
+            first, 10,
+            "the first batch runs (its failures open the breaker)"
+        );
+
+        // Thirty seconds of outage, an invocation every 100 ms: 300 batches,
+        // 3,000 records.
+        for _ in 0..300 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let resp = service.handle(batch(), &ctx).await.unwrap();
+            assert_eq!(failed_ids(&resp).len(), 10, "nothing succeeds while down");
+        }
+        let during = calls.load(Ordering::Relaxed) - first;
+        // Cool-downs of 5, 10, 20 s: probes at about 5, 15 and 35 s, so at
+        // most 3 handler runs in 30 s instead of 3,000.
+        assert!(
+            (1..=3).contains(&during),
+            "{during} handler runs while open"
+        );
+
+        down.store(false, Ordering::Relaxed);
+        let mut recovered_after = None;
+        for i in 0..400 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let resp = service.handle(batch(), &ctx).await.unwrap();
+            if failed_ids(&resp).is_empty() {
+                recovered_after = Some(i);
+                break;
+            }
+        }
+        let i = recovered_after.expect("the breaker closed within 40 s of recovery");
+        assert!(
+            i <= 300,
+            "closed {i} invocations after recovery (next probe ≤ 20 s)"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_record_failed_fails_the_invocation_when_asked() {
+        let handler = |_m: Message| async { Err::<(), _>(Error::msg("down")) };
+        let service = LambdaRunner::from_processor(Engine::new(handler))
+            .fail_invocation_when_all_failed(true)
+            .build()
+            .unwrap();
+        let ctx = Context::default();
+        let e = service
+            .handle(event([record("a", "{}"), record("b", "{}")]), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type(), "SqsWorker.AllRecordsFailed");
+        // One success among them: the usual partial batch response.
+        let handler = |m: Message| async move {
+            if m.id() == "a" {
+                Ok(())
+            } else {
+                Err(Error::msg("down"))
+            }
+        };
+        let service = LambdaRunner::from_processor(Engine::new(handler))
+            .fail_invocation_when_all_failed(true)
+            .build()
+            .unwrap();
+        let resp = service
+            .handle(event([record("a", "{}"), record("b", "{}")]), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&resp), ["b"]);
+    }
+}
