@@ -111,7 +111,13 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         .map(|(i, (g, _))| {
             let b = Message::builder(format!("m{i}"), format!("{i}"));
             match g {
-                Some(g) => b.group_id(format!("g{g}")).build(),
+                // A FIFO message (only those carry a sequence number): its
+                // group orders it. On a standard queue a group id is a
+                // fair-queue tenant label and forms no lane.
+                Some(g) => b
+                    .group_id(format!("g{g}"))
+                    .sequence_number(i.to_string())
+                    .build(),
                 None => b.build(),
             }
         })
