@@ -592,7 +592,7 @@ async fn a_handler_that_hangs_forever_is_released_after_the_max_processing_time(
         }
     };
     let limit = Duration::from_secs(3);
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .concurrency(4)
@@ -752,7 +752,7 @@ async fn failed_delete_entries_are_retried_and_nothing_runs_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(faulty)
             .concurrency(20)
@@ -906,7 +906,7 @@ async fn throttled_delete_calls_are_retried_and_nothing_runs_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(client)
             .concurrency(20)

@@ -138,7 +138,7 @@ async fn handler_running_three_visibility_timeouts_is_never_delivered_twice() {
             Ok::<_, Error>(())
         }
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             .receivers(1) // see drains_500_messages_and_deletes_each
@@ -194,7 +194,7 @@ async fn fifo_order_holds_in_every_group_despite_a_failure() {
             Ok(())
         }
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(client.clone())
             // moto: concurrent receives can return the same message, and a
@@ -359,7 +359,7 @@ async fn recovers_by_itself_from_a_server_outage() {
             Ok::<_, Error>(())
         }
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(via_proxy)
             .concurrency(8)

@@ -118,7 +118,7 @@ async fn over_limit_receives_back_off_and_the_run_drains_the_queue() {
     )
     .await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
@@ -184,7 +184,7 @@ async fn credentials_failing_mid_drain_are_waited_out_and_nothing_is_lost() {
         .load()
         .await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_millis(20)))
             .client(aws_sdk_sqs::Client::new(&conf))
             .concurrency(8)
@@ -249,7 +249,7 @@ async fn shutdown_during_a_long_poll_on_an_idle_queue_leaves_nothing_invisible()
     )
     .await;
     let runs = Runs::default();
-    let mut running = common::Running::start(
+    let mut running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
@@ -340,7 +340,7 @@ async fn throttled_deletes_hold_back_receiving() {
     .await;
     let concurrency = 10;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .concurrency(concurrency)
@@ -433,7 +433,7 @@ async fn a_lost_fifo_receive_is_replayed_by_its_attempt_id() {
     )
     .await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)
@@ -459,7 +459,7 @@ async fn short_polls_on_an_empty_queue_back_off() {
     let plain = common::sqs().await;
     let url = common::queue(&plain, "shortpoll").await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::ZERO))
             .client(plain.clone())
             .receivers(1)
@@ -502,7 +502,7 @@ async fn the_shutdown_release_sends_full_batches() {
     )
     .await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_secs(3600)))
             .client(proxied(&proxy.endpoint).await)
             .concurrency(messages)
@@ -537,7 +537,7 @@ async fn the_heartbeat_extends_every_other_tick() {
     .await;
     send(&plain, &url, 1, None).await;
     let runs = Runs::default();
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), counting(&runs, Duration::from_secs(12)))
             .client(plain.clone())
             .receivers(1)
@@ -617,7 +617,7 @@ async fn a_handlers_extension_racing_the_heartbeat_keeps_the_message_invisible()
         runs: runs.clone(),
         heartbeat_sent,
     };
-    let running = common::Running::start(
+    let running = common::Running::start_as_configured(
         Poller::builder(url.as_str(), handler)
             .client(proxied(&proxy.endpoint).await)
             .receivers(1)

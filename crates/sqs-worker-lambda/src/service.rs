@@ -268,9 +268,9 @@ impl<P: Processor> LambdaService<P> {
             let mut failed = held;
             self.inner
                 .processor
-                .process(messages, deadline, |s| {
+                .process(messages, deadline, |mut s| {
                     if let Some(b) = breaker {
-                        b.record(Verdict::of(&s));
+                        b.settle(&mut s);
                     }
                     if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
                         failed.push((s.message, f));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
-use sqs_worker_core::flow::{Admit, CircuitBreaker, Verdict};
+use sqs_worker_core::flow::{Admit, CircuitBreaker};
 use sqs_worker_core::runner::{Processor, Settled};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -85,9 +85,9 @@ pub(crate) fn settle_fn(
     handoff: Arc<Handoff>,
     breaker: Option<Arc<CircuitBreaker>>,
 ) -> impl FnMut(Settled) + Send + 'static {
-    move |s: Settled| {
+    move |mut s: Settled| {
         if let Some(b) = &breaker {
-            b.record(Verdict::of(&s));
+            b.settle(&mut s);
         }
         handoff.settled(s);
     }

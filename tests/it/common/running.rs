@@ -18,9 +18,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Builds the poller with a shutdown signal this handle controls, and
-    /// spawns its run.
+    /// Builds the poller with a shutdown signal this handle controls and 1 s
+    /// long polls, and spawns its run. At shutdown the poller lets the receive
+    /// in flight finish (SQS would hand a message to an abandoned poll), so
+    /// the default 20 s wait would add up to 20 s to every test.
     pub fn start<P: Processor>(builder: PollerBuilder<P>) -> Running {
+        Running::start_as_configured(builder.wait_time(Duration::from_secs(1)))
+    }
+
+    /// As [`Running::start`], with the builder's own wait time.
+    pub fn start_as_configured<P: Processor>(builder: PollerBuilder<P>) -> Running {
         let (tx, rx) = oneshot::channel::<()>();
         let poller = builder
             .shutdown_signal(async move {
@@ -59,7 +66,7 @@ pub async fn run_until<P: Processor>(
     limit: Duration,
     done: impl AsyncFnMut() -> bool,
 ) -> RunSummary {
-    let running = Running::start(builder.wait_time(Duration::from_secs(1)));
+    let running = Running::start(builder);
     until_async(limit, "the poller's work", done).await;
     running.stop().await
 }

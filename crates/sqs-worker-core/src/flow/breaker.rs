@@ -240,15 +240,30 @@ impl CircuitBreaker {
         }
     }
 
-    /// Counts a handler result.
-    pub fn record(&self, verdict: Verdict) {
+    /// Counts a settled message's result; when it was a probe that failed,
+    /// keeps the message away for at least two cool-downs, so the next
+    /// probe tries another message (a queue returns its oldest messages
+    /// first, so the same message would otherwise be probed again and again,
+    /// each probe a receive towards its `maxReceiveCount`).
+    pub fn settle(&self, settled: &mut Settled) {
+        if let Some(hold) = self.record(Verdict::of(settled))
+            && let Outcome::Failed(f) = &mut settled.outcome
+        {
+            f.retry_delay = f.retry_delay.max(hold);
+        }
+    }
+
+    /// Counts a handler result. For a probe that failed (the breaker opens
+    /// again), returns how long its message should at least stay away: two
+    /// of the new cool-downs.
+    pub fn record(&self, verdict: Verdict) -> Option<Duration> {
         let mut g = self.lock();
         if verdict == Verdict::Neutral {
             // A probe that said nothing (permanent error, not run): another may go.
             if g.state == CircuitState::HalfOpen {
                 g.probe_out = false;
             }
-            return;
+            return None;
         }
         match g.state {
             // Results of messages started before it opened.
@@ -263,6 +278,7 @@ impl CircuitBreaker {
                     let next = (g.cool_down * 2).min(self.config.max_cool_down);
                     g.cool_down = next;
                     self.open(&mut g);
+                    return Some(next * 2);
                 }
             }
             CircuitState::Closed => {
@@ -283,6 +299,7 @@ impl CircuitBreaker {
                 }
             }
         }
+        None
     }
 
     fn open(&self, g: &mut Inner) {
@@ -382,9 +399,10 @@ mod tests {
             assert_eq!(b.admit(10), Admit::Probe(1));
             assert_eq!(b.state(), CircuitState::HalfOpen);
             assert_eq!(b.admit(10), Admit::Wait(PROBE_WAIT), "one probe at a time");
-            b.record(Verdict::Failure);
-            assert_eq!(b.state(), CircuitState::Open);
             expected = (expected * 2).min(Duration::from_secs(300));
+            // The failed probe's message sits out the next probe.
+            assert_eq!(b.record(Verdict::Failure), Some(expected * 2));
+            assert_eq!(b.state(), CircuitState::Open);
         }
         assert_eq!(expected, Duration::from_secs(300), "capped");
         tokio::time::advance(expected).await;
