@@ -28,14 +28,16 @@ fn body(i: usize, len: usize) -> String {
 }
 
 /// `produce --endpoint URL [--servers fake,moto] [--n 10000] [--moto-n N]
-/// [--rounds 3] [--body 256]`: `--moto-n` (default `--n`) for moto, which
-/// accepts tens to hundreds of messages per second.
+/// [--rounds 3] [--body 256] [--only raw|sender]`: `--moto-n` (default `--n`)
+/// for moto, which accepts tens to hundreds of messages per second; `--only`
+/// runs one side (for an instruction count under callgrind, one side per run).
 pub(crate) async fn run(args: &Args) {
     let fake_n: usize = args.num("n", 10_000);
     let moto_n: usize = args.num("moto-n", fake_n);
     let rounds: usize = args.num("rounds", 3);
     let len: usize = args.num("body", 256);
     let servers: String = args.num("servers", "fake,moto".to_owned());
+    let only: String = args.num("only", String::new());
     for server in servers.split(',') {
         let n = if server == "fake" { fake_n } else { moto_n };
         let (endpoint, _fake) = if server == "fake" {
@@ -53,6 +55,9 @@ pub(crate) async fn run(args: &Args) {
                 ["sender", "raw"]
             };
             for which in order {
+                if !only.is_empty() && only != which {
+                    continue;
+                }
                 let v = round(server, &endpoint, which, n, len).await;
                 println!("round {r} {which}: {v}");
                 runs.push((which, v));
