@@ -2,7 +2,7 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::count::Counter;
 
@@ -21,19 +21,9 @@ pub(crate) async fn client(endpoint: &str, counter: &Counter) -> Client {
     Client::from_conf(conf)
 }
 
-/// Creates a queue named `prefix-<pid>-<nanos>` with `attrs`; returns its URL.
+/// Creates a queue named `prefix-<pid>-<n>-<nanos>` with `attrs`; returns its URL.
 pub(crate) async fn create_queue(client: &Client, prefix: &str, attrs: &[(&str, &str)]) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let name = format!("{prefix}-{}-{nanos}", std::process::id());
-    let mut req = client.create_queue().queue_name(&name);
-    for (k, v) in attrs {
-        req = req.attributes(QueueAttributeName::from(*k), *v);
-    }
-    let out = req.send().await.expect("create_queue");
-    out.queue_url().expect("queue url").to_owned()
+    sqs_worker_testkit::create_queue(client, &sqs_worker_testkit::unique(prefix), attrs).await
 }
 
 /// Deletes a queue (best effort).
@@ -74,24 +64,7 @@ pub(crate) async fn fill(client: &Client, url: &str, from: u64, to: u64) {
     }
 }
 
-/// (visible, in flight) message counts of a queue.
-pub(crate) async fn depth(client: &Client, url: &str) -> (u64, u64) {
-    use QueueAttributeName as A;
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("get_queue_attributes");
-    let attrs = out.attributes().cloned().unwrap_or_default();
-    let get = |k: A| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        get(A::ApproximateNumberOfMessages),
-        get(A::ApproximateNumberOfMessagesNotVisible),
-    )
-}
+pub(crate) use sqs_worker_testkit::depth;
 
 /// The index `N` of a `{"i":N}` body.
 pub(crate) fn index(body: &str) -> u64 {

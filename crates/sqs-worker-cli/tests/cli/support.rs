@@ -1,70 +1,17 @@
 #![allow(unreachable_pub)]
-//! Test support: moto's server on loopback (started once per test binary),
-//! running the `sqs-worker` binary against it, queues, dead letters, and
-//! output normalisation for golden comparisons.
+//! Test support: moto's server on loopback and queues (`sqs-worker-testkit`,
+//! shared with the workspace's other tests), running the `sqs-worker` binary
+//! against it, dead letters, and output normalisation for golden comparisons.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Command, Output, Stdio};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 
-pub struct Server {
-    pub endpoint: String,
-    _child: Option<Child>,
-}
-
-/// moto's server (or `SQS_WORKER_TEST_ENDPOINT`), started on first use; it
-/// exits when this process does (its stdin closes).
-pub fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        if let Ok(endpoint) = std::env::var("SQS_WORKER_TEST_ENDPOINT") {
-            return Server {
-                endpoint,
-                _child: None,
-            };
-        }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/moto_server.py");
-        let mut child = Command::new("python3")
-            .args([script, "--exit-on-stdin-eof"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e} (run scripts/setup.sh)"));
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let endpoint = line.trim().to_owned();
-        assert!(
-            endpoint.starts_with("http://"),
-            "moto's server did not start (said {endpoint:?}); run scripts/setup.sh"
-        );
-        Server {
-            endpoint,
-            _child: Some(child),
-        }
-    })
-}
-
-pub async fn client_for(endpoint: &str) -> Client {
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await;
-    Client::new(&conf)
-}
-
-pub async fn client() -> Client {
-    client_for(&server().endpoint).await
-}
+pub use sqs_worker_testkit::{
+    create_queue as create, depth, queue_arn as arn, server, sqs as client, unique,
+};
 
 /// The `sqs-worker` binary, configured for `endpoint`, with no terminal.
 pub fn cli_at(endpoint: &str, args: &[&str]) -> Command {
@@ -93,39 +40,6 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A name no other test uses.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub async fn create(client: &Client, name: &str, attrs: &[(&str, &str)]) -> String {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(QueueAttributeName::from(*k), *v);
-    }
-    let out = req.send().await.expect("create_queue");
-    out.queue_url().expect("queue url").to_owned()
-}
-
-pub async fn arn(client: &Client, url: &str) -> String {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("get_queue_attributes");
-    out.attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .expect("QueueArn")
-        .clone()
 }
 
 pub fn string_attr(v: &str) -> MessageAttributeValue {
@@ -266,24 +180,6 @@ pub async fn drain(client: &Client, url: &str) -> Vec<Got> {
             .expect("delete_message_batch");
     }
     all
-}
-
-/// (visible, in flight) of a queue.
-pub async fn depth(client: &Client, url: &str) -> (u64, u64) {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("get_queue_attributes");
-    let a = out.attributes().cloned().unwrap_or_default();
-    let get = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
 }
 
 /// A table as rows of trimmed cells joined by ` | ` (border lines dropped),
