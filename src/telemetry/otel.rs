@@ -17,7 +17,10 @@
 //! when present, else from the `AWSTraceHeader` system attribute (X-Ray's
 //! `Root=1-…;Parent=…;Sampled=…`, which SQS sets when the producer is traced by
 //! X-Ray). Each `sqs.message` span then has the producer's span as its parent,
-//! so one trace runs from the send to the handler.
+//! so one trace runs from the send to the handler ([`MessageSpans::Child`];
+//! [`link_producer_traces_as`]`(`[`MessageSpans::Link`]`)` links instead), and
+//! each batch span (`sqs.batch`) links to the producers of all its messages,
+//! as the OpenTelemetry messaging conventions do for batches.
 
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
@@ -37,14 +40,62 @@ where
     tracing_opentelemetry::layer().with_tracer(tracer)
 }
 
-/// Makes every message span a child of its producer's span (see the module
-/// docs). Returns `false` if another message-span hook is installed already.
+/// How a message span refers to its producer's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageSpans {
+    /// The message span is the producer span's child: one trace from the
+    /// send to the handler (the default).
+    #[default]
+    Child,
+    /// The message span starts a trace of its own (or continues the
+    /// current one) and links to the producer's span, as the messaging
+    /// conventions do for the batch span.
+    Link,
+}
+
+/// Connects consumer spans to their producers' traces (see the module docs):
+/// each `sqs.message` span becomes its producer's child, and each batch span
+/// (`sqs.batch`) links to every producer of its messages. Returns `false` if
+/// another message-span hook is installed already.
 pub fn link_producer_traces() -> bool {
-    sqs_worker_core::runner::observe::set_message_span_hook(|span, msg| {
-        if let Some(parent) = producer_context(msg) {
-            let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    link_producer_traces_as(MessageSpans::Child)
+}
+
+/// [`link_producer_traces`], choosing how message spans refer to their
+/// producer: as its child or with a link. Batch spans always link. Returns
+/// `false` if another message-span hook is installed already.
+pub fn link_producer_traces_as(message_spans: MessageSpans) -> bool {
+    use sqs_worker_core::runner::observe;
+    let linked = observe::set_message_span_hook(match message_spans {
+        MessageSpans::Child => |span, msg| {
+            if let Some(parent) = producer_context(msg) {
+                let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+            }
+        },
+        MessageSpans::Link => |span, msg| {
+            if let Some(producer) = producer_context(msg) {
+                span.add_link(producer);
+            }
+        },
+    });
+    // A batch hook installed by someone else is left alone.
+    let _ = observe::set_batch_span_hook(link_batch);
+    linked
+}
+
+/// Links a batch span to the producer of each of its messages (the
+/// messaging conventions' way for a span about many messages). Messages
+/// from one producer span give one link.
+fn link_batch(span: &tracing::Span, batch: &[Message]) {
+    let mut linked: Vec<SpanId> = Vec::new();
+    for msg in batch {
+        if let Some(producer) = producer_context(msg)
+            && !linked.contains(&producer.span_id())
+        {
+            linked.push(producer.span_id());
+            span.add_link(producer);
         }
-    })
+    }
 }
 
 /// The producer's span context carried by `msg`, if any (a malformed header
