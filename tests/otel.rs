@@ -166,8 +166,11 @@ mod capture {
         SharedString, Unit,
     };
 
+    /// Updates: metric name and its sorted labels.
+    type Updates = Vec<(String, Vec<String>)>;
+
     #[derive(Default, Clone)]
-    pub(crate) struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+    pub(crate) struct Capture(Arc<Mutex<Updates>>);
 
     struct Handle(Key, Capture);
 
@@ -230,7 +233,7 @@ mod capture {
     }
 }
 
-fn attr<'a>(span: &'a opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+fn attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
         .find(|kv| kv.key.as_str() == key)

@@ -202,6 +202,49 @@ pub fn current_traceparent() -> Option<String> {
 mod tests {
     use super::*;
 
+    /// With `MessageSpans::Link`, a message span starts its own trace and
+    /// links to its producer instead of becoming its child. (The only test
+    /// of this binary that installs the process-wide hooks.)
+    #[test]
+    fn message_spans_can_link_to_their_producer_instead() {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+        use tracing_subscriber::prelude::*;
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(layer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        assert!(link_producer_traces_as(MessageSpans::Link));
+
+        let msg = Message::builder("m", "{}")
+            .message_attribute(
+                "traceparent",
+                crate::MessageAttribute::string(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            )
+            .build();
+        drop(sqs_worker_core::runner::observe::message_span(&msg));
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let span = spans.iter().find(|s| s.name == "sqs.message").unwrap();
+        assert_eq!(span.parent_span_id, SpanId::INVALID, "a trace of its own");
+        assert_ne!(
+            format!("{:032x}", span.span_context.trace_id()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let links: Vec<String> = span
+            .links
+            .links
+            .iter()
+            .map(|l| format!("{:016x}", l.span_context.span_id()))
+            .collect();
+        assert_eq!(links, ["00f067aa0ba902b7"]);
+    }
+
     #[test]
     fn parses_w3c_and_xray_headers() {
         let c =

@@ -264,35 +264,21 @@ impl MetricNames {
     }
 }
 
-/// 0: not read yet; else `MetricNames as u8 + 1`.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static MODE: AtomicU8 = AtomicU8::new(MetricNames::Both as u8);
 
-/// Chooses the metric names for the process (`sqs_worker::telemetry::init`
-/// sets them from `SQS_WORKER_METRIC_NAMES`).
+/// Chooses the metric names for the process. `sqs_worker::telemetry::init`
+/// sets them from `SQS_WORKER_METRIC_NAMES` (core reads no variable itself);
+/// without it, [`MetricNames::Both`].
 pub fn set_metric_names(names: MetricNames) {
-    MODE.store(names as u8 + 1, Ordering::Relaxed);
+    MODE.store(names as u8, Ordering::Relaxed);
 }
 
-/// The metric names in use: as [set](set_metric_names), else from
-/// `SQS_WORKER_METRIC_NAMES` (an invalid value counts as `both` here;
-/// `telemetry::init` refuses it), read once. One atomic load after the first.
+/// The metric names in use (one atomic load).
 #[inline]
 pub fn metric_names() -> MetricNames {
     match MODE.load(Ordering::Relaxed) {
-        0 => {
-            let names = MetricNames::from_env(&Env::process()).unwrap_or_default();
-            // A concurrent `set_metric_names` wins.
-            let _ = MODE.compare_exchange(0, names as u8 + 1, Ordering::Relaxed, Ordering::Relaxed);
-            decode(MODE.load(Ordering::Relaxed))
-        }
-        v => decode(v),
-    }
-}
-
-fn decode(v: u8) -> MetricNames {
-    match v {
-        2 => MetricNames::Otel,
-        3 => MetricNames::Legacy,
+        v if v == MetricNames::Otel as u8 => MetricNames::Otel,
+        v if v == MetricNames::Legacy as u8 => MetricNames::Legacy,
         _ => MetricNames::Both,
     }
 }
