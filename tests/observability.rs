@@ -82,6 +82,14 @@ fn metric(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of every series starting with `prefix` and containing `part`.
+fn sum(body: &str, prefix: &str, part: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(part))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A fresh log file to give `log_subscriber` (`&File` writes), and its path
 /// to read the logs back.
 fn log_file(name: &str) -> (Arc<std::fs::File>, std::path::PathBuf) {
@@ -185,6 +193,20 @@ async fn prometheus_endpoint_serves_the_engine_metrics_and_health() {
             "{series}:\n{body}"
         );
     }
+    // The OpenTelemetry name next to the alias (`.` written as `_`), by
+    // outcome: `error.type` on the failures.
+    let count = "messaging_process_duration_count{";
+    for (part, delta) in [("", 5.0), ("error_type=", 4.0)] {
+        assert_eq!(
+            sum(&body, count, part) - sum(&before, count, part),
+            delta,
+            "{part}:\n{body}"
+        );
+    }
+    assert!(
+        body.contains(r#"messaging_process_duration_count{messaging_system="aws_sqs",messaging_operation_name="process",error_type="panicked"}"#),
+        "{body}"
+    );
     assert_clean(&body);
 
     let (status, _) = http_get(addr, "/healthz").await;
@@ -245,4 +267,45 @@ fn logs_carry_the_message_and_invocation_spans() {
             "summary line lacks {needle:?}: {summary}"
         );
     }
+}
+
+/// The README's metrics table and `names::ALL` are one table: same names, in
+/// the same order, with the same OpenTelemetry name, instrument and unit.
+#[test]
+fn the_readme_metrics_table_is_the_names_table() {
+    use sqs_worker_core::runner::observe::names;
+    let readme = include_str!("../README.md");
+    let header = "| metric | OpenTelemetry name | instrument | unit |";
+    let start = readme.find(header).expect("the README's metrics table");
+    let rows: Vec<Vec<String>> = readme[start..]
+        .lines()
+        .skip(2)
+        .map(str::trim)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    let documented: Vec<[&str; 4]> = rows
+        .iter()
+        .map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str(), r[3].as_str()])
+        .collect();
+    let code: Vec<[&str; 4]> = names::ALL
+        .iter()
+        .map(|m| {
+            [
+                m.name,
+                m.otel.map_or("—", |o| o.name),
+                m.instrument.as_str(),
+                m.unit,
+            ]
+        })
+        .collect();
+    assert_eq!(
+        documented, code,
+        "add a metric to both observe::names::ALL and the README table"
+    );
 }

@@ -156,3 +156,257 @@ async fn a_consumer_span_is_a_child_of_the_producer_span() {
         "the consumer span is the producer span's child"
     );
 }
+
+/// A `metrics` recorder keeping every update as (name, sorted `k=v` labels).
+mod capture {
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+        SharedString, Unit,
+    };
+
+    /// Updates: metric name and its sorted labels.
+    type Updates = Vec<(String, Vec<String>)>;
+
+    #[derive(Default, Clone)]
+    pub(crate) struct Capture(Arc<Mutex<Updates>>);
+
+    struct Handle(Key, Capture);
+
+    impl Handle {
+        fn push(&self) {
+            let mut labels: Vec<String> = self
+                .0
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            (self.1)
+                .0
+                .lock()
+                .unwrap()
+                .push((self.0.name().to_owned(), labels));
+        }
+    }
+
+    impl CounterFn for Handle {
+        fn increment(&self, _: u64) {
+            self.push();
+        }
+        fn absolute(&self, _: u64) {
+            self.push();
+        }
+    }
+
+    impl HistogramFn for Handle {
+        fn record(&self, _: f64) {
+            self.push();
+        }
+    }
+
+    impl Capture {
+        /// The label sets metric `name` was updated with.
+        pub(crate) fn labels_of(&self, name: &str) -> Vec<Vec<String>> {
+            let updates = self.0.lock().unwrap();
+            updates
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, l)| l.clone())
+                .collect()
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Handle(key.clone(), self.clone())))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(Arc::new(Handle(key.clone(), self.clone())))
+        }
+    }
+}
+
+fn attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+/// One Lambda invocation of three records from two traced producers: the
+/// batch span links to both producers (the conventions' way for batches),
+/// each message span stays its producer's child, both carry the messaging
+/// attributes, and the OpenTelemetry metric names come out next to the
+/// `sqs_worker_*` aliases with their attributes.
+#[tokio::test]
+async fn a_batch_span_links_to_each_producer_and_the_otel_names_are_emitted() {
+    use opentelemetry::trace::SpanKind;
+    use sqs_worker_core::runner::observe::names;
+    use sqs_worker_lambda::testing::{event, record, run_event};
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(sqs_worker::telemetry::otel::layer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let recorder = capture::Capture::default();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    link_producer_traces_once();
+
+    const ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:orders";
+    const W3C: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const XRAY: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let response = run_event(
+        |m: Message| async move {
+            match m.id() {
+                "bad" => Err(Error::msg("refused")),
+                _ => Ok(()),
+            }
+        },
+        event([
+            record("w3c", "{}")
+                .queue_arn(ARN)
+                .string_attribute("traceparent", W3C),
+            record("xray", "{}").queue_arn(ARN).trace_header(XRAY),
+            // A second message of the first producer: still one link to it.
+            record("bad", "{}")
+                .queue_arn(ARN)
+                .string_attribute("traceparent", W3C),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+
+    let batch = spans
+        .iter()
+        .find(|s| s.name == "sqs.batch")
+        .unwrap_or_else(|| panic!("no batch span: {spans:#?}"));
+    assert_eq!(batch.span_kind, SpanKind::Consumer);
+    for (key, value) in [
+        ("messaging.system", "aws_sqs"),
+        ("messaging.operation.name", "process"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", "orders"),
+        ("messaging.batch.message_count", "3"),
+    ] {
+        assert_eq!(attr(batch, key).as_deref(), Some(value), "{key}");
+    }
+    let mut linked: Vec<String> = batch
+        .links
+        .links
+        .iter()
+        .map(|l| {
+            format!(
+                "{:032x}-{:016x}",
+                l.span_context.trace_id(),
+                l.span_context.span_id()
+            )
+        })
+        .collect();
+    linked.sort();
+    assert_eq!(
+        linked,
+        [
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8",
+        ],
+        "one link per producer span"
+    );
+    // The per-message parent is kept: each message span is its producer's child.
+    let message = spans
+        .iter()
+        .find(|s| {
+            s.name == "sqs.message" && attr(s, "messaging.message.id").as_deref() == Some("xray")
+        })
+        .unwrap_or_else(|| panic!("no message span: {spans:#?}"));
+    assert_eq!(
+        format!("{:016x}", message.parent_span_id),
+        "53995c3f42cd8ad8"
+    );
+    assert_eq!(message.span_kind, SpanKind::Consumer);
+    for (key, value) in [
+        ("messaging.system", "aws_sqs"),
+        ("messaging.operation.name", "process"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", "orders"),
+    ] {
+        assert_eq!(attr(message, key).as_deref(), Some(value), "{key}");
+    }
+
+    // Metrics: the OTel names with their attributes, and the aliases.
+    let labels = |pairs: &[&str]| pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        recorder.labels_of(names::CONSUMED_MESSAGES),
+        [labels(&[
+            "messaging.destination.name=orders",
+            "messaging.operation.name=receive",
+            "messaging.system=aws_sqs",
+        ])]
+    );
+    let mut process = recorder.labels_of(names::PROCESS_DURATION);
+    process.sort();
+    process.dedup();
+    assert_eq!(
+        process,
+        [
+            labels(&[
+                "error.type=retry",
+                "messaging.destination.name=orders",
+                "messaging.operation.name=process",
+                "messaging.system=aws_sqs",
+            ]),
+            labels(&[
+                "messaging.destination.name=orders",
+                "messaging.operation.name=process",
+                "messaging.system=aws_sqs",
+            ]),
+        ]
+    );
+    assert_eq!(recorder.labels_of(names::RECEIVED).len(), 1, "the alias");
+    assert_eq!(
+        recorder.labels_of(names::HANDLER_DURATION).len(),
+        3,
+        "the alias"
+    );
+}
+
+/// The poller's batch span carries the queue URL (`aws.sqs.queue.url`).
+#[test]
+fn the_poller_batch_span_carries_the_queue_url() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(sqs_worker::telemetry::otel::layer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders";
+    let batch = [Message::builder("m", "{}").source(url).build()];
+    drop(sqs_worker_core::runner::observe::batch_span(
+        "orders", url, &batch,
+    ));
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = spans.iter().find(|s| s.name == "sqs.batch").unwrap();
+    assert_eq!(attr(span, "aws.sqs.queue.url").as_deref(), Some(url));
+    assert_eq!(
+        attr(span, "messaging.destination.name").as_deref(),
+        Some("orders")
+    );
+    assert_eq!(
+        attr(span, "messaging.batch.message_count").as_deref(),
+        Some("1")
+    );
+}

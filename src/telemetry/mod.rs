@@ -133,6 +133,10 @@ pub fn init() -> Result<(), ConfigError> {
         return Ok(());
     }
     let format = LogFormat::from_env()?;
+    {
+        use sqs_worker_core::runner::observe::names;
+        names::set_metric_names(names::MetricNames::from_env(&Env::process())?);
+    }
     init_logs(format);
     if in_lambda() {
         use sqs_worker_core::runner::observe::emf;

@@ -17,7 +17,10 @@
 //! when present, else from the `AWSTraceHeader` system attribute (X-Ray's
 //! `Root=1-…;Parent=…;Sampled=…`, which SQS sets when the producer is traced by
 //! X-Ray). Each `sqs.message` span then has the producer's span as its parent,
-//! so one trace runs from the send to the handler.
+//! so one trace runs from the send to the handler ([`MessageSpans::Child`];
+//! [`link_producer_traces_as`]`(`[`MessageSpans::Link`]`)` links instead), and
+//! each batch span (`sqs.batch`) links to the producers of all its messages,
+//! as the OpenTelemetry messaging conventions do for batches.
 
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
@@ -37,14 +40,62 @@ where
     tracing_opentelemetry::layer().with_tracer(tracer)
 }
 
-/// Makes every message span a child of its producer's span (see the module
-/// docs). Returns `false` if another message-span hook is installed already.
+/// How a message span refers to its producer's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageSpans {
+    /// The message span is the producer span's child: one trace from the
+    /// send to the handler (the default).
+    #[default]
+    Child,
+    /// The message span starts a trace of its own (or continues the
+    /// current one) and links to the producer's span, as the messaging
+    /// conventions do for the batch span.
+    Link,
+}
+
+/// Connects consumer spans to their producers' traces (see the module docs):
+/// each `sqs.message` span becomes its producer's child, and each batch span
+/// (`sqs.batch`) links to every producer of its messages. Returns `false` if
+/// another message-span hook is installed already.
 pub fn link_producer_traces() -> bool {
-    sqs_worker_core::runner::observe::set_message_span_hook(|span, msg| {
-        if let Some(parent) = producer_context(msg) {
-            let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    link_producer_traces_as(MessageSpans::Child)
+}
+
+/// [`link_producer_traces`], choosing how message spans refer to their
+/// producer: as its child or with a link. Batch spans always link. Returns
+/// `false` if another message-span hook is installed already.
+pub fn link_producer_traces_as(message_spans: MessageSpans) -> bool {
+    use sqs_worker_core::runner::observe;
+    let linked = observe::set_message_span_hook(match message_spans {
+        MessageSpans::Child => |span, msg| {
+            if let Some(parent) = producer_context(msg) {
+                let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+            }
+        },
+        MessageSpans::Link => |span, msg| {
+            if let Some(producer) = producer_context(msg) {
+                span.add_link(producer);
+            }
+        },
+    });
+    // A batch hook installed by someone else is left alone.
+    let _ = observe::set_batch_span_hook(link_batch);
+    linked
+}
+
+/// Links a batch span to the producer of each of its messages (the
+/// messaging conventions' way for a span about many messages). Messages
+/// from one producer span give one link.
+fn link_batch(span: &tracing::Span, batch: &[Message]) {
+    let mut linked: Vec<SpanId> = Vec::new();
+    for msg in batch {
+        if let Some(producer) = producer_context(msg)
+            && !linked.contains(&producer.span_id())
+        {
+            linked.push(producer.span_id());
+            span.add_link(producer);
         }
-    })
+    }
 }
 
 /// The producer's span context carried by `msg`, if any (a malformed header
@@ -150,6 +201,49 @@ pub fn current_traceparent() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `MessageSpans::Link`, a message span starts its own trace and
+    /// links to its producer instead of becoming its child. (The only test
+    /// of this binary that installs the process-wide hooks.)
+    #[test]
+    fn message_spans_can_link_to_their_producer_instead() {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+        use tracing_subscriber::prelude::*;
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(layer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        assert!(link_producer_traces_as(MessageSpans::Link));
+
+        let msg = Message::builder("m", "{}")
+            .message_attribute(
+                "traceparent",
+                crate::MessageAttribute::string(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            )
+            .build();
+        drop(sqs_worker_core::runner::observe::message_span(&msg));
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let span = spans.iter().find(|s| s.name == "sqs.message").unwrap();
+        assert_eq!(span.parent_span_id, SpanId::INVALID, "a trace of its own");
+        assert_ne!(
+            format!("{:032x}", span.span_context.trace_id()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let links: Vec<String> = span
+            .links
+            .links
+            .iter()
+            .map(|l| format!("{:016x}", l.span_context.span_id()))
+            .collect();
+        assert_eq!(links, ["00f067aa0ba902b7"]);
+    }
 
     #[test]
     fn parses_w3c_and_xray_headers() {

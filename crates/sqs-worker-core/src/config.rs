@@ -42,6 +42,10 @@ pub mod var {
     pub const SAFETY_MARGIN_SECONDS: &str = "SQS_WORKER_SAFETY_MARGIN_SECONDS";
     /// Retry delays as visibility changes on or off (Lambda, `sqs-client`).
     pub const BACKOFF: &str = "SQS_WORKER_BACKOFF";
+    /// Which metric names to emit: `both` (default: the OpenTelemetry
+    /// messaging names and the `sqs_worker_*` aliases), `otel` or `legacy`
+    /// (`observe::names::MetricNames`).
+    pub const METRIC_NAMES: &str = "SQS_WORKER_METRIC_NAMES";
     /// `json` or `text` log lines (facade's telemetry).
     pub const LOG_FORMAT: &str = "SQS_WORKER_LOG_FORMAT";
     /// Address of the `/metrics` and `/healthz` endpoint (facade, poller).

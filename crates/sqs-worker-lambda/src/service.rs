@@ -222,6 +222,8 @@ impl<P: Processor> LambdaService<P> {
             }
         }
 
+        // Links to every producer's trace (with `link_producer_traces`).
+        observe::batch_span_created(&span, &messages);
         async {
             observe::received(&messages);
             self.process(messages, deadline, invocation, &mut response)
@@ -368,7 +370,9 @@ fn batch_span(
         .unwrap_or_default();
     tracing::info_span!(
         "sqs.batch",
+        otel.kind = "consumer",
         messaging.system = "aws_sqs",
+        messaging.operation.name = "process",
         messaging.operation.type = "process",
         messaging.destination.name = queue,
         messaging.batch.message_count = count,

@@ -266,8 +266,12 @@ impl<P: Processor> Receiver<P> {
     ) -> Receipt {
         let span = tracing::debug_span!(
             "sqs.receive",
+            otel.kind = "client",
             messaging.system = "aws_sqs",
+            messaging.operation.name = "receive",
+            messaging.operation.type = "receive",
             messaging.destination.name = %self.queue_name,
+            aws.sqs.queue.url = &*self.queue_url,
             asked,
         );
         let call = self
@@ -397,16 +401,7 @@ impl<P: Processor> Receiver<P> {
         }
         observe::received(&batch);
         Stats::add(&self.inflight.stats.received, n as u64);
-        let span = if observe::info_spans_off() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                "sqs.batch",
-                messaging.system = "aws_sqs",
-                messaging.destination.name = %self.queue_name,
-                messaging.batch.message_count = n,
-            )
-        };
+        let span = observe::batch_span(&self.queue_name, &self.queue_url, &batch);
         let processor = self.processor.clone();
         let settle = crate::flow::settle_fn(self.handoff.clone(), self.breaker.clone());
         batches.spawn(
