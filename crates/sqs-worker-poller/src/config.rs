@@ -496,8 +496,31 @@ impl<P: Processor> PollerBuilder<P> {
             .handler_timeout(Some(s.max_processing_time))
             .retry_policy_arc(retry);
         let processor = (self.make)(engine_config);
+        if self.custom_processor
+            && let Some(w) = time_limit_warning(processor.time_limit(), s.max_processing_time)
+        {
+            tracing::warn!("{w}");
+        }
         Ok(Poller::new(s, processor, self.client, self.shutdown))
     }
+}
+
+/// What to say when a custom processor's handler time limit (`limit`) does
+/// not stop a handler by its maximum processing time: the heartbeat stops
+/// extending the message then, SQS hands it to another consumer while the
+/// handler still runs (on a FIFO queue, a second consumer in its group).
+fn time_limit_warning(limit: Option<Duration>, max_processing: Duration) -> Option<String> {
+    let what = match limit {
+        Some(l) if l <= max_processing => return None,
+        Some(l) => format!("a handler time limit of {l:?}"),
+        None => "no handler time limit".to_owned(),
+    };
+    Some(format!(
+        "the processor has {what}, above the maximum processing time ({max_processing:?}): a \
+         handler still running then loses its message's visibility, and SQS hands the message \
+         (on a FIFO queue, its group) to another consumer while it runs; set \
+         `EngineConfig::handler_timeout` to at most the maximum processing time"
+    ))
 }
 
 #[cfg(test)]
@@ -571,6 +594,20 @@ mod tests {
                 .is_ok()
         );
         assert!(b().grace_period(MAX_VISIBILITY_TIMEOUT).build().is_ok());
+    }
+
+    #[test]
+    fn a_processor_without_a_time_limit_is_warned_about() {
+        let max = Duration::from_secs(60);
+        let none = time_limit_warning(None, max).unwrap();
+        assert!(none.contains("no handler time limit"), "{none}");
+        assert!(time_limit_warning(Some(Duration::from_secs(61)), max).is_some());
+        assert!(time_limit_warning(Some(max), max).is_none());
+        // The builder's own engine and a configured one are limited.
+        let engine = Engine::with_config(ok, EngineConfig::default());
+        assert_eq!(engine.time_limit(), None);
+        let limited = EngineConfig::default().handler_timeout(Some(max));
+        assert_eq!(Engine::with_config(ok, limited).time_limit(), Some(max));
     }
 
     #[test]
