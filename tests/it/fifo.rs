@@ -444,3 +444,55 @@ async fn poller_fifo_followers_keep_visibility_past_the_max_processing_time() {
     }
     assert_eq!(a.deleted + b.deleted, 4);
 }
+
+/// Shutdown lets a held FIFO group go at once, as settlement would have:
+/// the failed head after its retry delay, the rest of the group visible
+/// again at once (not after the grace period, not at visibility 0 for the
+/// head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_fifo_held_group_is_released_at_shutdown() {
+    let client = common::sqs().await;
+    let name = format!("{}.fifo", common::unique("fifo-held"));
+    let url = common::create_queue(&client, &name, &[("FifoQueue", "true")]).await;
+    send_fifo(&client, &url, "g", &["poison", "ok1", "ok2"]).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = runs.clone();
+        move |m: Message| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                match m.body() {
+                    "poison" => Err(Error::msg("poison always fails")),
+                    _ => Ok(()),
+                }
+            }
+        }
+    };
+    let running = Running::start(
+        Poller::builder(url.as_str(), handler)
+            .client(client.clone())
+            .receivers(1)
+            .retry_policy(FixedDelay(Duration::from_secs(60))),
+    );
+    until(Duration::from_secs(30), "the head's first run", || {
+        runs.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // Held: nothing of the group is visible while the head waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (0, 3),
+        "the group is held"
+    );
+    let summary = running.stop().await;
+    assert_eq!(
+        common::depth(&client, &url).await,
+        (2, 1),
+        "the followers are visible again, the head keeps its retry delay"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the followers did not run");
+    assert_eq!(summary.released, 2);
+    assert_eq!(summary.retried, 1);
+}

@@ -97,7 +97,7 @@ pub(crate) struct Settings {
 pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Default long-poll wait.
 pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(20);
-/// Default maximum processing time of one message (from its receipt).
+/// Default maximum processing time of one message (from its handler's start).
 pub const DEFAULT_MAX_PROCESSING_TIME: Duration = Duration::from_secs(60 * 60);
 /// Default grace period at shutdown: 20 s, so that the release of unfinished
 /// messages and the last deletes fit before the SIGKILL of ECS's and
@@ -274,10 +274,15 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The longest a message may be processed, from its receipt: the heartbeat
-    /// stops extending it then, and the handler is stopped (the engine's
-    /// handler timeout) and its message retried. Above 0 and at most 12 h
-    /// (SQS's limit on a message's visibility); default 1 hour.
+    /// The longest one handler may run, from its start: the handler is
+    /// stopped then (the engine's handler timeout) and its message retried,
+    /// and the heartbeat stops extending the message. A message not started
+    /// yet (waiting behind others of its FIFO group in the same receive) is
+    /// kept invisible until it starts, up to SQS's 12 hours from receipt.
+    /// Above 0 and at most 12 h (SQS's limit on a message's visibility);
+    /// default 1 hour. With [`Poller::with_processor`] the processor's own
+    /// time limit applies ([`Processor::time_limit`]); `build` warns when it
+    /// has none, or a longer one.
     pub fn max_processing_time(mut self, limit: Duration) -> Self {
         self.settings.max_processing_time = limit;
         self
@@ -497,30 +502,13 @@ impl<P: Processor> PollerBuilder<P> {
             .retry_policy_arc(retry);
         let processor = (self.make)(engine_config);
         if self.custom_processor
-            && let Some(w) = time_limit_warning(processor.time_limit(), s.max_processing_time)
+            && let Some(w) =
+                crate::env::time_limit_warning(processor.time_limit(), s.max_processing_time)
         {
             tracing::warn!("{w}");
         }
         Ok(Poller::new(s, processor, self.client, self.shutdown))
     }
-}
-
-/// What to say when a custom processor's handler time limit (`limit`) does
-/// not stop a handler by its maximum processing time: the heartbeat stops
-/// extending the message then, SQS hands it to another consumer while the
-/// handler still runs (on a FIFO queue, a second consumer in its group).
-fn time_limit_warning(limit: Option<Duration>, max_processing: Duration) -> Option<String> {
-    let what = match limit {
-        Some(l) if l <= max_processing => return None,
-        Some(l) => format!("a handler time limit of {l:?}"),
-        None => "no handler time limit".to_owned(),
-    };
-    Some(format!(
-        "the processor has {what}, above the maximum processing time ({max_processing:?}): a \
-         handler still running then loses its message's visibility, and SQS hands the message \
-         (on a FIFO queue, its group) to another consumer while it runs; set \
-         `EngineConfig::handler_timeout` to at most the maximum processing time"
-    ))
 }
 
 #[cfg(test)]
@@ -594,20 +582,6 @@ mod tests {
                 .is_ok()
         );
         assert!(b().grace_period(MAX_VISIBILITY_TIMEOUT).build().is_ok());
-    }
-
-    #[test]
-    fn a_processor_without_a_time_limit_is_warned_about() {
-        let max = Duration::from_secs(60);
-        let none = time_limit_warning(None, max).unwrap();
-        assert!(none.contains("no handler time limit"), "{none}");
-        assert!(time_limit_warning(Some(Duration::from_secs(61)), max).is_some());
-        assert!(time_limit_warning(Some(max), max).is_none());
-        // The builder's own engine and a configured one are limited.
-        let engine = Engine::with_config(ok, EngineConfig::default());
-        assert_eq!(engine.time_limit(), None);
-        let limited = EngineConfig::default().handler_timeout(Some(max));
-        assert_eq!(Engine::with_config(ok, limited).time_limit(), Some(max));
     }
 
     #[test]

@@ -297,9 +297,6 @@ async fn retry(
         groups.release(rest);
         return None;
     }
-    Stats::add(&groups.stats().failed, retried);
-    Stats::add(&groups.stats().retried, retried);
-    metrics::counter!(names::RETRIED).increment(retried);
     if let Some(head) = rest.first() {
         tracing::info!(
             messaging.message.id = head.message.id(),
@@ -316,6 +313,12 @@ async fn retry(
             groups.release(rest);
             None
         }
-        () = tokio::time::sleep(delay) => Some(rest.into_iter().map(|s| s.message).collect()),
+        () = tokio::time::sleep(delay) => {
+            // Counted as settlement would have (a release counts them there).
+            Stats::add(&groups.stats().failed, retried);
+            Stats::add(&groups.stats().retried, retried);
+            metrics::counter!(names::RETRIED).increment(retried);
+            Some(rest.into_iter().map(|s| s.message).collect())
+        }
     }
 }

@@ -50,7 +50,9 @@ use crate::runner::observe;
 /// (the whole batch at once) implement it.
 pub trait Processor: Clone + Send + Sync + 'static {
     /// Processes `batch`, calling `settle` once per message as each finishes.
-    /// With a `deadline`, returns by then.
+    /// With a `deadline`, returns by then. Marks each message as its handler
+    /// starts ([`Visibility::mark_started`](crate::Visibility::mark_started)):
+    /// the poller counts the maximum processing time from there.
     fn process<S>(
         &self,
         batch: Vec<Message>,
