@@ -121,6 +121,10 @@ impl<B: BatchHandler> BatchEngine<B> {
 }
 
 impl<B: BatchHandler> Processor for BatchEngine<B> {
+    fn time_limit(&self) -> Option<std::time::Duration> {
+        self.config.handler_timeout
+    }
+
     async fn process<S>(&self, batch: Vec<Message>, deadline: Option<Instant>, mut settle: S)
     where
         S: FnMut(Settled) + Send,
@@ -146,6 +150,9 @@ impl<B: BatchHandler> Processor for BatchEngine<B> {
                 return fail_all(FailureKind::Unstarted, text, batch, &mut settle);
             }
             let started = tokio::time::Instant::now();
+            for m in &batch {
+                m.visibility().mark_started(started.into_std());
+            }
             let run = AssertUnwindSafe(self.handler.handle_batch(batch.clone())).catch_unwind();
             let limit = match (deadline, cfg.handler_timeout) {
                 (Some(d), Some(t)) => Some(d.min(started + t)),

@@ -63,6 +63,9 @@ pub enum VisibilityError {
 pub struct Visibility {
     /// Deadline in nanoseconds since [`epoch`], 0 for unknown.
     deadline: AtomicU64,
+    /// When the message's handler started, in nanoseconds since [`epoch`];
+    /// 0 while it has not.
+    started: AtomicU64,
     control: Option<Arc<dyn VisibilityControl>>,
     unsupported_reason: &'static str,
 }
@@ -94,6 +97,7 @@ impl Clone for Visibility {
     fn clone(&self) -> Self {
         Self {
             deadline: AtomicU64::new(self.deadline.load(Ordering::Acquire)),
+            started: AtomicU64::new(self.started.load(Ordering::Acquire)),
             control: self.control.clone(),
             unsupported_reason: self.unsupported_reason,
         }
@@ -105,6 +109,7 @@ impl Visibility {
     pub fn unbacked() -> Self {
         Self {
             deadline: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             control: None,
             unsupported_reason: "no visibility control configured",
         }
@@ -115,6 +120,7 @@ impl Visibility {
     pub fn fixed(deadline: Instant, reason: &'static str) -> Self {
         Self {
             deadline: AtomicU64::new(to_nanos(deadline)),
+            started: AtomicU64::new(0),
             control: None,
             unsupported_reason: reason,
         }
@@ -124,6 +130,7 @@ impl Visibility {
     pub fn extendable(deadline: Option<Instant>, control: Arc<dyn VisibilityControl>) -> Self {
         Self {
             deadline: AtomicU64::new(deadline.map_or(0, to_nanos)),
+            started: AtomicU64::new(0),
             control: Some(control),
             unsupported_reason: "",
         }
@@ -146,6 +153,23 @@ impl Visibility {
     /// Moves the deadline (runners call this after an extension).
     pub fn set_deadline(&self, deadline: Instant) {
         self.deadline.store(to_nanos(deadline), Ordering::Release);
+    }
+
+    /// Records that the message's handler started at `at`. The engines call
+    /// it as each handler starts (a [`Processor`](crate::runner::Processor)
+    /// of your own should too): the poller counts a message's maximum
+    /// processing time from then, and keeps a message that has not started
+    /// (one waiting behind others of its FIFO group) invisible meanwhile.
+    pub fn mark_started(&self, at: Instant) {
+        self.started.store(to_nanos(at), Ordering::Release);
+    }
+
+    /// When the message's handler (last) started, if it has.
+    pub fn started_at(&self) -> Option<Instant> {
+        match self.started.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n)),
+        }
     }
 
     /// Whether [`extend`](Self::extend) can work.
@@ -194,6 +218,18 @@ mod tests {
                 .deadline()
                 .is_some_and(|d| d.duration_since(t0) < Duration::from_millis(1))
         );
+    }
+
+    #[test]
+    fn the_start_mark_is_shared_by_clones_of_a_message() {
+        let m = Message::builder("m", "").build();
+        let handler_copy = m.clone();
+        assert!(m.visibility().started_at().is_none());
+        let at = Instant::now();
+        handler_copy.visibility().mark_started(at);
+        let seen = m.visibility().started_at().unwrap();
+        assert!(seen.max(at) - seen.min(at) < Duration::from_micros(1));
+        assert_eq!(m.visibility().clone().started_at(), Some(seen));
     }
 
     struct Recorder(Mutex<Vec<(String, Duration)>>);

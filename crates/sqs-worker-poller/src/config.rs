@@ -97,7 +97,7 @@ pub(crate) struct Settings {
 pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Default long-poll wait.
 pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(20);
-/// Default maximum processing time of one message (from its receipt).
+/// Default maximum processing time of one message (from its handler's start).
 pub const DEFAULT_MAX_PROCESSING_TIME: Duration = Duration::from_secs(60 * 60);
 /// Default grace period at shutdown: 20 s, so that the release of unfinished
 /// messages and the last deletes fit before the SIGKILL of ECS's and
@@ -274,10 +274,15 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The longest a message may be processed, from its receipt: the heartbeat
-    /// stops extending it then, and the handler is stopped (the engine's
-    /// handler timeout) and its message retried. Above 0 and at most 12 h
-    /// (SQS's limit on a message's visibility); default 1 hour.
+    /// The longest one handler may run, from its start: the handler is
+    /// stopped then (the engine's handler timeout) and its message retried,
+    /// and the heartbeat stops extending the message. A message not started
+    /// yet (waiting behind others of its FIFO group in the same receive) is
+    /// kept invisible until it starts, up to SQS's 12 hours from receipt.
+    /// Above 0 and at most 12 h (SQS's limit on a message's visibility);
+    /// default 1 hour. With [`Poller::with_processor`] the processor's own
+    /// time limit applies ([`Processor::time_limit`]); `build` warns when it
+    /// has none, or a longer one.
     pub fn max_processing_time(mut self, limit: Duration) -> Self {
         self.settings.max_processing_time = limit;
         self
@@ -496,6 +501,12 @@ impl<P: Processor> PollerBuilder<P> {
             .handler_timeout(Some(s.max_processing_time))
             .retry_policy_arc(retry);
         let processor = (self.make)(engine_config);
+        if self.custom_processor
+            && let Some(w) =
+                crate::env::time_limit_warning(processor.time_limit(), s.max_processing_time)
+        {
+            tracing::warn!("{w}");
+        }
         Ok(Poller::new(s, processor, self.client, self.shutdown))
     }
 }

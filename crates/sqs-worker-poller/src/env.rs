@@ -239,6 +239,27 @@ pub(crate) fn stop_timeout_warning(
     })
 }
 
+/// What to say when a custom processor's handler time limit (`limit`) does
+/// not stop a handler by its maximum processing time: the heartbeat stops
+/// extending the message then, SQS hands it to another consumer while the
+/// handler still runs (on a FIFO queue, a second consumer in its group).
+pub(crate) fn time_limit_warning(
+    limit: Option<Duration>,
+    max_processing: Duration,
+) -> Option<String> {
+    let what = match limit {
+        Some(l) if l <= max_processing => return None,
+        Some(l) => format!("a handler time limit of {l:?}"),
+        None => "no handler time limit".to_owned(),
+    };
+    Some(format!(
+        "the processor has {what}, above the maximum processing time ({max_processing:?}): a \
+         handler still running then loses its message's visibility, and SQS hands the message \
+         (on a FIFO queue, its group) to another consumer while it runs; set \
+         `EngineConfig::handler_timeout` to at most the maximum processing time"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -417,5 +438,21 @@ mod tests {
         let e = lease_timing(&s, Duration::from_secs(30)).unwrap_err();
         assert!(e.to_string().contains("heartbeat_interval"), "{e}");
         assert!(lease_timing(&s, Duration::from_secs(90)).is_ok());
+    }
+
+    #[test]
+    fn a_processor_without_a_time_limit_is_warned_about() {
+        let max = Duration::from_secs(60);
+        let none = time_limit_warning(None, max).unwrap();
+        assert!(none.contains("no handler time limit"), "{none}");
+        assert!(time_limit_warning(Some(Duration::from_secs(61)), max).is_some());
+        assert!(time_limit_warning(Some(max), max).is_none());
+        // An engine has the limit of its config.
+        use sqs_worker_core::EngineConfig;
+        use sqs_worker_core::runner::Processor;
+        let engine = Engine::with_config(ok, EngineConfig::default());
+        assert_eq!(engine.time_limit(), None);
+        let limited = EngineConfig::default().handler_timeout(Some(max));
+        assert_eq!(Engine::with_config(ok, limited).time_limit(), Some(max));
     }
 }

@@ -95,6 +95,22 @@ impl InFlight {
         e
     }
 
+    /// Puts `next` (a new delivery of `message` for an in-process retry,
+    /// not started) in `message`'s place, keeping its receipt, lease and
+    /// slot. `false` when `message` is no longer in the table (released at
+    /// shutdown).
+    pub(crate) fn replace(&self, message: &Message, next: Message) -> bool {
+        let mut table = self.lock();
+        let Some(mut e) = table.remove(&MessageKey::of(message)) else {
+            return false;
+        };
+        next.visibility().set_deadline(e.deadline);
+        e.message = next;
+        e.capped = false;
+        table.insert(MessageKey::of(&e.message), e);
+        true
+    }
+
     /// Takes every message out of the table (shutdown).
     pub(crate) fn drain(&self) -> Vec<Entry> {
         let all: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
@@ -135,18 +151,24 @@ impl InFlight {
                 if e.deadline.saturating_duration_since(now) > self.due_within() {
                     continue;
                 }
-                // Past the limit the engine's handler timeout stops the
-                // handler; the extra heartbeat lets it settle first.
-                let limit = e.received + self.max_processing + self.heartbeat;
+                let started = e.message.visibility().started_at();
+                let limit = lease_limit(e.received, started, self.max_processing + self.heartbeat);
                 let secs = extension_seconds(self.extension, e.received, limit, now);
                 if e.deadline >= limit || secs.is_none() {
                     if !e.capped {
                         e.capped = true;
-                        tracing::warn!(
-                            messaging.message.id = e.message.id(),
-                            max_processing_ms = self.max_processing.as_millis() as u64,
-                            "message reached its maximum processing time; no more visibility extensions"
-                        );
+                        if started.is_some() {
+                            tracing::warn!(
+                                messaging.message.id = e.message.id(),
+                                max_processing_ms = self.max_processing.as_millis() as u64,
+                                "message reached its maximum processing time; no more visibility extensions"
+                            );
+                        } else {
+                            tracing::warn!(
+                                messaging.message.id = e.message.id(),
+                                "message not started within SQS's 12 hours from receipt; no more visibility extensions"
+                            );
+                        }
                     }
                     continue;
                 }
@@ -286,6 +308,21 @@ impl VisibilityControl for Control {
     }
 }
 
+/// Until when a message received at `received` is kept invisible: its
+/// handler's start (`started`) plus `processing` (the maximum processing
+/// time and a heartbeat: past the maximum the engine's handler timeout,
+/// counted from the same start, stops the handler; the heartbeat lets it
+/// settle first). A message not started yet (waiting behind others of its
+/// FIFO group, or held for an in-process retry) is kept invisible until
+/// SQS's 12 hours from receipt: were it let go while waiting, another
+/// consumer would get its group while this one still runs it.
+fn lease_limit(received: Instant, started: Option<Instant>, processing: Duration) -> Instant {
+    match started {
+        Some(s) => s + processing,
+        None => received + MAX_VISIBILITY_TIMEOUT,
+    }
+}
+
 /// Whole seconds to extend a message received at `received` by (the
 /// visibility timeout, rounded up), stopping at `limit` (its maximum
 /// processing time) and at SQS's 12 hours from receipt, less a second;
@@ -314,6 +351,26 @@ fn extension_seconds(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limit_counts_from_the_handler_start_and_waiting_messages_are_kept() {
+        let received = Instant::now();
+        let p = Duration::from_secs(3);
+        // Waiting behind its group: kept until SQS's 12 hours.
+        assert_eq!(
+            lease_limit(received, None, p),
+            received + MAX_VISIBILITY_TIMEOUT
+        );
+        // Started 5 s after receipt: the limit counts from then.
+        let started = received + Duration::from_secs(5);
+        assert_eq!(lease_limit(received, Some(started), p), started + p);
+        let now = started + Duration::from_secs(1);
+        let limit = lease_limit(received, Some(started), p);
+        assert_eq!(
+            extension_seconds(Duration::from_secs(2), received, limit, now),
+            Some(2)
+        );
+    }
 
     #[test]
     fn extensions_stop_at_the_limit_and_at_twelve_hours_from_receipt() {

@@ -28,7 +28,12 @@
 //!   credentials failing after start-up are backed off, not fatal;
 //! - `lease`: the one owner of in-flight messages; the heartbeat extends
 //!   messages nearing their visibility deadline with
-//!   `ChangeMessageVisibilityBatch`, up to the maximum processing time;
+//!   `ChangeMessageVisibilityBatch`, up to each handler's start + the
+//!   maximum processing time (a message not started yet is kept invisible);
+//! - `fifo`: each batch task; a failed FIFO head and the rest of its group
+//!   stay leased while the head is retried in the process (its followers
+//!   are not received again), and an exhausted head goes to the dead-letter
+//!   queue (the configured one, else the redrive policy's);
 //! - `handoff`: each settled message leaves the table and is queued for
 //!   settlement with its permit, held until its SQS call is sent;
 //! - `settle`: deletes and visibility changes (the failure's retry delay)
@@ -48,11 +53,13 @@ mod clients;
 mod config;
 mod env;
 mod error;
+mod fifo;
 mod flow;
 mod handoff;
 mod inflight;
 mod protection;
 mod receive;
+mod redrive;
 mod run;
 mod settle;
 mod stats;

@@ -75,6 +75,8 @@ pub(crate) struct Receiver<P> {
     pub(crate) attempt_prefix: Option<String>,
     /// The circuit breaker, when configured (shared by the receive loops).
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// What each batch task needs to hold failed FIFO groups.
+    pub(crate) groups: Arc<crate::fifo::Groups>,
 }
 
 /// A receive loop's backoffs and warning clocks.
@@ -171,7 +173,7 @@ impl<P: Processor> Receiver<P> {
                     backoffs.short = sdk::receive_backoff().build();
                     backoffs.long = sdk::long_backoff().build();
                     let dispatched = match self.release_while_open(out, permits) {
-                        Some((out, permits)) => self.dispatch(out, permits, &mut batches),
+                        Some((out, permits)) => self.dispatch(out, permits, &mut batches, &stop),
                         None => 1,
                     };
                     if dispatched > 0 {
@@ -368,6 +370,7 @@ impl<P: Processor> Receiver<P> {
         out: ReceiveMessageOutput,
         mut permits: OwnedSemaphorePermit,
         batches: &mut JoinSet<()>,
+        stop: &watch::Receiver<bool>,
     ) -> usize {
         let received_at = Instant::now();
         let asked = permits.num_permits();
@@ -402,14 +405,14 @@ impl<P: Processor> Receiver<P> {
         observe::received(&batch);
         Stats::add(&self.inflight.stats.received, n as u64);
         let span = observe::batch_span(&self.queue_name, &self.queue_url, &batch);
-        let processor = self.processor.clone();
-        let settle = crate::flow::settle_fn(self.handoff.clone(), self.breaker.clone());
-        batches.spawn(
-            async move {
-                processor.process(batch, None, settle).await;
-            }
-            .instrument(span),
+        let run = crate::fifo::run_batch(
+            self.processor.clone(),
+            batch,
+            received_at,
+            self.groups.clone(),
+            stop.clone(),
         );
+        batches.spawn(run.instrument(span));
         n
     }
 

@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::QueueAttributeName;
 use backon::Retryable;
-use sqs_worker_core::config::{ConfigError, var};
+use sqs_worker_core::config::var;
 use sqs_worker_core::flow::{CircuitBreaker, parse_max_receive_count};
 use sqs_worker_core::runner::Processor;
 use sqs_worker_sqs::RequestCounter;
 use sqs_worker_sqs::classify::{classify, describe, settle_backoff};
-use sqs_worker_sqs::dead_letter::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clients::Clients;
 use crate::config::{Queue, Settings, Signal};
 use crate::error::{PollerError, fatal};
+use crate::fifo::Groups;
 use crate::handoff::Handoff;
 use crate::inflight::InFlight;
 use crate::receive::Receiver;
@@ -49,6 +49,8 @@ struct QueueFacts {
     arn: String,
     visibility: Duration,
     max_receive_count: Option<u32>,
+    /// The redrive policy's `deadLetterTargetArn`.
+    redrive_target: Option<String>,
 }
 
 fn queue_name(url: &str) -> String {
@@ -134,6 +136,8 @@ struct Start {
     visibility: Duration,
     heartbeat: Duration,
     dead_letter: Option<Arc<DeadLetter>>,
+    /// Where a FIFO group's exhausted head goes (see [`crate::fifo`]).
+    fifo_dead_letter: Option<Arc<DeadLetter>>,
 }
 
 /// Start-up checks: the queue (and dead-letter queue) exist and answer; the
@@ -148,10 +152,17 @@ async fn start_up(client: &aws_sdk_sqs::Client, s: &Settings) -> Result<Start, P
     }
     let dead_letter = match &s.dead_letter_queue {
         Some(dlq) => Some(Arc::new(DeadLetter {
-            queue: check_dead_letter_queue(client, dlq, &facts.url).await?,
+            queue: crate::redrive::check_dead_letter_queue(client, dlq, &facts.url).await?,
             source_arn: facts.arn.clone(),
         })),
         None => None,
+    };
+    let fifo_dead_letter = match (&dead_letter, &facts.redrive_target) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(arn)) if facts.url.ends_with(".fifo") => {
+            crate::redrive::redrive_dead_letter(client, arn, &facts.url, &facts.arn).await
+        }
+        _ => None,
     };
     tracing::info!(
         queue = %facts.url,
@@ -167,6 +178,7 @@ async fn start_up(client: &aws_sdk_sqs::Client, s: &Settings) -> Result<Start, P
         visibility,
         heartbeat,
         dead_letter,
+        fifo_dead_letter,
     })
 }
 
@@ -293,6 +305,14 @@ impl Stages {
         let backlog = Arc::new(watch::channel(false).0);
         let started = Arc::new(AtomicBool::new(false));
         let breaker = s.breaker.map(|c| Arc::new(CircuitBreaker::new(c)));
+        let groups = Arc::new(Groups {
+            handoff: self.handoff.clone(),
+            breaker: breaker.clone(),
+            dead_letter: start.fifo_dead_letter.clone(),
+            max_receive_count: start.facts.max_receive_count,
+            control: self.inflight.control(),
+            queue_url: url.as_str().into(),
+        });
         let mut loops = JoinSet::new();
         for i in 0..s.receivers {
             let receiver = Receiver {
@@ -322,6 +342,7 @@ impl Stages {
                 started: started.clone(),
                 attempt_prefix: url.ends_with(".fifo").then(|| attempt_prefix(i)),
                 breaker: breaker.clone(),
+                groups: groups.clone(),
             };
             loops.spawn(receiver.run(self.stop_rx.clone()));
         }
@@ -539,42 +560,13 @@ async fn check_queue(
         );
     }
     let max_receive_count = redrive.and_then(|r| parse_max_receive_count(r));
+    let redrive_target = redrive.and_then(|r| crate::redrive::dead_letter_target_arn(r));
     Ok(QueueFacts {
         url,
         arn,
         visibility,
         max_receive_count,
-    })
-}
-
-async fn check_dead_letter_queue(
-    client: &aws_sdk_sqs::Client,
-    dlq: &str,
-    queue: &str,
-) -> Result<DeadLetterQueue, PollerError> {
-    if dlq == queue {
-        return Err(ConfigError::invalid("dead_letter_queue", "is the queue being polled").into());
-    }
-    let out = (|| {
-        client
-            .get_queue_attributes()
-            .queue_url(dlq)
-            .attribute_names(QueueAttributeName::MaximumMessageSize)
-            .send()
-    })
-    .retry(settle_backoff().with_max_times(5))
-    .when(|e| classify(e).is_transient())
-    .await
-    .map_err(|e| fatal(&e, dlq, "GetQueueAttributes"))?;
-    // The dead-letter send keeps each message within the DLQ's own limit.
-    let max_message_size = out
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
-    Ok(DeadLetterQueue {
-        url: dlq.to_owned(),
-        max_message_size,
+        redrive_target,
     })
 }
 

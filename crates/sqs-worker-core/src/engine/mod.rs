@@ -50,7 +50,9 @@ use crate::runner::observe;
 /// (the whole batch at once) implement it.
 pub trait Processor: Clone + Send + Sync + 'static {
     /// Processes `batch`, calling `settle` once per message as each finishes.
-    /// With a `deadline`, returns by then.
+    /// With a `deadline`, returns by then. Marks each message as its handler
+    /// starts ([`Visibility::mark_started`](crate::Visibility::mark_started)):
+    /// the poller counts the maximum processing time from there.
     fn process<S>(
         &self,
         batch: Vec<Message>,
@@ -59,6 +61,16 @@ pub trait Processor: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send
     where
         S: FnMut(Settled) + Send;
+
+    /// The longest one handler may run before the processor stops it, if
+    /// it has such a limit (the [`EngineConfig::handler_timeout`] of
+    /// [`Engine`] and [`BatchEngine`](crate::runner::BatchEngine)). The
+    /// poller warns when a processor has none: a handler running past the
+    /// maximum processing time would keep running while its message is
+    /// handed to another consumer. Default: `None`.
+    fn time_limit(&self) -> Option<Duration> {
+        None
+    }
 
     /// Processes `batch` and collects the report.
     fn run(
@@ -142,6 +154,8 @@ async fn attempt<H: Handler>(
     limit: Option<Duration>,
     started: tokio::time::Instant,
 ) -> Attempt {
+    // The poller counts the maximum processing time from here.
+    msg.visibility().mark_started(started.into_std());
     let fut = AssertUnwindSafe(handler.handle(msg)).catch_unwind();
     let res = match limit {
         None => fut.await,
@@ -217,6 +231,10 @@ impl<H: Handler> Processor for Engine<H> {
         S: FnMut(Settled) + Send,
     {
         drive(self, batch, deadline, settle)
+    }
+
+    fn time_limit(&self) -> Option<Duration> {
+        self.config.handler_timeout
     }
 }
 
