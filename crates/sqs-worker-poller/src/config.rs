@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqs_worker_core::config::{ConfigError, check_concurrency, check_duration};
-use sqs_worker_core::flow::{BreakerConfig, DEFAULT_RETRY_WINDOW, RetryBudget};
+use sqs_worker_core::flow::{
+    AdaptiveConcurrency, BreakerConfig, DEFAULT_RETRY_WINDOW, RateLimit, RetryBudget,
+};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{EngineConfig, Execution, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy};
 
@@ -88,6 +90,8 @@ pub(crate) struct Settings {
     pub(crate) scale_in_protection: Option<ScaleInProtection>,
     pub(crate) retry_window: Duration,
     pub(crate) breaker: Option<BreakerConfig>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) adaptive: Option<AdaptiveConcurrency>,
     /// The default retry policy, told the queue's `maxReceiveCount` at
     /// start-up; `None` with a custom retry policy or processor.
     pub(crate) retry_budget: Option<Arc<RetryBudget>>,
@@ -196,6 +200,8 @@ impl<P: Processor> PollerBuilder<P> {
                 scale_in_protection: None,
                 retry_window: DEFAULT_RETRY_WINDOW,
                 breaker: None,
+                rate_limit: None,
+                adaptive: None,
                 retry_budget: None,
             },
             concurrency: None,
@@ -312,6 +318,30 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
+    /// A rate limit (default none; `SQS_WORKER_RATE_LIMIT`, per second):
+    /// handlers start at most [`RateLimit::rate`] per second across the
+    /// process, with bursts of [`RateLimit::burst_size`]. Receives ask only
+    /// for what the limit lets start at once, so nothing received waits for
+    /// it; it holds together with the concurrency. See the README's "Flow
+    /// control".
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.settings.rate_limit = Some(limit);
+        self
+    }
+
+    /// Adaptive concurrency (default off; `SQS_WORKER_ADAPTIVE_CONCURRENCY=true`
+    /// for `1..=concurrency`): the in-flight limit moves within `range`,
+    /// lowered when handler latency or the failure share rises, raised
+    /// while they stay healthy (see [`AdaptiveConcurrency`]); the gauge
+    /// `sqs_worker_concurrency_limit` shows it. The range's end is the
+    /// concurrency (a [`concurrency`](Self::concurrency) set as well must
+    /// equal it). Pass an [`AdaptiveConcurrency`] to change its latency
+    /// tolerance.
+    pub fn adaptive_concurrency(mut self, range: impl Into<AdaptiveConcurrency>) -> Self {
+        self.settings.adaptive = Some(range.into());
+        self
+    }
+
     /// A dead-letter queue URL: permanent failures are sent there at once,
     /// with attributes naming the error and the source queue, then deleted.
     /// Without one they are left to the queue's redrive policy.
@@ -388,7 +418,28 @@ impl<P: Processor> PollerBuilder<P> {
             return bad("queue", "the queue URL or name is empty".into());
         }
         s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if let Some(a) = &s.adaptive {
+            a.check()
+                .map_err(|reason| ConfigError::invalid("adaptive_concurrency", reason))?;
+            match self.concurrency {
+                Some(n) if n != a.max() => {
+                    return bad(
+                        "adaptive_concurrency",
+                        format!(
+                            "the range ends at {} but the concurrency is {n}: the range's end \
+                             is the concurrency",
+                            a.max()
+                        ),
+                    );
+                }
+                _ => s.concurrency = a.max(),
+            }
+        }
         check_concurrency("concurrency", s.concurrency)?;
+        if let Some(r) = &s.rate_limit {
+            r.check()
+                .map_err(|reason| ConfigError::invalid("rate_limit", reason))?;
+        }
         s.receivers = self
             .receivers
             .unwrap_or(if s.concurrency >= 20 { 2 } else { 1 });

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqs_worker_core::IntoHandler;
 use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
-use sqs_worker_core::flow::BreakerConfig;
+use sqs_worker_core::flow::{BreakerConfig, RateLimit};
 use sqs_worker_core::runner::Engine;
 
 use crate::config::{PollerBuilder, Queue, Settings};
@@ -106,6 +106,15 @@ where
     }
     if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
         b = b.circuit_breaker(BreakerConfig::default());
+    }
+    if let Some(r) = env.per_second(var::RATE_LIMIT)? {
+        b = b.rate_limit(RateLimit::per_second(r));
+    }
+    if env.flag(var::ADAPTIVE_CONCURRENCY)? == Some(true) {
+        let max = env
+            .count(var::CONCURRENCY)?
+            .unwrap_or(crate::config::DEFAULT_CONCURRENCY);
+        b = b.adaptive_concurrency(1..=max);
     }
     Ok(b)
 }

@@ -51,6 +51,7 @@ mod error;
 mod flow;
 mod handoff;
 mod inflight;
+mod limits;
 mod protection;
 mod receive;
 mod run;

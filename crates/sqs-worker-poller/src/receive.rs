@@ -75,6 +75,8 @@ pub(crate) struct Receiver<P> {
     pub(crate) attempt_prefix: Option<String>,
     /// The circuit breaker, when configured (shared by the receive loops).
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// The rate limit and adaptive concurrency, when configured.
+    pub(crate) limits: crate::limits::Limits,
 }
 
 /// A receive loop's backoffs and warning clocks.
@@ -141,6 +143,9 @@ impl<P: Processor> Receiver<P> {
             let Some(permits) = self.gather(&mut stop).await else {
                 break;
             };
+            let Some(permits) = self.adapt(permits) else {
+                continue;
+            };
             let permits = match self.admit(permits) {
                 Ok(permits) => permits,
                 Err(wait) => {
@@ -151,12 +156,20 @@ impl<P: Processor> Receiver<P> {
                     }
                 }
             };
+            let Some((permits, mut tokens)) = self.pace(permits, &mut stop).await else {
+                break;
+            };
             attempts += 1;
             let result = match self
                 .receive_once(permits.num_permits(), attempts, &mut stop)
                 .await
             {
-                Receipt::Answered(result) => result,
+                Receipt::Answered(result) => {
+                    if let Ok(out) = &result {
+                        crate::limits::spend(&mut tokens, out.messages().len());
+                    }
+                    result
+                }
                 Receipt::Stopped(out) => {
                     if let Some(out) = out {
                         self.release_unstarted(out, permits);
@@ -408,7 +421,12 @@ impl<P: Processor> Receiver<P> {
             )
         };
         let processor = self.processor.clone();
-        let settle = crate::flow::settle_fn(self.handoff.clone(), self.breaker.clone());
+        let settle = crate::flow::settle_fn(
+            self.handoff.clone(),
+            self.breaker.clone(),
+            self.limits.adaptive.clone(),
+            received_at,
+        );
         batches.spawn(
             async move {
                 processor.process(batch, None, settle).await;

@@ -293,6 +293,7 @@ impl Stages {
         let backlog = Arc::new(watch::channel(false).0);
         let started = Arc::new(AtomicBool::new(false));
         let breaker = s.breaker.map(|c| Arc::new(CircuitBreaker::new(c)));
+        let limits = crate::limits::Limits::new(s, &capacity);
         let mut loops = JoinSet::new();
         for i in 0..s.receivers {
             let receiver = Receiver {
@@ -322,6 +323,7 @@ impl Stages {
                 started: started.clone(),
                 attempt_prefix: url.ends_with(".fifo").then(|| attempt_prefix(i)),
                 breaker: breaker.clone(),
+                limits: limits.clone(),
             };
             loops.spawn(receiver.run(self.stop_rx.clone()));
         }

@@ -21,6 +21,8 @@
 //! | `sqs_worker_receive_count` | histogram | |
 //! | `sqs_worker_receive_errors_total` | counter | `kind` (poller) |
 //! | `sqs_worker_lambda_cold_starts_total` | counter | (Lambda, once per container) |
+//! | `sqs_worker_circuit_state` | gauge | (with a circuit breaker) |
+//! | `sqs_worker_concurrency_limit` | gauge | (poller, with adaptive concurrency) |
 //!
 //! Message bodies and receipt handles never go into spans, fields or logs.
 
@@ -73,6 +75,9 @@ pub mod names {
     pub const COLD_STARTS: &str = "sqs_worker_lambda_cold_starts_total";
     /// The circuit breaker's state (gauge): 0 closed, 1 open, 2 half-open.
     pub const CIRCUIT_STATE: &str = "sqs_worker_circuit_state";
+    /// The adaptive concurrency limit now (gauge; poller with
+    /// `adaptive_concurrency`): how many messages may be in flight.
+    pub const CONCURRENCY_LIMIT: &str = "sqs_worker_concurrency_limit";
 }
 
 /// The span a message's handler runs in. It carries the producer's trace
