@@ -255,10 +255,10 @@ mod tests {
             let mut r = l.reserve(10).await;
             assert!(r.tokens() >= 1 && r.tokens() <= 7, "{}", r.tokens());
             let mut n = r.tokens();
-            if adversarial && i % 5 == 0 {
+            if adversarial && i.is_multiple_of(5) {
                 tokio::time::advance(Duration::from_millis(800)).await;
             }
-            if adversarial && i % 3 == 0 {
+            if adversarial && i.is_multiple_of(3) {
                 n -= 1;
             }
             r.consume(n);
