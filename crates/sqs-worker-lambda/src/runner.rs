@@ -80,7 +80,10 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
     /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
     /// `SQS_WORKER_RETRY_WINDOW_SECONDS` and `SQS_WORKER_MAX_RECEIVE_COUNT`
-    /// (the retry budget, [`RetryBudget`]),
+    /// (the retry budget, [`RetryBudget`]; without the count, with the
+    /// `sqs-client` feature, it is read from the queue's redrive policy at
+    /// the cold start), `SQS_WORKER_RATE_LIMIT`, `SQS_WORKER_CIRCUIT_BREAKER`,
+    /// `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`,
     /// and with the `sqs-client` feature `SQS_WORKER_DLQ_URL` and
     /// `SQS_WORKER_BACKOFF` (the README's configuration table; names in
     /// [`sqs_worker_core::config::var`]). Fails naming the variable when a
@@ -525,6 +528,23 @@ mod tests {
     }
 
     #[cfg(feature = "sqs-client")]
+    #[test]
+    fn the_rate_limit_comes_from_the_environment() {
+        let r = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_RATE_LIMIT", "2.5")]))
+            .unwrap();
+        assert_eq!(r.rate_limit, Some(RateLimit::per_second(2.5)));
+        let e = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_RATE_LIMIT", "-3")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SQS_WORKER_RATE_LIMIT"), "{e}");
+        let e = LambdaRunner::new(ok)
+            .rate_limit(RateLimit::per_second(0.0))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("rate_limit"), "{e}");
+    }
+
     #[test]
     fn a_bad_backoff_switch_names_the_variable() {
         let e = LambdaRunner::new(ok)

@@ -266,7 +266,8 @@ impl<P: Processor> LambdaService<P> {
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
             if let (Some(r), Some(m)) = (&self.inner.flow.redrive, messages.first()) {
-                r.learn(settler.client(), m.source()).await;
+                // Boxed: once per cold start (see `run_records`).
+                Box::pin(r.learn(settler.client(), m.source())).await;
             }
             let mut failed = held;
             self.run_records(messages, deadline, |mut s| {
@@ -310,9 +311,18 @@ impl<P: Processor> LambdaService<P> {
                     .process(messages, deadline, settle)
                     .await
             }
+            // Boxed: off the hot path, and it keeps the service future's
+            // type shallow (deeply nested futures overflow rustc's layout
+            // query depth in programs such as `examples/idempotency.rs`).
             Some(rate) => {
-                crate::pace::run_paced(&self.inner.processor, rate, messages, deadline, settle)
-                    .await
+                Box::pin(crate::pace::run_paced(
+                    &self.inner.processor,
+                    rate,
+                    messages,
+                    deadline,
+                    settle,
+                ))
+                .await
             }
         }
     }

@@ -625,6 +625,40 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_and_adaptive_concurrency_are_checked_by_build() {
+        use sqs_worker_core::flow::{AdaptiveConcurrency, RateLimit};
+        let b = || Poller::builder("q", ok);
+        let s = b().adaptive_concurrency(2..=40).build().unwrap();
+        assert_eq!(s.settings().concurrency, 40, "the range's end");
+        assert!(
+            b().concurrency(40)
+                .adaptive_concurrency(1..=40)
+                .build()
+                .is_ok()
+        );
+        let cases: Vec<(&str, PollerBuilder<_>)> = vec![
+            (
+                "adaptive_concurrency",
+                b().concurrency(32).adaptive_concurrency(1..=64),
+            ),
+            ("adaptive_concurrency", b().adaptive_concurrency(0..=8)),
+            (
+                "adaptive_concurrency",
+                b().adaptive_concurrency(AdaptiveConcurrency::new(1..=8).latency_tolerance(0.5)),
+            ),
+            ("rate_limit", b().rate_limit(RateLimit::per_second(-1.0))),
+            (
+                "rate_limit",
+                b().rate_limit(RateLimit::per_second(f64::INFINITY)),
+            ),
+        ];
+        for (setting, builder) in cases {
+            let e = builder.build().unwrap_err();
+            assert!(e.to_string().contains(setting), "{setting}: {e}");
+        }
+    }
+
+    #[test]
     fn fractional_and_overlong_waits_are_refused() {
         let b = || Poller::builder("q", ok);
         for wait in [

@@ -375,6 +375,36 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_and_adaptive_concurrency_come_from_the_environment() {
+        let d = settings(&[]);
+        assert_eq!((d.rate_limit, d.adaptive), (None, None));
+        let s = settings(&[
+            ("SQS_WORKER_RATE_LIMIT", "14.5"),
+            ("SQS_WORKER_ADAPTIVE_CONCURRENCY", "true"),
+            ("SQS_WORKER_CONCURRENCY", "48"),
+        ]);
+        assert_eq!(s.rate_limit, Some(RateLimit::per_second(14.5)));
+        let a = s.adaptive.expect("adaptive concurrency");
+        assert_eq!((a.min(), a.max(), s.concurrency), (1, 48, 48));
+        assert_eq!(
+            settings(&[("SQS_WORKER_ADAPTIVE_CONCURRENCY", "1")])
+                .adaptive
+                .map(|a| a.max()),
+            Some(crate::config::DEFAULT_CONCURRENCY)
+        );
+        for (var, bad) in [
+            ("SQS_WORKER_RATE_LIMIT", "0"),
+            ("SQS_WORKER_RATE_LIMIT", "fast"),
+            ("SQS_WORKER_RATE_LIMIT", "1e9"),
+            ("SQS_WORKER_ADAPTIVE_CONCURRENCY", "maybe"),
+        ] {
+            let e =
+                from_env_in(ok, &env(&[("SQS_QUEUE_URL", "http://x/q"), (var, bad)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    #[test]
     fn the_old_visibility_variable_is_still_read() {
         let s = settings(&[("SQS_WORKER_VISIBILITY_TIMEOUT", "45")]);
         assert_eq!(s.visibility_timeout, Some(Duration::from_secs(45)));
