@@ -135,7 +135,7 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
 /// ```
 #[must_use]
 pub struct PollerBuilder<P> {
-    settings: Settings,
+    pub(crate) settings: Settings,
     concurrency: Option<usize>,
     receivers: Option<usize>,
     make: MakeProcessor<P>,
@@ -318,30 +318,6 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// A rate limit (default none; `SQS_WORKER_RATE_LIMIT`, per second):
-    /// handlers start at most [`RateLimit::rate`] per second across the
-    /// process, with bursts of [`RateLimit::burst_size`]. Receives ask only
-    /// for what the limit lets start at once, so nothing received waits for
-    /// it; it holds together with the concurrency. See the README's "Flow
-    /// control".
-    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.settings.rate_limit = Some(limit);
-        self
-    }
-
-    /// Adaptive concurrency (default off; `SQS_WORKER_ADAPTIVE_CONCURRENCY=true`
-    /// for `1..=concurrency`): the in-flight limit moves within `range`,
-    /// lowered when handler latency or the failure share rises, raised
-    /// while they stay healthy (see [`AdaptiveConcurrency`]); the gauge
-    /// `sqs_worker_concurrency_limit` shows it. The range's end is the
-    /// concurrency (a [`concurrency`](Self::concurrency) set as well must
-    /// equal it). Pass an [`AdaptiveConcurrency`] to change its latency
-    /// tolerance.
-    pub fn adaptive_concurrency(mut self, range: impl Into<AdaptiveConcurrency>) -> Self {
-        self.settings.adaptive = Some(range.into());
-        self
-    }
-
     /// A dead-letter queue URL: permanent failures are sent there at once,
     /// with attributes naming the error and the source queue, then deleted.
     /// Without one they are left to the queue's redrive policy.
@@ -418,28 +394,8 @@ impl<P: Processor> PollerBuilder<P> {
             return bad("queue", "the queue URL or name is empty".into());
         }
         s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if let Some(a) = &s.adaptive {
-            a.check()
-                .map_err(|reason| ConfigError::invalid("adaptive_concurrency", reason))?;
-            match self.concurrency {
-                Some(n) if n != a.max() => {
-                    return bad(
-                        "adaptive_concurrency",
-                        format!(
-                            "the range ends at {} but the concurrency is {n}: the range's end \
-                             is the concurrency",
-                            a.max()
-                        ),
-                    );
-                }
-                _ => s.concurrency = a.max(),
-            }
-        }
+        crate::limits::check(&mut s, self.concurrency)?;
         check_concurrency("concurrency", s.concurrency)?;
-        if let Some(r) = &s.rate_limit {
-            r.check()
-                .map_err(|reason| ConfigError::invalid("rate_limit", reason))?;
-        }
         s.receivers = self
             .receivers
             .unwrap_or(if s.concurrency >= 20 { 2 } else { 1 });
@@ -622,40 +578,6 @@ mod tests {
                 .is_ok()
         );
         assert!(b().grace_period(MAX_VISIBILITY_TIMEOUT).build().is_ok());
-    }
-
-    #[test]
-    fn rate_limit_and_adaptive_concurrency_are_checked_by_build() {
-        use sqs_worker_core::flow::{AdaptiveConcurrency, RateLimit};
-        let b = || Poller::builder("q", ok);
-        let s = b().adaptive_concurrency(2..=40).build().unwrap();
-        assert_eq!(s.settings().concurrency, 40, "the range's end");
-        assert!(
-            b().concurrency(40)
-                .adaptive_concurrency(1..=40)
-                .build()
-                .is_ok()
-        );
-        let cases: Vec<(&str, PollerBuilder<_>)> = vec![
-            (
-                "adaptive_concurrency",
-                b().concurrency(32).adaptive_concurrency(1..=64),
-            ),
-            ("adaptive_concurrency", b().adaptive_concurrency(0..=8)),
-            (
-                "adaptive_concurrency",
-                b().adaptive_concurrency(AdaptiveConcurrency::new(1..=8).latency_tolerance(0.5)),
-            ),
-            ("rate_limit", b().rate_limit(RateLimit::per_second(-1.0))),
-            (
-                "rate_limit",
-                b().rate_limit(RateLimit::per_second(f64::INFINITY)),
-            ),
-        ];
-        for (setting, builder) in cases {
-            let e = builder.build().unwrap_err();
-            assert!(e.to_string().contains(setting), "{setting}: {e}");
-        }
     }
 
     #[test]

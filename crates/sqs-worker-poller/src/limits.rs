@@ -17,10 +17,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sqs_worker_core::flow::{AdaptiveLimit, RateLimiter, Reservation, Verdict};
+use sqs_worker_core::config::ConfigError;
+use sqs_worker_core::flow::{
+    AdaptiveConcurrency, AdaptiveLimit, RateLimit, RateLimiter, Reservation, Verdict,
+};
 use sqs_worker_core::runner::{Processor, Settled};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::config::{PollerBuilder, Settings};
 use crate::receive::Receiver;
 use crate::stop::stopped;
 
@@ -33,7 +37,7 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// The limits `s` configures, on the run's capacity semaphore.
-    pub(crate) fn new(s: &crate::config::Settings, capacity: &Arc<Semaphore>) -> Self {
+    pub(crate) fn new(s: &Settings, capacity: &Arc<Semaphore>) -> Self {
         Self {
             rate: s.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
             adaptive: s.adaptive.clone().map(|a| {
@@ -156,5 +160,105 @@ impl<P: Processor> Receiver<P> {
 pub(crate) fn spend(reservation: &mut Option<Reservation>, messages: usize) {
     if let Some(r) = reservation {
         r.consume(messages);
+    }
+}
+
+impl<P: Processor> PollerBuilder<P> {
+    /// A rate limit (default none; `SQS_WORKER_RATE_LIMIT`, per second):
+    /// handlers start at most [`RateLimit::rate`] per second across the
+    /// process, with bursts of [`RateLimit::burst_size`]. Receives ask only
+    /// for what the limit lets start at once, so nothing received waits for
+    /// it; it holds together with the concurrency. See the README's "Flow
+    /// control".
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.settings.rate_limit = Some(limit);
+        self
+    }
+
+    /// Adaptive concurrency (default off; `SQS_WORKER_ADAPTIVE_CONCURRENCY=true`
+    /// for `1..=concurrency`): the in-flight limit moves within `range`,
+    /// lowered when handler latency or the failure share rises, raised
+    /// while they stay healthy (see [`AdaptiveConcurrency`]); the gauge
+    /// `sqs_worker_concurrency_limit` shows it. The range's end is the
+    /// concurrency (a [`concurrency`](Self::concurrency) set as well must
+    /// equal it). Pass an [`AdaptiveConcurrency`] to change its latency
+    /// tolerance.
+    pub fn adaptive_concurrency(mut self, range: impl Into<AdaptiveConcurrency>) -> Self {
+        self.settings.adaptive = Some(range.into());
+        self
+    }
+}
+
+/// `build`'s checks of the limits: the rate, and the adaptive range, whose
+/// end becomes the concurrency (`concurrency`: the one set explicitly).
+pub(crate) fn check(s: &mut Settings, concurrency: Option<usize>) -> Result<(), ConfigError> {
+    if let Some(r) = &s.rate_limit {
+        r.check()
+            .map_err(|reason| ConfigError::invalid("rate_limit", reason))?;
+    }
+    let Some(a) = &s.adaptive else {
+        return Ok(());
+    };
+    a.check()
+        .map_err(|reason| ConfigError::invalid("adaptive_concurrency", reason))?;
+    match concurrency {
+        Some(n) if n != a.max() => Err(ConfigError::invalid(
+            "adaptive_concurrency",
+            format!(
+                "the range ends at {} but the concurrency is {n}: the range's end is the \
+                 concurrency",
+                a.max()
+            ),
+        )),
+        _ => {
+            s.concurrency = a.max();
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqs_worker_core::{Error, Message};
+
+    use crate::Poller;
+
+    use super::*;
+
+    async fn ok(_m: Message) -> Result<(), Error> {
+        Ok(())
+    }
+
+    #[test]
+    fn rate_limit_and_adaptive_concurrency_are_checked_by_build() {
+        let b = || Poller::builder("q", ok);
+        let s = b().adaptive_concurrency(2..=40).build().unwrap();
+        assert_eq!(s.settings().concurrency, 40, "the range's end");
+        assert!(
+            b().concurrency(40)
+                .adaptive_concurrency(1..=40)
+                .build()
+                .is_ok()
+        );
+        let cases: Vec<(&str, PollerBuilder<_>)> = vec![
+            (
+                "adaptive_concurrency",
+                b().concurrency(32).adaptive_concurrency(1..=64),
+            ),
+            ("adaptive_concurrency", b().adaptive_concurrency(0..=8)),
+            (
+                "adaptive_concurrency",
+                b().adaptive_concurrency(AdaptiveConcurrency::new(1..=8).latency_tolerance(0.5)),
+            ),
+            ("rate_limit", b().rate_limit(RateLimit::per_second(-1.0))),
+            (
+                "rate_limit",
+                b().rate_limit(RateLimit::per_second(f64::INFINITY)),
+            ),
+        ];
+        for (setting, builder) in cases {
+            let e = builder.build().unwrap_err();
+            assert!(e.to_string().contains(setting), "{setting}: {e}");
+        }
     }
 }
