@@ -1,4 +1,6 @@
-//! Flow control (issue 16) against moto's SQS server: the retry budget (the poller, and Lambda reading `maxReceiveCount` at its cold start) and the circuit breaker.
+//! Flow control (issue 16) against moto's SQS server: the retry budget (the
+//! poller, and Lambda reading `maxReceiveCount` at its cold start) and the
+//! circuit breaker.
 
 use crate::common::{self, Running, init_logs, queue_arn, send, sqs_proxy};
 
