@@ -41,7 +41,7 @@ pub use sqs_worker_core::{
     Execution, ExponentialBackoff, FixedDelay, FnHandler, Handler, IntoHandler, Jitter, Json,
     MAX_MESSAGE_SIZE, MAX_VISIBILITY_TIMEOUT, Message, MessageAttribute, MessageAttributes,
     MessageBuilder, PayloadOrigin, ResultExt, RetryPolicy, SystemAttributes, Visibility,
-    VisibilityError, config, handler_fn, idempotency,
+    VisibilityError, config, flow, handler_fn, idempotency,
 };
 
 // Envelopes (SNS, EventBridge, S3) as handler arguments, and the router.

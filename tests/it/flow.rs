@@ -1,4 +1,6 @@
-//! Flow control (issue 16) against moto's SQS server: the retry budget.
+//! Flow control (issue 16) against moto's SQS server: the retry budget (the
+//! poller, and Lambda reading `maxReceiveCount` at its cold start) and the
+//! circuit breaker.
 
 use crate::common::{self, Running, init_logs, queue_arn, send, sqs_proxy};
 
@@ -196,4 +198,85 @@ async fn an_open_breaker_stops_receiving_during_an_outage() {
         drained_after < OUTAGE + Duration::from_secs(150),
         "drained {drained_after:?} after the start"
     );
+}
+
+/// Issue 16 §1 in Lambda: without `SQS_WORKER_MAX_RECEIVE_COUNT`, the
+/// service reads the queue's `maxReceiveCount` on its first invocation with
+/// its SQS client (the queue URL from the record's `eventSourceARN`), so the
+/// retry budget spreads the retries over its window. A window of 62 s with
+/// 5 receives makes the first retry delay 2–4 s; the fallback policy (what
+/// an unread count leaves) would make it 0.5–1 s. When the policy cannot be
+/// read, the invocation still answers and the fallback stays.
+#[tokio::test]
+async fn lambda_reads_max_receive_count_at_the_cold_start() {
+    use sqs_worker::EngineConfig;
+    use sqs_worker_core::flow::RetryBudget;
+    use sqs_worker_lambda::LambdaRunner;
+    use sqs_worker_lambda::testing::{event, failed_ids, record};
+
+    init_logs();
+    let client = common::sqs().await;
+    let (url, _dlq) = queue_with_redrive(&client, "lambda-budget", 5).await;
+    send(&client, &url, &["m".to_owned()]).await;
+    let got = client
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let m = got.messages().first().cloned().expect("the message");
+    let rec = record(m.message_id().unwrap(), m.body().unwrap())
+        .receipt_handle(m.receipt_handle().unwrap())
+        .queue_arn(&queue_arn(&client, &url).await);
+
+    let failing = |_m: Message| async { Err::<(), _>(Error::msg("the payment API is down")) };
+    let service = |budget: &Arc<RetryBudget>| {
+        LambdaRunner::with_config(
+            failing,
+            EngineConfig::default().retry_policy_arc(budget.clone()),
+        )
+        .sqs_client(client.clone())
+        .retry_budget(budget.clone())
+        .build()
+        .unwrap()
+    };
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(62)));
+    let svc = service(&budget);
+    let ctx = lambda_runtime::Context::default();
+    let resp = svc.handle(event([rec]), &ctx).await.unwrap();
+    let answered = Instant::now();
+    assert_eq!(failed_ids(&resp).len(), 1);
+    assert_eq!(
+        budget.max_receive_count(),
+        Some(5),
+        "read from the redrive policy"
+    );
+
+    let visible = || async {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        !out.messages().is_empty()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !visible().await,
+        "visible again {:?} after the failure: the budget's delay is at least 2 s",
+        answered.elapsed()
+    );
+    common::until_async(Duration::from_secs(10), "the retry", visible).await;
+
+    // A queue that cannot be read: logged, the fallback stays, and the
+    // invocation answers as before.
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(62)));
+    let svc = service(&budget);
+    let missing = record("x", "{}").queue_arn("arn:aws:sqs:us-east-1:123456789012:no-such-queue");
+    let resp = svc.handle(event([missing]), &ctx).await.unwrap();
+    assert_eq!(failed_ids(&resp), ["x"]);
+    assert_eq!(budget.max_receive_count(), None);
 }

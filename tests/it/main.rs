@@ -15,6 +15,7 @@ mod envelopes;
 mod faults;
 mod fifo;
 mod flow;
+mod flow_limits;
 mod idempotency;
 mod lambda;
 mod lambda_emulator;

@@ -59,6 +59,12 @@ pub mod var {
     pub const MAX_RECEIVE_COUNT: &str = "SQS_WORKER_MAX_RECEIVE_COUNT";
     /// A switch: a circuit breaker with its default settings (`CircuitBreaker`).
     pub const CIRCUIT_BREAKER: &str = "SQS_WORKER_CIRCUIT_BREAKER";
+    /// Handler starts per second across the process, a decimal number
+    /// (both runners; `RateLimit`).
+    pub const RATE_LIMIT: &str = "SQS_WORKER_RATE_LIMIT";
+    /// Adaptive concurrency between 1 and the concurrency, a switch (poller;
+    /// `AdaptiveConcurrency`).
+    pub const ADAPTIVE_CONCURRENCY: &str = "SQS_WORKER_ADAPTIVE_CONCURRENCY";
     /// A switch (Lambda): when every record of an invocation failed, fail the
     /// invocation so the event source mapping scales its polling down.
     pub const FAIL_INVOCATION_WHEN_ALL_FAILED: &str = "SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED";
@@ -244,6 +250,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         parse_seconds(&v)
             .map(Some)
             .ok_or_else(|| invalid(var, v, "expected a number of seconds, 0 to 43200"))
+    }
+
+    /// A rate per second: a decimal number above 0, at most 100,000.
+    pub fn per_second(&self, var: &'static str) -> Result<Option<f64>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        match v.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 && r <= crate::flow::MAX_RATE => Ok(Some(r)),
+            _ => Err(invalid(
+                var,
+                v,
+                "expected a number per second above 0, at most 100000",
+            )),
+        }
     }
 
     /// A whole number of seconds, 0 to 43200 (12 h): fractions are refused.

@@ -89,6 +89,10 @@ impl SqsSettler {
         }
     }
 
+    pub(crate) fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+
     pub(crate) fn visibility(&self) -> Arc<dyn VisibilityControl> {
         self.visibility.clone()
     }

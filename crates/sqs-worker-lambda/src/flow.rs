@@ -1,11 +1,13 @@
 //! Flow control in Lambda (issue 16): the circuit breaker kept by a warm
-//! container across invocations, and failing the invocation when every
-//! record failed. Without either, each hook is one `Option`/`bool` check per
-//! invocation or record.
+//! container across invocations, failing the invocation when every record
+//! failed, the rate limit (`pace`) and reading `maxReceiveCount` (`redrive`).
+//! Without them, each hook is one `Option`/`bool` check per invocation or
+//! record.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqs_worker_core::flow::{Admit, CircuitBreaker};
+use sqs_worker_core::flow::{Admit, CircuitBreaker, RateLimiter};
 use sqs_worker_core::runner::{Failure, FailureKind};
 use sqs_worker_core::{Error, Message};
 
@@ -16,6 +18,11 @@ pub(crate) struct Flow {
     pub(crate) breaker: Option<CircuitBreaker>,
     /// `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`.
     pub(crate) fail_when_all_failed: bool,
+    /// The rate limit's bucket, shared by every invocation of this container.
+    pub(crate) rate: Option<Arc<RateLimiter>>,
+    /// The retry budget to tell the queue's `maxReceiveCount` at the cold start.
+    #[cfg(feature = "sqs-client")]
+    pub(crate) redrive: Option<crate::redrive::Redrive>,
 }
 
 /// The messages of this invocation the breaker does not let run: all of
@@ -54,7 +61,6 @@ pub(crate) fn hold(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use lambda_runtime::Context;

@@ -64,8 +64,11 @@
 #[cfg(feature = "sqs-client")]
 mod client;
 mod flow;
+mod pace;
 mod payload;
 mod record;
+#[cfg(feature = "sqs-client")]
+mod redrive;
 mod runner;
 mod service;
 #[cfg(any(test, feature = "testing"))]

@@ -1,11 +1,14 @@
 //! Configuration and the entry points: [`LambdaRunner`] and [`run`](crate::run).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sqs_worker_core::config::{ConfigError, Env, var};
-use sqs_worker_core::flow::{BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RetryBudget};
+use sqs_worker_core::flow::{
+    BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RateLimit, RateLimiter, RetryBudget,
+};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
@@ -43,6 +46,9 @@ pub struct LambdaRunner<P> {
     safety_margin: Duration,
     breaker: Option<BreakerConfig>,
     fail_when_all_failed: bool,
+    rate_limit: Option<RateLimit>,
+    #[cfg(feature = "sqs-client")]
+    retry_budget: Option<Arc<RetryBudget>>,
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
     #[cfg(feature = "sqs-client")]
@@ -74,7 +80,10 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
     /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
     /// `SQS_WORKER_RETRY_WINDOW_SECONDS` and `SQS_WORKER_MAX_RECEIVE_COUNT`
-    /// (the retry budget, [`RetryBudget`]),
+    /// (the retry budget, [`RetryBudget`]; without the count, with the
+    /// `sqs-client` feature, it is read from the queue's redrive policy at
+    /// the cold start), `SQS_WORKER_RATE_LIMIT`, `SQS_WORKER_CIRCUIT_BREAKER`,
+    /// `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`,
     /// and with the `sqs-client` feature `SQS_WORKER_DLQ_URL` and
     /// `SQS_WORKER_BACKOFF` (the README's configuration table; names in
     /// [`sqs_worker_core::config::var`]). Fails naming the variable when a
@@ -84,8 +93,14 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// ignored with a warning (one configuration often serves both runners).
     pub fn from_env<A, F: IntoHandler<A, Handler = H>>(handler: F) -> Result<Self, ConfigError> {
         let env = Env::process();
-        let config = engine_config_in(&env)?;
-        Self::with_config(handler, config).env_in(&env)
+        let (config, _budget) = engine_config_and_budget(&env)?;
+        #[allow(unused_mut)]
+        let mut runner = Self::with_config(handler, config);
+        #[cfg(feature = "sqs-client")]
+        {
+            runner.retry_budget = Some(_budget);
+        }
+        runner.env_in(&env)
     }
 
     /// A runner for `handler` with engine settings.
@@ -106,6 +121,9 @@ impl<P: Processor> LambdaRunner<P> {
             safety_margin: DEFAULT_SAFETY_MARGIN,
             breaker: None,
             fail_when_all_failed: false,
+            rate_limit: None,
+            #[cfg(feature = "sqs-client")]
+            retry_budget: None,
             #[cfg(feature = "sqs-client")]
             client: None,
             #[cfg(feature = "sqs-client")]
@@ -142,6 +160,31 @@ impl<P: Processor> LambdaRunner<P> {
     /// after partial batch failures. Retry delays already set stay.
     pub fn fail_invocation_when_all_failed(mut self, on: bool) -> Self {
         self.fail_when_all_failed = on;
+        self
+    }
+
+    /// A rate limit (default none; `SQS_WORKER_RATE_LIMIT`, per second):
+    /// the records of an invocation start at most [`RateLimit::rate`] per
+    /// second, from a bucket a warm container keeps across invocations.
+    /// Records whose turn would come after the deadline are reported
+    /// unstarted. It limits one container; for a fleet-wide limit, set the
+    /// event source mapping's `MaximumConcurrency` too (the README's "Flow
+    /// control").
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The retry budget to tell the queue's `maxReceiveCount`: on the
+    /// container's first invocation, unless it knows the count already
+    /// (`SQS_WORKER_MAX_RECEIVE_COUNT`), the service reads the redrive
+    /// policy of the records' queue with its SQS client and sets it. Pass
+    /// the budget your [`EngineConfig`]'s retry policy uses;
+    /// [`from_env`](LambdaRunner::from_env) does this with its own.
+    #[cfg(feature = "sqs-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
+    pub fn retry_budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.retry_budget = Some(budget);
         self
     }
 
@@ -210,6 +253,9 @@ impl<P: Processor> LambdaRunner<P> {
         if let Some(on) = env.flag(var::FAIL_INVOCATION_WHEN_ALL_FAILED)? {
             self.fail_when_all_failed = on;
         }
+        if let Some(r) = env.per_second(var::RATE_LIMIT)? {
+            self.rate_limit = Some(RateLimit::per_second(r));
+        }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
@@ -258,9 +304,16 @@ impl<P: Processor> LambdaRunner<P> {
                 ),
             ));
         }
+        if let Some(r) = &self.rate_limit {
+            r.check()
+                .map_err(|reason| ConfigError::invalid("rate_limit", reason))?;
+        }
         let flow = crate::flow::Flow {
             breaker: self.breaker.map(CircuitBreaker::new),
             fail_when_all_failed: self.fail_when_all_failed,
+            rate: self.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+            #[cfg(feature = "sqs-client")]
+            redrive: self.retry_budget.map(crate::redrive::Redrive::new),
         };
         #[cfg(feature = "sqs-client")]
         {
@@ -324,11 +377,20 @@ pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
 fn engine_config_in<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
 ) -> Result<EngineConfig, ConfigError> {
+    Ok(engine_config_and_budget(env)?.0)
+}
+
+/// The engine settings and the retry budget they use (shared, so the
+/// service can tell it the queue's `maxReceiveCount` at the cold start).
+fn engine_config_and_budget<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<(EngineConfig, Arc<RetryBudget>), ConfigError> {
     let mut config = EngineConfig::default();
     if let Some(n) = env.count(var::CONCURRENCY)? {
         config = config.concurrency(n);
     }
-    Ok(config.retry_policy(retry_budget_in(env)?))
+    let budget = Arc::new(retry_budget_in(env)?);
+    Ok((config.retry_policy_arc(budget.clone()), budget))
 }
 
 /// The retry budget from `SQS_WORKER_RETRY_WINDOW_SECONDS` (default 1 hour)
@@ -466,6 +528,23 @@ mod tests {
     }
 
     #[cfg(feature = "sqs-client")]
+    #[test]
+    fn the_rate_limit_comes_from_the_environment() {
+        let r = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_RATE_LIMIT", "2.5")]))
+            .unwrap();
+        assert_eq!(r.rate_limit, Some(RateLimit::per_second(2.5)));
+        let e = LambdaRunner::new(ok)
+            .env_in(&env(&[("SQS_WORKER_RATE_LIMIT", "-3")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SQS_WORKER_RATE_LIMIT"), "{e}");
+        let e = LambdaRunner::new(ok)
+            .rate_limit(RateLimit::per_second(0.0))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("rate_limit"), "{e}");
+    }
+
     #[test]
     fn a_bad_backoff_switch_names_the_variable() {
         let e = LambdaRunner::new(ok)

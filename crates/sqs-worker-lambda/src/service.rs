@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent, Service};
 use sqs_worker_core::flow::Verdict;
-use sqs_worker_core::runner::{Processor, observe};
+use sqs_worker_core::runner::{Processor, Settled, observe};
 
 use crate::flow::Flow;
 use sqs_worker_core::{Message, Visibility};
@@ -267,35 +267,66 @@ impl<P: Processor> LambdaService<P> {
         let held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
+            if let (Some(r), Some(m)) = (&self.inner.flow.redrive, messages.first()) {
+                // Boxed: once per cold start (see `run_records`).
+                Box::pin(r.learn(settler.client(), m.source())).await;
+            }
             let mut failed = held;
-            self.inner
-                .processor
-                .process(messages, deadline, |mut s| {
-                    if let Some(b) = breaker {
-                        b.settle(&mut s);
-                    }
-                    if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
-                        failed.push((s.message, f));
-                    }
-                })
-                .await;
+            self.run_records(messages, deadline, |mut s| {
+                if let Some(b) = breaker {
+                    b.settle(&mut s);
+                }
+                if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
+                    failed.push((s.message, f));
+                }
+            })
+            .await;
             return settler.settle(failed, invocation, response).await;
         }
         let _ = invocation;
         for (m, _) in &held {
             response.add_failure(m.id());
         }
-        self.inner
-            .processor
-            .process(messages, deadline, |s| {
-                if let Some(b) = breaker {
-                    b.record(Verdict::of(&s));
-                }
-                if !s.is_success() {
-                    response.add_failure(s.message.id());
-                }
-            })
-            .await;
+        self.run_records(messages, deadline, |s| {
+            if let Some(b) = breaker {
+                b.record(Verdict::of(&s));
+            }
+            if !s.is_success() {
+                response.add_failure(s.message.id());
+            }
+        })
+        .await;
+    }
+
+    /// Runs the records through the processor, paced by the rate limit when
+    /// there is one.
+    async fn run_records<S: FnMut(Settled) + Send>(
+        &self,
+        messages: Vec<Message>,
+        deadline: Option<Instant>,
+        settle: S,
+    ) {
+        match &self.inner.flow.rate {
+            None => {
+                self.inner
+                    .processor
+                    .process(messages, deadline, settle)
+                    .await
+            }
+            // Boxed: off the hot path, and it keeps the service future's
+            // type shallow (deeply nested futures overflow rustc's layout
+            // query depth in programs such as `examples/idempotency.rs`).
+            Some(rate) => {
+                Box::pin(crate::pace::run_paced(
+                    &self.inner.processor,
+                    rate,
+                    messages,
+                    deadline,
+                    settle,
+                ))
+                .await
+            }
+        }
     }
 
     /// The leases of this invocation's messages, made once and cloned per

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqs_worker_core::config::{ConfigError, check_concurrency, check_duration};
-use sqs_worker_core::flow::{BreakerConfig, DEFAULT_RETRY_WINDOW, RetryBudget};
+use sqs_worker_core::flow::{
+    AdaptiveConcurrency, BreakerConfig, DEFAULT_RETRY_WINDOW, RateLimit, RetryBudget,
+};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{EngineConfig, Execution, IntoHandler, MAX_VISIBILITY_TIMEOUT, RetryPolicy};
 
@@ -88,6 +90,8 @@ pub(crate) struct Settings {
     pub(crate) scale_in_protection: Option<ScaleInProtection>,
     pub(crate) retry_window: Duration,
     pub(crate) breaker: Option<BreakerConfig>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) adaptive: Option<AdaptiveConcurrency>,
     /// The default retry policy, told the queue's `maxReceiveCount` at
     /// start-up; `None` with a custom retry policy or processor.
     pub(crate) retry_budget: Option<Arc<RetryBudget>>,
@@ -131,7 +135,7 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
 /// ```
 #[must_use]
 pub struct PollerBuilder<P> {
-    settings: Settings,
+    pub(crate) settings: Settings,
     concurrency: Option<usize>,
     receivers: Option<usize>,
     make: MakeProcessor<P>,
@@ -196,6 +200,8 @@ impl<P: Processor> PollerBuilder<P> {
                 scale_in_protection: None,
                 retry_window: DEFAULT_RETRY_WINDOW,
                 breaker: None,
+                rate_limit: None,
+                adaptive: None,
                 retry_budget: None,
             },
             concurrency: None,
@@ -393,6 +399,7 @@ impl<P: Processor> PollerBuilder<P> {
             return bad("queue", "the queue URL or name is empty".into());
         }
         s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        crate::limits::check(&mut s, self.concurrency)?;
         check_concurrency("concurrency", s.concurrency)?;
         s.receivers = self
             .receivers

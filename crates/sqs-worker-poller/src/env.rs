@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqs_worker_core::IntoHandler;
 use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
-use sqs_worker_core::flow::BreakerConfig;
+use sqs_worker_core::flow::{BreakerConfig, RateLimit};
 use sqs_worker_core::runner::Engine;
 
 use crate::config::{PollerBuilder, Queue, Settings};
@@ -106,6 +106,15 @@ where
     }
     if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
         b = b.circuit_breaker(BreakerConfig::default());
+    }
+    if let Some(r) = env.per_second(var::RATE_LIMIT)? {
+        b = b.rate_limit(RateLimit::per_second(r));
+    }
+    if env.flag(var::ADAPTIVE_CONCURRENCY)? == Some(true) {
+        let max = env
+            .count(var::CONCURRENCY)?
+            .unwrap_or(crate::config::DEFAULT_CONCURRENCY);
+        b = b.adaptive_concurrency(1..=max);
     }
     Ok(b)
 }
@@ -384,6 +393,36 @@ mod tests {
         let d = settings(&[]);
         assert_eq!(d.grace_period, DEFAULT_GRACE_PERIOD);
         assert_eq!(d.wait_time, DEFAULT_WAIT_TIME);
+    }
+
+    #[test]
+    fn rate_limit_and_adaptive_concurrency_come_from_the_environment() {
+        let d = settings(&[]);
+        assert_eq!((d.rate_limit, d.adaptive), (None, None));
+        let s = settings(&[
+            ("SQS_WORKER_RATE_LIMIT", "14.5"),
+            ("SQS_WORKER_ADAPTIVE_CONCURRENCY", "true"),
+            ("SQS_WORKER_CONCURRENCY", "48"),
+        ]);
+        assert_eq!(s.rate_limit, Some(RateLimit::per_second(14.5)));
+        let a = s.adaptive.expect("adaptive concurrency");
+        assert_eq!((a.min(), a.max(), s.concurrency), (1, 48, 48));
+        assert_eq!(
+            settings(&[("SQS_WORKER_ADAPTIVE_CONCURRENCY", "1")])
+                .adaptive
+                .map(|a| a.max()),
+            Some(crate::config::DEFAULT_CONCURRENCY)
+        );
+        for (var, bad) in [
+            ("SQS_WORKER_RATE_LIMIT", "0"),
+            ("SQS_WORKER_RATE_LIMIT", "fast"),
+            ("SQS_WORKER_RATE_LIMIT", "1e9"),
+            ("SQS_WORKER_ADAPTIVE_CONCURRENCY", "maybe"),
+        ] {
+            let e =
+                from_env_in(ok, &env(&[("SQS_QUEUE_URL", "http://x/q"), (var, bad)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub(crate) const HOLD_LIMIT: Duration =
 pub(crate) struct Groups {
     pub(crate) handoff: Arc<Handoff>,
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// Adaptive concurrency, when configured: every result counts.
+    pub(crate) adaptive: Option<Arc<crate::limits::Adaptive>>,
     /// Where an exhausted head goes: the configured dead-letter queue, else
     /// the redrive policy's (FIFO queues only).
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
@@ -67,13 +69,18 @@ pub(crate) async fn run_batch<P: Processor>(
     if batch.iter().all(|m| m.fifo_group_id().is_none()) {
         // Nothing waits behind a group: every message starts at once (each
         // has its slot), so no batch deadline (and no timer per batch).
-        let settle = crate::flow::settle_fn(groups.handoff.clone(), groups.breaker.clone());
+        let settle = crate::flow::settle_fn(
+            groups.handoff.clone(),
+            groups.breaker.clone(),
+            groups.adaptive.clone(),
+            received,
+        );
         return processor.process(batch, None, settle).await;
     }
     let deadline = received + HOLD_LIMIT;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut runs: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
-    let settle = holding(&groups, &tx, &stop);
+    let settle = holding(&groups, &tx, &stop, received);
     let first = processor.clone();
     runs.push(Box::pin(async move {
         first.process(batch, Some(deadline), settle).await;
@@ -89,7 +96,8 @@ pub(crate) async fn run_batch<P: Processor>(
                     held.push(s);
                 }
                 for group in by_group(held) {
-                    let (p, settle) = (processor.clone(), holding(&groups, &tx, &stop));
+                    let started = Instant::now();
+                    let (p, settle) = (processor.clone(), holding(&groups, &tx, &stop, started));
                     let retry = retry(group, deadline, groups.clone(), stop.clone());
                     runs.push(Box::pin(async move {
                         if let Some(batch) = retry.await {
@@ -114,12 +122,16 @@ fn holding(
     groups: &Arc<Groups>,
     tx: &mpsc::UnboundedSender<Settled>,
     stop: &watch::Receiver<bool>,
+    received: Instant,
 ) -> impl FnMut(Settled) + Send + 'static {
     let (groups, tx, stop) = (groups.clone(), tx.clone(), stop.clone());
     let mut held: Vec<String> = Vec::new();
     move |mut s: Settled| {
         if let Some(b) = &groups.breaker {
             b.settle(&mut s);
+        }
+        if let Some(a) = &groups.adaptive {
+            a.record(&s, received);
         }
         if let Some(group) = groups.holds(&s, &held, &stop) {
             if !held.contains(&group) {

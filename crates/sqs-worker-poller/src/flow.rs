@@ -10,6 +10,7 @@ use sqs_worker_core::runner::{Processor, Settled};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::handoff::Handoff;
+use crate::limits::Adaptive;
 use crate::receive::Receiver;
 use crate::settle::Job;
 use crate::stats::Stats;
@@ -79,15 +80,20 @@ impl<P: Processor> Receiver<P> {
     }
 }
 
-/// The settle callback of a batch: hands each result to settlement, and
-/// with a breaker counts it first.
+/// The settle callback of a batch received at `received`: hands each result
+/// to settlement, and with a breaker or adaptive concurrency counts it first.
 pub(crate) fn settle_fn(
     handoff: Arc<Handoff>,
     breaker: Option<Arc<CircuitBreaker>>,
+    adaptive: Option<Arc<Adaptive>>,
+    received: Instant,
 ) -> impl FnMut(Settled) + Send + 'static {
     move |mut s: Settled| {
         if let Some(b) = &breaker {
             b.settle(&mut s);
+        }
+        if let Some(a) = &adaptive {
+            a.record(&s, received);
         }
         handoff.settled(s);
     }

@@ -57,6 +57,7 @@ mod fifo;
 mod flow;
 mod handoff;
 mod inflight;
+mod limits;
 mod protection;
 mod receive;
 mod redrive;

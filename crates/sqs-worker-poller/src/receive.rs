@@ -77,6 +77,8 @@ pub(crate) struct Receiver<P> {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     /// What each batch task needs to hold failed FIFO groups.
     pub(crate) groups: Arc<crate::fifo::Groups>,
+    /// The rate limit and adaptive concurrency, when configured.
+    pub(crate) limits: crate::limits::Limits,
 }
 
 /// A receive loop's backoffs and warning clocks.
@@ -143,6 +145,9 @@ impl<P: Processor> Receiver<P> {
             let Some(permits) = self.gather(&mut stop).await else {
                 break;
             };
+            let Some(permits) = self.adapt(permits) else {
+                continue;
+            };
             let permits = match self.admit(permits) {
                 Ok(permits) => permits,
                 Err(wait) => {
@@ -153,12 +158,20 @@ impl<P: Processor> Receiver<P> {
                     }
                 }
             };
+            let Some((permits, mut tokens)) = self.pace(permits, &mut stop).await else {
+                break;
+            };
             attempts += 1;
             let result = match self
                 .receive_once(permits.num_permits(), attempts, &mut stop)
                 .await
             {
-                Receipt::Answered(result) => result,
+                Receipt::Answered(result) => {
+                    if let Ok(out) = &result {
+                        crate::limits::spend(&mut tokens, out.messages().len());
+                    }
+                    result
+                }
                 Receipt::Stopped(out) => {
                     if let Some(out) = out {
                         self.release_unstarted(out, permits);

@@ -305,9 +305,11 @@ impl Stages {
         let backlog = Arc::new(watch::channel(false).0);
         let started = Arc::new(AtomicBool::new(false));
         let breaker = s.breaker.map(|c| Arc::new(CircuitBreaker::new(c)));
+        let limits = crate::limits::Limits::new(s, &capacity);
         let groups = Arc::new(Groups {
             handoff: self.handoff.clone(),
             breaker: breaker.clone(),
+            adaptive: limits.adaptive.clone(),
             dead_letter: start.fifo_dead_letter.clone(),
             max_receive_count: start.facts.max_receive_count,
             control: self.inflight.control(),
@@ -343,6 +345,7 @@ impl Stages {
                 attempt_prefix: url.ends_with(".fifo").then(|| attempt_prefix(i)),
                 breaker: breaker.clone(),
                 groups: groups.clone(),
+                limits: limits.clone(),
             };
             loops.spawn(receiver.run(self.stop_rx.clone()));
         }

@@ -7,9 +7,17 @@
 //!   than the window does not dead-letter live traffic.
 //! - [`CircuitBreaker`]: stops receiving while most recent handler runs fail
 //!   (or one says [`Error::downstream`](crate::Error::downstream)).
+//! - [`RateLimiter`]: handlers start at most `n` per second; receives ask
+//!   only for the tokens they hold.
+//! - [`AdaptiveLimit`]: an in-flight limit lowered when latency or failures
+//!   rise, raised while they stay healthy (AIMD).
 
+mod adaptive;
 mod breaker;
 mod budget;
+mod rate;
 
+pub use self::adaptive::{AdaptiveConcurrency, AdaptiveLimit};
 pub use self::breaker::{Admit, BreakerConfig, CircuitBreaker, CircuitState, Verdict};
 pub use self::budget::{DEFAULT_RETRY_WINDOW, RetryBudget, parse_max_receive_count};
+pub use self::rate::{MAX_RATE, RateLimit, RateLimiter, Reservation};

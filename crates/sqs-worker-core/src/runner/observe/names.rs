@@ -51,6 +51,9 @@ pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
 pub const COLD_STARTS: &str = "sqs_worker_lambda_cold_starts_total";
 /// The circuit breaker's state (gauge): 0 closed, 1 open, 2 half-open.
 pub const CIRCUIT_STATE: &str = "sqs_worker_circuit_state";
+/// The adaptive concurrency limit now (gauge; poller with
+/// `adaptive_concurrency`): how many messages may be in flight.
+pub const CONCURRENCY_LIMIT: &str = "sqs_worker_concurrency_limit";
 
 /// OpenTelemetry `messaging.client.consumed.messages`: counter, unit
 /// `{message}`; the counterpart of [`RECEIVED`]. Attributes
@@ -190,6 +193,7 @@ pub const ALL: &[Metric] = &[
     own(RECEIVE_COUNT, Histogram, "{receive}", &[]),
     own(COLD_STARTS, Counter, "{start}", &[]),
     own(CIRCUIT_STATE, Gauge, "1", &[]),
+    own(CONCURRENCY_LIMIT, Gauge, "{message}", &[]),
     own(
         crate::idempotency::names::DUPLICATES,
         Counter,
