@@ -110,31 +110,7 @@ pub(crate) async fn send_chunk(
                 return done;
             }
         };
-        let mut results: Vec<Option<EntryResult>> = vec![None; pending.len()];
-        for s in out.successful() {
-            if let Some(slot) = s
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| results.get_mut(i))
-            {
-                *slot = Some(Ok(Sent {
-                    message_id: s.message_id().to_owned(),
-                    sequence_number: s.sequence_number().map(str::to_owned),
-                }));
-            }
-        }
-        for f in out.failed() {
-            if let Some(slot) = f
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| results.get_mut(i))
-            {
-                let message = f.message().unwrap_or_default().to_owned();
-                *slot = Some(Err((f.code().to_owned(), message, f.sender_fault())));
-            }
-        }
+        let results = entry_results(&out, pending.len());
         let mut again = Vec::new();
         for (p, r) in pending.into_iter().zip(results) {
             let (code, message, retry) = match r {
@@ -180,6 +156,40 @@ pub(crate) async fn send_chunk(
         pending = again;
         sleep(retry_delay).await;
     }
+}
+
+/// Each pending entry's answer from a `SendMessageBatch` response, by the
+/// entry's index (its id in the request); `None` where SQS said nothing.
+fn entry_results(
+    out: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
+    n: usize,
+) -> Vec<Option<EntryResult>> {
+    let mut results: Vec<Option<EntryResult>> = vec![None; n];
+    for s in out.successful() {
+        if let Some(slot) = s
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| results.get_mut(i))
+        {
+            *slot = Some(Ok(Sent {
+                message_id: s.message_id().to_owned(),
+                sequence_number: s.sequence_number().map(str::to_owned),
+            }));
+        }
+    }
+    for f in out.failed() {
+        if let Some(slot) = f
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| results.get_mut(i))
+        {
+            let message = f.message().unwrap_or_default().to_owned();
+            *slot = Some(Err((f.code().to_owned(), message, f.sender_fault())));
+        }
+    }
+    results
 }
 
 async fn sleep(d: Option<Duration>) {
