@@ -498,6 +498,40 @@ async fn with_a_client_handlers_can_extend_visibility() {
     assert!(receive_now(&sqs, &url).await.is_empty(), "extended to 30 s");
 }
 
+/// Issue 15 §6: in Lambda the deadline a handler sees is the invocation's,
+/// and an extension (which moves the message's visibility in SQS) does not
+/// move it past that: the handler is stopped there whatever SQS says.
+#[tokio::test]
+async fn an_extension_never_moves_the_deadline_past_the_invocation() {
+    let sqs = common::sqs().await;
+    let name = common::unique("lambda-extend-cap");
+    let url = common::create_queue(&sqs, &name, &[("VisibilityTimeout", "5")]).await;
+    let (ev, _id) = receive_as_record(&sqs, &url, "{}").await;
+
+    let invocation = Duration::from_secs(10);
+    let called = Instant::now();
+    let handler = move |m: Message| async move {
+        let end = called + invocation;
+        let before = m.deadline().expect("a deadline");
+        assert!(before <= end, "{:?} past the invocation", before - end);
+        m.extend_visibility(Duration::from_secs(600)).await?;
+        let after = m.deadline().expect("a deadline");
+        assert!(
+            after <= end,
+            "deadline {:?} past the invocation's after extending",
+            after - end
+        );
+        assert!(m.time_left().expect("a deadline") <= invocation);
+        Ok::<(), Error>(())
+    };
+    let mut svc = LambdaRunner::new(handler)
+        .sqs_client(sqs.clone())
+        .build()
+        .expect("service");
+    let resp = call(&mut svc, ev, invocation).await.expect("answer");
+    assert_all_succeeded(&resp);
+}
+
 #[tokio::test]
 async fn a_batch_engine_runs_behind_the_same_service() {
     use sqs_worker::BatchResults;

@@ -305,11 +305,15 @@ impl<P: Processor> LambdaService<P> {
                 None => Visibility::unbacked(),
             },
             #[cfg(feature = "sqs-client")]
-            extendable: self
-                .inner
-                .client
-                .as_ref()
-                .map(|settler| Visibility::extendable(deadline, settler.visibility())),
+            extendable: self.inner.client.as_ref().map(|settler| {
+                // The handler stops at the deadline whatever SQS's
+                // visibility: an extension never moves it later.
+                let lease = Visibility::extendable(deadline, settler.visibility());
+                match deadline {
+                    Some(d) => lease.capped_at(d),
+                    None => lease,
+                }
+            }),
         }
     }
 }
