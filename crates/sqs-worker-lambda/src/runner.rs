@@ -73,6 +73,8 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// A runner for `handler` configured from the environment (synchronous,
     /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
     /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
+    /// `SQS_WORKER_START_MARGIN_SECONDS`, `SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE`
+    /// (see [`engine_config_from_env`]),
     /// `SQS_WORKER_RETRY_WINDOW_SECONDS` and `SQS_WORKER_MAX_RECEIVE_COUNT`
     /// (the retry budget, [`RetryBudget`]),
     /// and with the `sqs-client` feature `SQS_WORKER_DLQ_URL` and
@@ -316,7 +318,12 @@ impl<P: Processor> LambdaRunner<P> {
 }
 
 /// The engine settings from the environment: `SQS_WORKER_CONCURRENCY`,
-/// handlers running at once (default 16).
+/// handlers running at once (default 16); `SQS_WORKER_START_MARGIN_SECONDS`
+/// ([`EngineConfig::start_margin`], default 0);
+/// `SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE`
+/// ([`EngineConfig::fifo_stop_batch_on_failure`], default off); and the
+/// retry budget (`SQS_WORKER_RETRY_WINDOW_SECONDS`,
+/// `SQS_WORKER_MAX_RECEIVE_COUNT`).
 pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
     engine_config_in(&Env::process())
 }
@@ -328,7 +335,27 @@ fn engine_config_in<F: Fn(&str) -> Option<String>>(
     if let Some(n) = env.count(var::CONCURRENCY)? {
         config = config.concurrency(n);
     }
+    if let Some(margin) = env.seconds(var::START_MARGIN_SECONDS)? {
+        check_margin(var::START_MARGIN_SECONDS, margin)?;
+        config = config.start_margin(margin);
+    }
+    if let Some(on) = env.flag(var::FIFO_STOP_BATCH_ON_FAILURE)? {
+        config = config.fifo_stop_batch_on_failure(on);
+    }
     Ok(config.retry_policy(retry_budget_in(env)?))
+}
+
+/// A margin from the environment is at most [`MAX_SAFETY_MARGIN`] (Lambda's
+/// longest function timeout).
+fn check_margin(var: &'static str, margin: Duration) -> Result<(), ConfigError> {
+    if margin > MAX_SAFETY_MARGIN {
+        return Err(ConfigError::InvalidEnv {
+            var,
+            value: margin.as_secs_f64().to_string(),
+            reason: "expected at most 900 seconds, Lambda's longest function timeout".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The retry budget from `SQS_WORKER_RETRY_WINDOW_SECONDS` (default 1 hour)
@@ -452,6 +479,32 @@ mod tests {
             ("SQS_WORKER_MAX_RECEIVE_COUNT", "five"),
         ] {
             let e = retry_budget_in(&env(&[(var, bad)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    /// Issue 15 §6: the start margin and the FIFO stop-at-first-failure
+    /// switch are engine settings read from the environment in Lambda.
+    #[test]
+    fn the_start_margin_and_fifo_stop_switch_come_from_the_environment() {
+        let config = engine_config_in(&env(&[])).unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("start_margin: 0ns"), "{text}");
+        assert!(text.contains("fifo_stop_batch_on_failure: false"), "{text}");
+        let config = engine_config_in(&env(&[
+            ("SQS_WORKER_START_MARGIN_SECONDS", "1.5"),
+            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "true"),
+        ]))
+        .unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("start_margin: 1.5s"), "{text}");
+        assert!(text.contains("fifo_stop_batch_on_failure: true"), "{text}");
+        for (var, bad) in [
+            ("SQS_WORKER_START_MARGIN_SECONDS", "901"),
+            ("SQS_WORKER_START_MARGIN_SECONDS", "1s"),
+            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "sometimes"),
+        ] {
+            let e = engine_config_in(&env(&[(var, bad)])).unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
         }
     }
