@@ -35,3 +35,4 @@ mod producer;
 mod proptests;
 #[cfg(feature = "telemetry")]
 mod security;
+mod tenants;

@@ -61,6 +61,10 @@ pub mod var {
     pub const RETRY_WINDOW_SECONDS: &str = "SQS_WORKER_RETRY_WINDOW_SECONDS";
     /// The queue's `maxReceiveCount`, for Lambda without an SQS client to read it.
     pub const MAX_RECEIVE_COUNT: &str = "SQS_WORKER_MAX_RECEIVE_COUNT";
+    /// At most this many messages of one fair-queue tenant (a `MessageGroupId`
+    /// on a standard queue) run at once; the rest are released with a short
+    /// delay (both runners; ignored on FIFO queues; `GroupLimit`).
+    pub const MAX_IN_FLIGHT_PER_GROUP: &str = "SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP";
     /// A switch: a circuit breaker with its default settings (`CircuitBreaker`).
     pub const CIRCUIT_BREAKER: &str = "SQS_WORKER_CIRCUIT_BREAKER";
     /// A switch (Lambda): when every record of an invocation failed, fail the

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
-use sqs_worker_core::config::{ConfigError, Env, var};
+use sqs_worker_core::config::{ConfigError, Env, check_concurrency, var};
 use sqs_worker_core::flow::{BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RetryBudget};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
@@ -43,6 +43,8 @@ pub struct LambdaRunner<P> {
     safety_margin: Duration,
     breaker: Option<BreakerConfig>,
     fail_when_all_failed: bool,
+    max_in_flight_per_group: Option<usize>,
+    max_receive_count: Option<u32>,
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
     #[cfg(feature = "sqs-client")]
@@ -108,6 +110,8 @@ impl<P: Processor> LambdaRunner<P> {
             safety_margin: DEFAULT_SAFETY_MARGIN,
             breaker: None,
             fail_when_all_failed: false,
+            max_in_flight_per_group: None,
+            max_receive_count: None,
             #[cfg(feature = "sqs-client")]
             client: None,
             #[cfg(feature = "sqs-client")]
@@ -144,6 +148,24 @@ impl<P: Processor> LambdaRunner<P> {
     /// after partial batch failures. Retry delays already set stay.
     pub fn fail_invocation_when_all_failed(mut self, on: bool) -> Self {
         self.fail_when_all_failed = on;
+        self
+    }
+
+    /// On a fair queue (a standard queue whose records carry a
+    /// `MessageGroupId` as a tenant label), at most `n` records of one
+    /// tenant run per invocation (`SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP`;
+    /// default unlimited): the tenant's further records in the batch are
+    /// reported failed without running, so one tenant never occupies all of
+    /// an invocation's concurrency. With an SQS client they come back after
+    /// a short delay (1–2 s, spread wider with their receive count up to 1–5 s);
+    /// without one, after the queue's visibility timeout. Records without a
+    /// group id, and FIFO records (whose groups already run one at a time),
+    /// are not limited. Each report raises the record's receive count; with
+    /// `SQS_WORKER_MAX_RECEIVE_COUNT` set, a record received that many times
+    /// runs over the limit rather than reach the dead-letter queue unrun.
+    /// 1 to [`MAX_CONCURRENCY`](sqs_worker_core::config::MAX_CONCURRENCY).
+    pub fn max_in_flight_per_group(mut self, n: usize) -> Self {
+        self.max_in_flight_per_group = Some(n);
         self
     }
 
@@ -212,6 +234,12 @@ impl<P: Processor> LambdaRunner<P> {
         if let Some(on) = env.flag(var::FAIL_INVOCATION_WHEN_ALL_FAILED)? {
             self.fail_when_all_failed = on;
         }
+        if let Some(n) = env.count(var::MAX_IN_FLIGHT_PER_GROUP)? {
+            self.max_in_flight_per_group = Some(n);
+        }
+        if let Some(n) = env.count(var::MAX_RECEIVE_COUNT)? {
+            self.max_receive_count = u32::try_from(n).ok();
+        }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
@@ -260,9 +288,20 @@ impl<P: Processor> LambdaRunner<P> {
                 ),
             ));
         }
+        if let Some(n) = self.max_in_flight_per_group {
+            check_concurrency("max_in_flight_per_group", n)?;
+            #[cfg(not(feature = "sqs-client"))]
+            tracing::warn!(
+                "max_in_flight_per_group without an SQS client (feature `sqs-client`): a \
+                 tenant's excess records come back after the queue's visibility timeout"
+            );
+        }
         let flow = crate::flow::Flow {
             breaker: self.breaker.map(CircuitBreaker::new),
             fail_when_all_failed: self.fail_when_all_failed,
+            group_limit: self
+                .max_in_flight_per_group
+                .map(|n| (n, self.max_receive_count)),
         };
         #[cfg(feature = "sqs-client")]
         {

@@ -269,7 +269,10 @@ impl<P: Processor> LambdaService<P> {
         response: &mut SqsBatchResponse,
     ) {
         let breaker = self.inner.flow.breaker.as_ref();
-        let held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
+        let mut held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
+        if let Some(limit) = self.inner.flow.group_limit {
+            held.extend(crate::flow::limit_groups(limit, &mut messages));
+        }
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
             let mut failed = held;

@@ -88,6 +88,8 @@ pub(crate) struct Settings {
     pub(crate) scale_in_protection: Option<ScaleInProtection>,
     pub(crate) retry_window: Duration,
     pub(crate) breaker: Option<BreakerConfig>,
+    /// Fair queues: messages of one tenant at once (`crate::tenant`).
+    pub(crate) max_in_flight_per_group: Option<usize>,
     /// The default retry policy, told the queue's `maxReceiveCount` at
     /// start-up; `None` with a custom retry policy or processor.
     pub(crate) retry_budget: Option<Arc<RetryBudget>>,
@@ -131,7 +133,7 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
 /// ```
 #[must_use]
 pub struct PollerBuilder<P> {
-    settings: Settings,
+    pub(crate) settings: Settings,
     concurrency: Option<usize>,
     receivers: Option<usize>,
     make: MakeProcessor<P>,
@@ -196,6 +198,7 @@ impl<P: Processor> PollerBuilder<P> {
                 scale_in_protection: None,
                 retry_window: DEFAULT_RETRY_WINDOW,
                 breaker: None,
+                max_in_flight_per_group: None,
                 retry_budget: None,
             },
             concurrency: None,
@@ -462,6 +465,7 @@ impl<P: Processor> PollerBuilder<P> {
         if let Some(p) = &s.scale_in_protection {
             p.check()?;
         }
+        crate::tenant::check(&s)?;
         if let Some(d) = &s.dead_letter_queue
             && d.trim().is_empty()
         {

@@ -107,6 +107,9 @@ where
     if env.flag(var::CIRCUIT_BREAKER)? == Some(true) {
         b = b.circuit_breaker(BreakerConfig::default());
     }
+    if let Some(n) = env.count(var::MAX_IN_FLIGHT_PER_GROUP)? {
+        b = b.max_in_flight_per_group(n);
+    }
     Ok(b)
 }
 

@@ -7,9 +7,14 @@
 //!   than the window does not dead-letter live traffic.
 //! - [`CircuitBreaker`]: stops receiving while most recent handler runs fail
 //!   (or one says [`Error::downstream`](crate::Error::downstream)).
+//! - [`GroupLimit`]: per-tenant in-flight limits on fair queues.
 
 mod breaker;
 mod budget;
+mod tenant;
 
 pub use self::breaker::{Admit, BreakerConfig, CircuitBreaker, CircuitState, Verdict};
 pub use self::budget::{DEFAULT_RETRY_WINDOW, RetryBudget, parse_max_receive_count};
+pub use self::tenant::{
+    GroupAdmit, GroupLimit, MAX_GROUP_RELEASE_DELAY, limited_group, release_delay,
+};
