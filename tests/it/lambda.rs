@@ -187,6 +187,45 @@ async fn a_near_deadline_leaves_records_unstarted_and_reported() {
     assert_eq!(started.load(Ordering::SeqCst), 3);
 }
 
+/// Issue 15 §6: with a start margin (`SQS_WORKER_START_MARGIN_SECONDS`, the
+/// engine's `start_margin`), no handler starts within the safety margin plus
+/// the start margin of the invocation deadline: those records are reported
+/// unstarted, and every record that started had time to finish.
+#[tokio::test]
+async fn no_handler_starts_inside_the_start_margin() {
+    let started = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = started.clone();
+    let handler = move |m: Message| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(m.id().to_owned());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<(), Error>(())
+        }
+    };
+    // 3 s invocation, 150 ms safety margin, 2 s start margin: nothing
+    // starts after about 850 ms, when one record at a time of 300 ms each
+    // leaves at least m4 unstarted.
+    let config = EngineConfig::default()
+        .concurrency(1)
+        .start_margin(Duration::from_secs(2));
+    let mut svc = LambdaRunner::with_config(handler, config)
+        .safety_margin(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let ev = event((0..5).map(|i| record(format!("m{i}"), "{}")));
+    let resp = call(&mut svc, ev, Duration::from_secs(3)).await.unwrap();
+    let ran = started.lock().unwrap().clone();
+    assert!(!ran.is_empty() && ran.len() < 5, "{ran:?}");
+    let mut failed: Vec<&str> = failed_ids(&resp);
+    failed.sort_unstable();
+    let unstarted: Vec<String> = (0..5)
+        .map(|i| format!("m{i}"))
+        .filter(|id| !ran.contains(id))
+        .collect();
+    assert_eq!(failed, unstarted, "exactly the records never started");
+}
+
 #[tokio::test]
 async fn an_event_that_is_not_from_sqs_is_a_function_error() {
     let mut svc = LambdaService::new(Engine::new(orders));
@@ -496,6 +535,40 @@ async fn with_a_client_handlers_can_extend_visibility() {
     // Past the queue's 1 s visibility timeout, the extension keeps it hidden.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(receive_now(&sqs, &url).await.is_empty(), "extended to 30 s");
+}
+
+/// Issue 15 §6: in Lambda the deadline a handler sees is the invocation's,
+/// and an extension (which moves the message's visibility in SQS) does not
+/// move it past that: the handler is stopped there whatever SQS says.
+#[tokio::test]
+async fn an_extension_never_moves_the_deadline_past_the_invocation() {
+    let sqs = common::sqs().await;
+    let name = common::unique("lambda-extend-cap");
+    let url = common::create_queue(&sqs, &name, &[("VisibilityTimeout", "5")]).await;
+    let (ev, _id) = receive_as_record(&sqs, &url, "{}").await;
+
+    let invocation = Duration::from_secs(10);
+    let called = Instant::now();
+    let handler = move |m: Message| async move {
+        let end = called + invocation;
+        let before = m.deadline().expect("a deadline");
+        assert!(before <= end, "{:?} past the invocation", before - end);
+        m.extend_visibility(Duration::from_secs(600)).await?;
+        let after = m.deadline().expect("a deadline");
+        assert!(
+            after <= end,
+            "deadline {:?} past the invocation's after extending",
+            after - end
+        );
+        assert!(m.time_left().expect("a deadline") <= invocation);
+        Ok::<(), Error>(())
+    };
+    let mut svc = LambdaRunner::new(handler)
+        .sqs_client(sqs.clone())
+        .build()
+        .expect("service");
+    let resp = call(&mut svc, ev, invocation).await.expect("answer");
+    assert_all_succeeded(&resp);
 }
 
 #[tokio::test]

@@ -36,3 +36,4 @@ mod producer;
 mod proptests;
 #[cfg(feature = "telemetry")]
 mod security;
+mod tenants;

@@ -40,6 +40,14 @@ pub mod var {
     pub const STATS_SECONDS: &str = "SQS_WORKER_STATS_SECONDS";
     /// Time kept before the invocation deadline, seconds (Lambda).
     pub const SAFETY_MARGIN_SECONDS: &str = "SQS_WORKER_SAFETY_MARGIN_SECONDS";
+    /// No handler starts when less than this is left before the engine's
+    /// deadline (the invocation deadline less [`SAFETY_MARGIN_SECONDS`]),
+    /// seconds (Lambda; `EngineConfig::start_margin`).
+    pub const START_MARGIN_SECONDS: &str = "SQS_WORKER_START_MARGIN_SECONDS";
+    /// A switch (Lambda): a FIFO batch stops at its first failure and
+    /// reports every record not started, as AWS documents for partial batch
+    /// responses (`EngineConfig::fifo_stop_batch_on_failure`).
+    pub const FIFO_STOP_BATCH_ON_FAILURE: &str = "SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE";
     /// Retry delays as visibility changes on or off (Lambda, `sqs-client`).
     pub const BACKOFF: &str = "SQS_WORKER_BACKOFF";
     /// Which metric names to emit: `both` (default: the OpenTelemetry
@@ -57,6 +65,10 @@ pub mod var {
     pub const RETRY_WINDOW_SECONDS: &str = "SQS_WORKER_RETRY_WINDOW_SECONDS";
     /// The queue's `maxReceiveCount`, for Lambda without an SQS client to read it.
     pub const MAX_RECEIVE_COUNT: &str = "SQS_WORKER_MAX_RECEIVE_COUNT";
+    /// At most this many messages of one fair-queue tenant (a `MessageGroupId`
+    /// on a standard queue) run at once; the rest are released with a short
+    /// delay (both runners; ignored on FIFO queues; `GroupLimit`).
+    pub const MAX_IN_FLIGHT_PER_GROUP: &str = "SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP";
     /// A switch: a circuit breaker with its default settings (`CircuitBreaker`).
     pub const CIRCUIT_BREAKER: &str = "SQS_WORKER_CIRCUIT_BREAKER";
     /// Handler starts per second across the process, a decimal number

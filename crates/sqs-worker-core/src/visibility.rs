@@ -66,6 +66,9 @@ pub struct Visibility {
     /// When the message's handler started, in nanoseconds since [`epoch`];
     /// 0 while it has not.
     started: AtomicU64,
+    /// The latest the deadline may move to (nanoseconds since [`epoch`]),
+    /// 0 for none: a Lambda invocation's end, whatever SQS's visibility.
+    ceiling: u64,
     control: Option<Arc<dyn VisibilityControl>>,
     unsupported_reason: &'static str,
 }
@@ -98,6 +101,7 @@ impl Clone for Visibility {
         Self {
             deadline: AtomicU64::new(self.deadline.load(Ordering::Acquire)),
             started: AtomicU64::new(self.started.load(Ordering::Acquire)),
+            ceiling: self.ceiling,
             control: self.control.clone(),
             unsupported_reason: self.unsupported_reason,
         }
@@ -110,6 +114,7 @@ impl Visibility {
         Self {
             deadline: AtomicU64::new(0),
             started: AtomicU64::new(0),
+            ceiling: 0,
             control: None,
             unsupported_reason: "no visibility control configured",
         }
@@ -121,6 +126,7 @@ impl Visibility {
         Self {
             deadline: AtomicU64::new(to_nanos(deadline)),
             started: AtomicU64::new(0),
+            ceiling: 0,
             control: None,
             unsupported_reason: reason,
         }
@@ -131,9 +137,26 @@ impl Visibility {
         Self {
             deadline: AtomicU64::new(deadline.map_or(0, to_nanos)),
             started: AtomicU64::new(0),
+            ceiling: 0,
             control: Some(control),
             unsupported_reason: "",
         }
+    }
+
+    /// This handle with a ceiling: however far [`extend`](Self::extend) or
+    /// [`set_deadline`](Self::set_deadline) move the visibility, the
+    /// deadline (and so [`time_left`](Self::time_left)) never passes
+    /// `ceiling`. Lambda caps every record at its invocation's end (less
+    /// the safety margin), when the handler is stopped whatever SQS's
+    /// visibility says.
+    #[must_use]
+    pub fn capped_at(mut self, ceiling: Instant) -> Self {
+        self.ceiling = to_nanos(ceiling);
+        let d = self.deadline.get_mut();
+        if *d == 0 || *d > self.ceiling {
+            *d = self.ceiling;
+        }
+        self
     }
 
     /// The deadline, if known.
@@ -151,8 +174,13 @@ impl Visibility {
     }
 
     /// Moves the deadline (runners call this after an extension).
+    /// Never past the [ceiling](Self::capped_at), if any.
     pub fn set_deadline(&self, deadline: Instant) {
-        self.deadline.store(to_nanos(deadline), Ordering::Release);
+        let mut n = to_nanos(deadline);
+        if self.ceiling != 0 {
+            n = n.min(self.ceiling);
+        }
+        self.deadline.store(n, Ordering::Release);
     }
 
     /// Records that the message's handler started at `at`. The engines call
@@ -258,6 +286,21 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, VisibilityError::Unsupported(_)), "{e}");
         assert!(m.deadline().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_capped_deadline_never_passes_its_ceiling() {
+        let rec = Arc::new(Recorder(Mutex::new(vec![])));
+        let end = Instant::now() + Duration::from_secs(5);
+        let m = Message::builder("m", "")
+            .visibility(Visibility::extendable(None, rec.clone()).capped_at(end))
+            .build();
+        let d = m.deadline().expect("the ceiling is the deadline");
+        assert!(d <= end && end - d < Duration::from_micros(1));
+        m.extend_visibility(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(rec.0.lock().unwrap().len(), 1, "SQS still asked");
+        assert!(m.deadline().unwrap() <= end);
+        assert!(m.time_left().unwrap() <= Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -5,9 +5,13 @@
 //! record.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqs_worker_core::flow::{Admit, CircuitBreaker, RateLimiter};
+use sqs_worker_core::flow::{
+    Admit, CircuitBreaker, GroupAdmit, GroupLimit, RateLimiter, limited_group,
+};
+use sqs_worker_core::runner::observe::names;
 use sqs_worker_core::runner::{Failure, FailureKind};
 use sqs_worker_core::{Error, Message};
 
@@ -23,6 +27,56 @@ pub(crate) struct Flow {
     /// The retry budget to tell the queue's `maxReceiveCount` at the cold start.
     #[cfg(feature = "sqs-client")]
     pub(crate) redrive: Option<crate::redrive::Redrive>,
+    /// `SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP`, and the queue's
+    /// `maxReceiveCount` when known (`SQS_WORKER_MAX_RECEIVE_COUNT`).
+    pub(crate) group_limit: Option<(usize, Option<u32>)>,
+}
+
+/// The records of this invocation over their fair-queue tenant's limit: of
+/// each tenant (group id, standard queue) the first `limit` in the batch
+/// run, the rest fail unstarted with a short delay
+/// ([`release_delay`](sqs_worker_core::flow::release_delay)), which the SQS
+/// client applies as their visibility (without one they come back after the
+/// queue's visibility timeout). Counted in `sqs_worker_group_limited_total`.
+pub(crate) fn limit_groups(
+    (limit, max_receive_count): (usize, Option<u32>),
+    messages: &mut Vec<Message>,
+) -> Vec<(Message, Failure)> {
+    if messages.iter().all(|m| limited_group(m).is_none()) {
+        if messages.first().is_some_and(Message::is_fifo) {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "max_in_flight_per_group is ignored on a FIFO queue: each message group \
+                     already runs one message at a time"
+                );
+            }
+        }
+        return Vec::new();
+    }
+    let groups = GroupLimit::new(limit, max_receive_count);
+    let mut held = Vec::new();
+    messages.retain(|m| match groups.admit(m) {
+        GroupAdmit::Release(delay) => {
+            let failure = Failure {
+                kind: FailureKind::Unstarted,
+                error: Error::msg("not run: its tenant is at max_in_flight_per_group"),
+                retry_delay: delay,
+            };
+            held.push((m.clone(), failure));
+            false
+        }
+        _ => true,
+    });
+    if !held.is_empty() {
+        metrics::counter!(names::GROUP_LIMITED).increment(held.len() as u64);
+        tracing::info!(
+            records = held.len(),
+            limit,
+            "tenants at max_in_flight_per_group: reporting their further records without running them"
+        );
+    }
+    held
 }
 
 /// The messages of this invocation the breaker does not let run: all of

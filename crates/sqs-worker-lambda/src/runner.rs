@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
-use sqs_worker_core::config::{ConfigError, Env, var};
+use sqs_worker_core::config::{ConfigError, Env, check_concurrency, var};
 use sqs_worker_core::flow::{
     BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RateLimit, RateLimiter, RetryBudget,
 };
@@ -49,6 +49,8 @@ pub struct LambdaRunner<P> {
     rate_limit: Option<RateLimit>,
     #[cfg(feature = "sqs-client")]
     retry_budget: Option<Arc<RetryBudget>>,
+    max_in_flight_per_group: Option<usize>,
+    max_receive_count: Option<u32>,
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
     #[cfg(feature = "sqs-client")]
@@ -79,6 +81,8 @@ impl<H: Handler> LambdaRunner<Engine<H>> {
     /// A runner for `handler` configured from the environment (synchronous,
     /// like the poller's `Poller::from_env`): `SQS_WORKER_CONCURRENCY`
     /// (handlers at once, default 16), `SQS_WORKER_SAFETY_MARGIN_SECONDS`,
+    /// `SQS_WORKER_START_MARGIN_SECONDS`, `SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE`
+    /// (see [`engine_config_from_env`]),
     /// `SQS_WORKER_RETRY_WINDOW_SECONDS` and `SQS_WORKER_MAX_RECEIVE_COUNT`
     /// (the retry budget, [`RetryBudget`]; without the count, with the
     /// `sqs-client` feature, it is read from the queue's redrive policy at
@@ -124,6 +128,8 @@ impl<P: Processor> LambdaRunner<P> {
             rate_limit: None,
             #[cfg(feature = "sqs-client")]
             retry_budget: None,
+            max_in_flight_per_group: None,
+            max_receive_count: None,
             #[cfg(feature = "sqs-client")]
             client: None,
             #[cfg(feature = "sqs-client")]
@@ -185,6 +191,24 @@ impl<P: Processor> LambdaRunner<P> {
     #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn retry_budget(mut self, budget: Arc<RetryBudget>) -> Self {
         self.retry_budget = Some(budget);
+        self
+    }
+
+    /// On a fair queue (a standard queue whose records carry a
+    /// `MessageGroupId` as a tenant label), at most `n` records of one
+    /// tenant run per invocation (`SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP`;
+    /// default unlimited): the tenant's further records in the batch are
+    /// reported failed without running, so one tenant never occupies all of
+    /// an invocation's concurrency. With an SQS client they come back after
+    /// a short delay (1–2 s, spread wider with their receive count up to 1–5 s);
+    /// without one, after the queue's visibility timeout. Records without a
+    /// group id, and FIFO records (whose groups already run one at a time),
+    /// are not limited. Each report raises the record's receive count; with
+    /// `SQS_WORKER_MAX_RECEIVE_COUNT` set, a record received that many times
+    /// runs over the limit rather than reach the dead-letter queue unrun.
+    /// 1 to [`MAX_CONCURRENCY`](sqs_worker_core::config::MAX_CONCURRENCY).
+    pub fn max_in_flight_per_group(mut self, n: usize) -> Self {
+        self.max_in_flight_per_group = Some(n);
         self
     }
 
@@ -256,6 +280,12 @@ impl<P: Processor> LambdaRunner<P> {
         if let Some(r) = env.per_second(var::RATE_LIMIT)? {
             self.rate_limit = Some(RateLimit::per_second(r));
         }
+        if let Some(n) = env.count(var::MAX_IN_FLIGHT_PER_GROUP)? {
+            self.max_in_flight_per_group = Some(n);
+        }
+        if let Some(n) = env.count(var::MAX_RECEIVE_COUNT)? {
+            self.max_receive_count = u32::try_from(n).ok();
+        }
         // One configuration often serves both runners (the poller always has
         // a client): without one here, say so and keep going; permanent
         // failures are reported and still reach the DLQ by the redrive policy.
@@ -308,12 +338,23 @@ impl<P: Processor> LambdaRunner<P> {
             r.check()
                 .map_err(|reason| ConfigError::invalid("rate_limit", reason))?;
         }
+        if let Some(n) = self.max_in_flight_per_group {
+            check_concurrency("max_in_flight_per_group", n)?;
+            #[cfg(not(feature = "sqs-client"))]
+            tracing::warn!(
+                "max_in_flight_per_group without an SQS client (feature `sqs-client`): a \
+                 tenant's excess records come back after the queue's visibility timeout"
+            );
+        }
         let flow = crate::flow::Flow {
             breaker: self.breaker.map(CircuitBreaker::new),
             fail_when_all_failed: self.fail_when_all_failed,
             rate: self.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
             #[cfg(feature = "sqs-client")]
             redrive: self.retry_budget.map(crate::redrive::Redrive::new),
+            group_limit: self
+                .max_in_flight_per_group
+                .map(|n| (n, self.max_receive_count)),
         };
         #[cfg(feature = "sqs-client")]
         {
@@ -369,7 +410,12 @@ impl<P: Processor> LambdaRunner<P> {
 }
 
 /// The engine settings from the environment: `SQS_WORKER_CONCURRENCY`,
-/// handlers running at once (default 16).
+/// handlers running at once (default 16); `SQS_WORKER_START_MARGIN_SECONDS`
+/// ([`EngineConfig::start_margin`], default 0);
+/// `SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE`
+/// ([`EngineConfig::fifo_stop_batch_on_failure`], default off); and the
+/// retry budget (`SQS_WORKER_RETRY_WINDOW_SECONDS`,
+/// `SQS_WORKER_MAX_RECEIVE_COUNT`).
 pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
     engine_config_in(&Env::process())
 }
@@ -389,8 +435,28 @@ fn engine_config_and_budget<F: Fn(&str) -> Option<String>>(
     if let Some(n) = env.count(var::CONCURRENCY)? {
         config = config.concurrency(n);
     }
+    if let Some(margin) = env.seconds(var::START_MARGIN_SECONDS)? {
+        check_margin(var::START_MARGIN_SECONDS, margin)?;
+        config = config.start_margin(margin);
+    }
+    if let Some(on) = env.flag(var::FIFO_STOP_BATCH_ON_FAILURE)? {
+        config = config.fifo_stop_batch_on_failure(on);
+    }
     let budget = Arc::new(retry_budget_in(env)?);
     Ok((config.retry_policy_arc(budget.clone()), budget))
+}
+
+/// A margin from the environment is at most [`MAX_SAFETY_MARGIN`] (Lambda's
+/// longest function timeout).
+fn check_margin(var: &'static str, margin: Duration) -> Result<(), ConfigError> {
+    if margin > MAX_SAFETY_MARGIN {
+        return Err(ConfigError::InvalidEnv {
+            var,
+            value: margin.as_secs_f64().to_string(),
+            reason: "expected at most 900 seconds, Lambda's longest function timeout".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The retry budget from `SQS_WORKER_RETRY_WINDOW_SECONDS` (default 1 hour)
@@ -514,6 +580,32 @@ mod tests {
             ("SQS_WORKER_MAX_RECEIVE_COUNT", "five"),
         ] {
             let e = retry_budget_in(&env(&[(var, bad)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    /// Issue 15 §6: the start margin and the FIFO stop-at-first-failure
+    /// switch are engine settings read from the environment in Lambda.
+    #[test]
+    fn the_start_margin_and_fifo_stop_switch_come_from_the_environment() {
+        let config = engine_config_in(&env(&[])).unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("start_margin: 0ns"), "{text}");
+        assert!(text.contains("fifo_stop_batch_on_failure: false"), "{text}");
+        let config = engine_config_in(&env(&[
+            ("SQS_WORKER_START_MARGIN_SECONDS", "1.5"),
+            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "true"),
+        ]))
+        .unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("start_margin: 1.5s"), "{text}");
+        assert!(text.contains("fifo_stop_batch_on_failure: true"), "{text}");
+        for (var, bad) in [
+            ("SQS_WORKER_START_MARGIN_SECONDS", "901"),
+            ("SQS_WORKER_START_MARGIN_SECONDS", "1s"),
+            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "sometimes"),
+        ] {
+            let e = engine_config_in(&env(&[(var, bad)])).unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
         }
     }

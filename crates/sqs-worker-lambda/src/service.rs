@@ -139,12 +139,13 @@ impl<P: Processor> LambdaService<P> {
             .records
             .first()
             .and_then(|r| r.event_source_arn.as_deref());
-        let span = batch_span(first_arn, event.records.len(), context, self.cold_start());
+        let cold = self.cold_start();
+        let span = batch_span(first_arn, event.records.len(), context, cold);
         // Each record converted as it is reached: no intermediate vector.
         self.handle_records(
             event.records.into_iter().map(RecordParts::from),
             span,
-            context,
+            (context, cold),
         )
         .await
     }
@@ -160,8 +161,9 @@ impl<P: Processor> LambdaService<P> {
             .records
             .first()
             .and_then(|r| r.event_source_arn.as_deref());
-        let span = batch_span(first_arn, event.records.len(), context, self.cold_start());
-        self.handle_records(event.records.into_iter(), span, context)
+        let cold = self.cold_start();
+        let span = batch_span(first_arn, event.records.len(), context, cold);
+        self.handle_records(event.records.into_iter(), span, (context, cold))
             .await
     }
 
@@ -180,10 +182,15 @@ impl<P: Processor> LambdaService<P> {
         &self,
         records: impl ExactSizeIterator<Item = RecordParts>,
         span: tracing::Span,
-        context: &Context,
+        (context, cold): (&Context, bool),
     ) -> Result<SqsBatchResponse, EventError> {
         let now = Instant::now();
         let invocation = invocation_deadline(context, now);
+        if cold
+            && let Some(w) = margin_warning(invocation.map(|d| d - now), self.inner.safety_margin)
+        {
+            tracing::warn!("{w}");
+        }
         let deadline = invocation.map(|d| {
             d.checked_sub(self.inner.safety_margin)
                 .map_or(now, |d| d.max(now))
@@ -264,7 +271,10 @@ impl<P: Processor> LambdaService<P> {
         response: &mut SqsBatchResponse,
     ) {
         let breaker = self.inner.flow.breaker.as_ref();
-        let held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
+        let mut held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
+        if let Some(limit) = self.inner.flow.group_limit {
+            held.extend(crate::flow::limit_groups(limit, &mut messages));
+        }
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
             if let (Some(r), Some(m)) = (&self.inner.flow.redrive, messages.first()) {
@@ -338,11 +348,15 @@ impl<P: Processor> LambdaService<P> {
                 None => Visibility::unbacked(),
             },
             #[cfg(feature = "sqs-client")]
-            extendable: self
-                .inner
-                .client
-                .as_ref()
-                .map(|settler| Visibility::extendable(deadline, settler.visibility())),
+            extendable: self.inner.client.as_ref().map(|settler| {
+                // The handler stops at the deadline whatever SQS's
+                // visibility: an extension never moves it later.
+                let lease = Visibility::extendable(deadline, settler.visibility());
+                match deadline {
+                    Some(d) => lease.capped_at(d),
+                    None => lease,
+                }
+            }),
         }
     }
 }
@@ -419,6 +433,20 @@ fn blocked(groups: &[String], m: &Message) -> bool {
             .is_some_and(|g| groups.iter().any(|b| b == g))
 }
 
+/// On the first invocation: a warning when the safety margin leaves the
+/// handlers no time to run in what the function has `left` (its timeout, on
+/// a cold start); every record would be reported unstarted.
+fn margin_warning(left: Option<Duration>, margin: Duration) -> Option<String> {
+    let left = left?;
+    (margin >= left).then(|| {
+        format!(
+            "the safety margin ({margin:?}, SQS_WORKER_SAFETY_MARGIN_SECONDS) is not below the \
+             {left:?} this invocation has: no record can run, every one is reported unstarted; \
+             lower the margin or raise the function timeout"
+        )
+    })
+}
+
 /// Deadlines below this (2001-09-09) are not Unix times in milliseconds.
 const MIN_EPOCH_MS: u64 = 1_000_000_000_000;
 
@@ -458,5 +486,22 @@ impl<P: Processor> Service<LambdaEvent<SqsEvent>> for LambdaService<P> {
     fn call(&mut self, req: LambdaEvent<SqsEvent>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { this.handle(req.payload, &req.context).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15 §6: the safety margin is checked against what the first
+    /// invocation has left.
+    #[test]
+    fn a_safety_margin_that_leaves_no_time_is_warned_about() {
+        let s = Duration::from_secs;
+        assert!(margin_warning(Some(s(3)), s(1)).is_none());
+        assert!(margin_warning(None, s(1)).is_none(), "no deadline");
+        let w = margin_warning(Some(s(2)), s(2)).expect("a warning");
+        assert!(w.contains("SQS_WORKER_SAFETY_MARGIN_SECONDS"), "{w}");
+        assert!(margin_warning(Some(s(1)), s(5)).is_some());
     }
 }

@@ -92,6 +92,8 @@ pub(crate) struct Settings {
     pub(crate) breaker: Option<BreakerConfig>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) adaptive: Option<AdaptiveConcurrency>,
+    /// Fair queues: messages of one tenant at once (`crate::tenant`).
+    pub(crate) max_in_flight_per_group: Option<usize>,
     /// The default retry policy, told the queue's `maxReceiveCount` at
     /// start-up; `None` with a custom retry policy or processor.
     pub(crate) retry_budget: Option<Arc<RetryBudget>>,
@@ -202,6 +204,7 @@ impl<P: Processor> PollerBuilder<P> {
                 breaker: None,
                 rate_limit: None,
                 adaptive: None,
+                max_in_flight_per_group: None,
                 retry_budget: None,
             },
             concurrency: None,
@@ -474,6 +477,7 @@ impl<P: Processor> PollerBuilder<P> {
         if let Some(p) = &s.scale_in_protection {
             p.check()?;
         }
+        crate::tenant::check(&s)?;
         if let Some(d) = &s.dead_letter_queue
             && d.trim().is_empty()
         {

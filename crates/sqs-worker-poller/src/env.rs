@@ -116,6 +116,9 @@ where
             .unwrap_or(crate::config::DEFAULT_CONCURRENCY);
         b = b.adaptive_concurrency(1..=max);
     }
+    if let Some(n) = env.count(var::MAX_IN_FLIGHT_PER_GROUP)? {
+        b = b.max_in_flight_per_group(n);
+    }
     Ok(b)
 }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use sqs_worker_core::flow::GroupLimit;
 use sqs_worker_core::runner::Settled;
 use tokio::sync::mpsc;
 
@@ -19,11 +20,17 @@ pub(crate) struct Handoff {
     pub(crate) activity: Arc<Activity>,
     pub(crate) settle: mpsc::UnboundedSender<(Job, Slot)>,
     pub(crate) dead_letter: bool,
+    /// Per-tenant limits on a fair queue (`crate::tenant`).
+    pub(crate) groups: Option<Arc<GroupLimit>>,
 }
 
 impl Handoff {
     /// One settled message: out of the table, planned, queued.
     pub(crate) fn settled(&self, s: Settled) {
+        // Its handler is done: its tenant has one fewer running.
+        if let Some(g) = &self.groups {
+            g.finished(&s.message);
+        }
         // Out of the table first: no extension can follow.
         let Some(entry) = self.inflight.remove(&s.message) else {
             return; // already released at shutdown

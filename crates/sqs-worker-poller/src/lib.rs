@@ -65,6 +65,7 @@ mod run;
 mod settle;
 mod stats;
 mod stop;
+mod tenant;
 
 pub use self::config::{
     DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_PROCESSING_TIME, DEFAULT_WAIT_TIME,

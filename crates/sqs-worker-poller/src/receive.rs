@@ -404,6 +404,9 @@ impl<P: Processor> Receiver<P> {
             let Some(msg) = self.convert(m, deadline) else {
                 continue;
             };
+            let Some(msg) = self.admit_group(msg, received_at, &mut permits) else {
+                continue;
+            };
             // SQS never returns more than asked; if it did, the extra
             // message is still tracked and settled, just without a permit.
             let permit = permits.split(1);

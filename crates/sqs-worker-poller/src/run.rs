@@ -233,6 +233,7 @@ impl Stages {
             activity: activity.clone(),
             settle: settle_tx,
             dead_letter: s.dead_letter_queue.is_some(),
+            groups: crate::tenant::limit(s, &start.facts.url, start.facts.max_receive_count),
         });
         Self {
             stats,

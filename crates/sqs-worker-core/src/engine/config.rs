@@ -32,6 +32,7 @@ pub struct EngineConfig {
     pub(super) execution: Execution,
     pub(crate) handler_timeout: Option<Duration>,
     pub(crate) start_margin: Duration,
+    pub(super) fifo_stop_batch_on_failure: bool,
     retry: Arc<dyn RetryPolicy>,
 }
 
@@ -42,6 +43,10 @@ impl std::fmt::Debug for EngineConfig {
             .field("execution", &self.execution)
             .field("handler_timeout", &self.handler_timeout)
             .field("start_margin", &self.start_margin)
+            .field(
+                "fifo_stop_batch_on_failure",
+                &self.fifo_stop_batch_on_failure,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +58,7 @@ impl Default for EngineConfig {
             execution: Execution::Inline,
             handler_timeout: None,
             start_margin: Duration::ZERO,
+            fifo_stop_batch_on_failure: false,
             retry: Arc::new(ExponentialBackoff::default()),
         }
     }
@@ -80,10 +86,31 @@ impl EngineConfig {
         self
     }
 
-    /// With a batch deadline, start no message when less than `margin` is left.
+    /// With a batch deadline, start no message when less than `margin` is
+    /// left; those are [`FailureKind::Unstarted`] (retry delay 0). In Lambda
+    /// the batch deadline is the invocation deadline less the safety margin
+    /// (`SQS_WORKER_START_MARGIN_SECONDS`); the poller passes no deadline.
     #[must_use]
     pub fn start_margin(mut self, margin: Duration) -> Self {
         self.start_margin = margin;
+        self
+    }
+
+    /// FIFO batches stop at their first failure (default off): once a
+    /// message of a FIFO queue fails, no further message of the batch starts,
+    /// whatever its group, and every message not started is reported
+    /// [`FailureKind::Unstarted`] (the rest of the failed group
+    /// [`FailureKind::GroupBlocked`]), retry delay 0. Messages already
+    /// running finish. This is AWS's documented behaviour for partial batch
+    /// responses on FIFO queues (`SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE` in
+    /// Lambda). Off, only the failed message's group stops and the other
+    /// groups run on: the groups are independent, so nothing is reordered.
+    /// Standard (and fair) queues are not affected; a
+    /// [`BatchEngine`](crate::runner::BatchEngine) hands the whole batch to
+    /// its handler and ignores it.
+    #[must_use]
+    pub fn fifo_stop_batch_on_failure(mut self, on: bool) -> Self {
+        self.fifo_stop_batch_on_failure = on;
         self
     }
 

@@ -9,7 +9,9 @@
 //!   group in the batch is reported [`FailureKind::GroupBlocked`] without
 //!   running. On a standard queue a group id is a fair-queue tenant label
 //!   ([`Message::fifo_group_id`] is `None`): such messages run in parallel and
-//!   one failure holds back nothing;
+//!   one failure holds back nothing. With
+//!   [`EngineConfig::fifo_stop_batch_on_failure`] a FIFO failure stops the
+//!   whole batch: nothing more starts, the rest is [`FailureKind::Unstarted`];
 //! - a panic fails that message only ([`FailureKind::Panicked`], with the
 //!   panic text);
 //! - an optional per-message time limit ([`FailureKind::TimedOut`]);
@@ -267,7 +269,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 if len(&running) == 0 {
                     return st.finish_unstarted(&mut settle);
                 }
-                st.stop_starting(&mut settle);
+                st.stop_starting(&mut settle, NEAR_DEADLINE);
             }
             let round = Round {
                 engine,
@@ -444,13 +446,13 @@ impl<'a> State<'a> {
     /// The start margin is reached: start nothing more and settle every
     /// message not yet started [`FailureKind::Unstarted`]; running ones go on
     /// until the deadline.
-    fn stop_starting<S: FnMut(Settled)>(&mut self, settle: &mut S) {
+    fn stop_starting<S: FnMut(Settled)>(&mut self, settle: &mut S, why: &'static str) {
         self.lanes.clear_ready();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if !self.in_flight[i]
                 && let Some(m) = slot.take()
             {
-                unstarted(self.cfg, m, settle, &mut self.tally);
+                unstarted(self.cfg, m, settle, &mut self.tally, why);
             }
         }
     }
@@ -509,6 +511,9 @@ impl<'a> State<'a> {
                     });
                 }
             }
+            if cfg.fifo_stop_batch_on_failure {
+                self.stop_starting(settle, STOPPED_AT_FAILURE);
+            }
         } else {
             let next = self.lanes.next(i);
             settle(Settled {
@@ -554,18 +559,25 @@ fn finish_unstarted<S: FnMut(Settled)>(
                 outcome,
             });
         } else {
-            unstarted(cfg, m, settle, tally);
+            unstarted(cfg, m, settle, tally, NEAR_DEADLINE);
         }
     }
 }
+
+/// Why a message was not started: the batch deadline's margin.
+const NEAR_DEADLINE: &str = "not started: too close to the batch deadline";
+/// Why a message was not started: [`EngineConfig::fifo_stop_batch_on_failure`].
+const STOPPED_AT_FAILURE: &str =
+    "not started: an earlier message of this FIFO batch failed (fifo_stop_batch_on_failure)";
 
 fn unstarted<S: FnMut(Settled)>(
     cfg: &EngineConfig,
     m: Message,
     settle: &mut S,
     tally: &mut observe::Tally,
+    why: &'static str,
 ) {
-    let e = Error::msg("not started: too close to the batch deadline");
+    let e = Error::msg(why);
     let outcome = Outcome::Failed(cfg.failure(&m, FailureKind::Unstarted, e));
     tally.record(&m, &outcome, None);
     settle(Settled {

@@ -432,3 +432,84 @@ async fn past_the_margin_running_messages_may_still_finish_before_the_deadline()
     assert_eq!(kinds["d"], FailureKind::DeadlineExceeded);
     assert_eq!(kinds["e"], FailureKind::Unstarted);
 }
+
+/// Issue 15 §6: AWS's documented FIFO behaviour for partial batch responses,
+/// as an option: after the first failure nothing more of the batch starts
+/// (any group), and everything not started is reported. By default only the
+/// failed message's group stops; on a standard queue the option changes
+/// nothing.
+#[tokio::test]
+async fn fifo_stop_batch_on_failure_reports_everything_unstarted_after_the_first_failure() {
+    let ran = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let engine = |stop: bool| {
+        let r = ran.clone();
+        Engine::with_config(
+            move |m: Message| {
+                let r = r.clone();
+                async move {
+                    r.lock().unwrap().push(m.id().to_owned());
+                    if m.id() == "a1" {
+                        Err(Error::msg("a1 fails"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            EngineConfig::default()
+                .concurrency(1)
+                .fifo_stop_batch_on_failure(stop),
+        )
+    };
+    let msgs = || {
+        fifo(&[("a1", "a"), ("b1", "b"), ("c1", "c"), ("a2", "a")])
+            .into_iter()
+            .map(|m| {
+                Message::builder(m.id(), m.body())
+                    .group_id(m.group_id().unwrap())
+                    .sequence_number("1")
+                    .build()
+            })
+            .collect::<Vec<_>>()
+    };
+    let kinds = |r: &BatchReport| {
+        let mut k: Vec<(String, FailureKind)> = r
+            .failed()
+            .map(|(m, f)| (m.id().to_owned(), f.kind))
+            .collect();
+        k.sort_by(|a, b| a.0.cmp(&b.0));
+        k
+    };
+
+    let report = engine(true).run(msgs(), None).await;
+    assert_eq!(*ran.lock().unwrap(), ["a1"]);
+    assert_eq!(
+        kinds(&report),
+        [
+            ("a1".to_owned(), FailureKind::Retry),
+            ("a2".to_owned(), FailureKind::GroupBlocked),
+            ("b1".to_owned(), FailureKind::Unstarted),
+            ("c1".to_owned(), FailureKind::Unstarted),
+        ]
+    );
+    assert!(
+        report
+            .failed()
+            .all(|(m, f)| m.id() == "a1" || f.retry_delay.is_zero()),
+        "what never ran comes back at once"
+    );
+
+    ran.lock().unwrap().clear();
+    let report = engine(false).run(msgs(), None).await;
+    assert_eq!(report.failed_ids().len(), 2, "default: the group only");
+    assert_eq!(ran.lock().unwrap().len(), 3);
+
+    ran.lock().unwrap().clear();
+    let report = engine(true).run(batch(3), None).await;
+    assert!(report.failed_ids().is_empty());
+    let standard = vec![
+        Message::builder("a1", "").group_id("t").build(),
+        Message::builder("x", "").group_id("t").build(),
+    ];
+    let report = engine(true).run(standard, None).await;
+    assert_eq!(report.failed_ids(), ["a1"], "a fair queue stops nothing");
+}

@@ -11,13 +11,18 @@
 //!   only for the tokens they hold.
 //! - [`AdaptiveLimit`]: an in-flight limit lowered when latency or failures
 //!   rise, raised while they stay healthy (AIMD).
+//! - [`GroupLimit`]: per-tenant in-flight limits on fair queues.
 
 mod adaptive;
 mod breaker;
 mod budget;
 mod rate;
+mod tenant;
 
 pub use self::adaptive::{AdaptiveConcurrency, AdaptiveLimit};
 pub use self::breaker::{Admit, BreakerConfig, CircuitBreaker, CircuitState, Verdict};
 pub use self::budget::{DEFAULT_RETRY_WINDOW, RetryBudget, parse_max_receive_count};
 pub use self::rate::{MAX_RATE, RateLimit, RateLimiter, Reservation};
+pub use self::tenant::{
+    GroupAdmit, GroupLimit, MAX_GROUP_RELEASE_DELAY, limited_group, release_delay,
+};

@@ -49,6 +49,10 @@ pub const RECEIVE_COUNT: &str = "sqs_worker_receive_count";
 pub const RECEIVE_ERRORS: &str = "sqs_worker_receive_errors_total";
 /// Lambda cold starts: 1 on a container's first invocation, never again.
 pub const COLD_STARTS: &str = "sqs_worker_lambda_cold_starts_total";
+/// Messages of a fair-queue tenant at its `max_in_flight_per_group`
+/// limit, released unstarted with a short delay (no tenant label: its
+/// cardinality is unbounded).
+pub const GROUP_LIMITED: &str = "sqs_worker_group_limited_total";
 /// The circuit breaker's state (gauge): 0 closed, 1 open, 2 half-open.
 pub const CIRCUIT_STATE: &str = "sqs_worker_circuit_state";
 /// The adaptive concurrency limit now (gauge; poller with
@@ -192,6 +196,7 @@ pub const ALL: &[Metric] = &[
     own(MESSAGE_AGE, Histogram, "s", &[]),
     own(RECEIVE_COUNT, Histogram, "{receive}", &[]),
     own(COLD_STARTS, Counter, "{start}", &[]),
+    own(GROUP_LIMITED, Counter, "{message}", &[]),
     own(CIRCUIT_STATE, Gauge, "1", &[]),
     own(CONCURRENCY_LIMIT, Gauge, "{message}", &[]),
     own(
