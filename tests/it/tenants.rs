@@ -58,8 +58,14 @@ fn tenant_of(m: &Message) -> String {
     m.body().split(':').next().unwrap_or_default().to_owned()
 }
 
-/// The issue's scenario: tenant A floods 400 messages of 1 s handlers, ten
-/// other tenants send 5 messages each; with concurrency 20 and a limit of 5,
+/// Tenant A's flood: the issue's 400 messages of 1 s handlers, 150 here to
+/// keep CI short and the local server unloaded (still 7.5 times the
+/// concurrency; A alone needs 30 s at its limit).
+const FLOOD: usize = 150;
+const HANDLER: Duration = Duration::from_secs(1);
+
+/// The issue's scenario: tenant A floods [`FLOOD`] messages of [`HANDLER`],
+/// ten other tenants send 5 messages each; with concurrency 20 and a limit of 5,
 /// A never has more than 5 running, every other tenant's first message starts
 /// soon after it was sent (see below for the local server), nothing is lost,
 /// and A's messages all finish.
@@ -68,7 +74,7 @@ fn tenant_of(m: &Message) -> String {
 async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     let sqs = common::sqs().await;
     let url = common::queue(&sqs, "tenants").await;
-    send_tenant(&sqs, &url, "A", 400).await;
+    send_tenant(&sqs, &url, "A", FLOOD).await;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
@@ -85,7 +91,7 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
                 *peak = (*peak).max(n);
                 s.first_start.entry(t.clone()).or_insert_with(Instant::now);
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(HANDLER).await;
             let mut s = s.lock().unwrap();
             *s.running.get_mut(&t).unwrap() -= 1;
             s.done.insert(m.body().to_owned());
@@ -109,8 +115,8 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
         sent.insert(tenant.clone(), Instant::now());
         send_tenant(&sqs, &url, &tenant, 5).await;
     }
-    until(Duration::from_secs(240), "all 450 messages handled", || {
-        seen.lock().unwrap().done.len() == 450
+    until(Duration::from_secs(240), "every message handled", || {
+        seen.lock().unwrap().done.len() == FLOOD + 50
     })
     .await;
     let summary = run.stop().await;
@@ -120,9 +126,17 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     // The issue asks for 3 s. The local server has no fair-queue dequeuing
     // (it serves the oldest visible messages first, where real SQS holds a
     // noisy tenant back), so here the other tenants also wait for the
-    // poller to sweep past A's ~395 released messages: 5-6 s measured on a
-    // loaded 2-core machine. Without the limit A would hold all 20 slots
-    // and the others would wait about 20 s (400 messages of 1 s, 20 at once).
+    // poller to sweep past A's released messages: 2.4-4.1 s measured alone
+    // (5-6 s with the issue's 400 on a loaded machine). The bound only
+    // catches a stuck sweep: without the limit the others would wait about
+    // 7 s (150 messages of 1 s, 20 at once), so on this server the limit
+    // itself is asserted by A's peak above, not by this bound.
+    let slowest = sent
+        .iter()
+        .map(|(tenant, at)| seen.first_start[tenant] - *at)
+        .max()
+        .unwrap_or_default();
+    println!("FIGURES fair queue: the other tenants' first messages started within {slowest:?}");
     for (tenant, at) in &sent {
         let waited = seen.first_start[tenant] - *at;
         assert!(
@@ -131,7 +145,7 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
         );
     }
     assert_eq!(common::depth(&sqs, &url).await, (0, 0), "nothing left");
-    assert_eq!(summary.deleted, 450, "{summary}");
+    assert_eq!(summary.deleted, (FLOOD + 50) as u64, "{summary}");
     assert!(summary.released > 0, "A's excess was released: {summary}");
 }
 
