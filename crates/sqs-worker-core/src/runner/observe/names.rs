@@ -196,8 +196,8 @@ pub const ALL: &[Metric] = &[
     own(MESSAGE_AGE, Histogram, "s", &[]),
     own(RECEIVE_COUNT, Histogram, "{receive}", &[]),
     own(COLD_STARTS, Counter, "{start}", &[]),
-    own(GROUP_LIMITED, Counter, "{message}", &[]),
     own(CIRCUIT_STATE, Gauge, "1", &[]),
+    own(GROUP_LIMITED, Counter, "{message}", &[]),
     own(CONCURRENCY_LIMIT, Gauge, "{message}", &[]),
     own(
         crate::idempotency::names::DUPLICATES,
