@@ -49,6 +49,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod check;
 mod clients;
 mod config;
 mod env;
@@ -58,6 +59,7 @@ mod flow;
 mod handoff;
 mod inflight;
 mod limits;
+mod monitor;
 mod protection;
 mod receive;
 mod redrive;

@@ -121,7 +121,7 @@ impl<P: Processor> Poller<P> {
         let summary = stats.snapshot(requests.get(), started.elapsed());
         tracing::info!(%summary, "poller stopped");
         if s.stats_interval.is_some() {
-            log_stats(&summary, "final");
+            crate::monitor::log_stats(&summary, "final");
         }
         match error {
             Some(e) => Err(e),
@@ -264,7 +264,7 @@ impl Stages {
             let _ = stop_tx.send(true);
         });
         if let Some(idle) = s.idle_exit {
-            helpers.spawn(idle_monitor(
+            helpers.spawn(crate::monitor::idle_monitor(
                 idle,
                 self.inflight.clone(),
                 self.activity.clone(),
@@ -280,7 +280,7 @@ impl Stages {
             ));
         }
         if let Some(every) = s.stats_interval {
-            helpers.spawn(stats_logger(
+            helpers.spawn(crate::monitor::stats_logger(
                 every,
                 self.stats.clone(),
                 requests.clone(),
@@ -572,59 +572,4 @@ async fn check_queue(
         max_receive_count,
         redrive_target,
     })
-}
-
-async fn idle_monitor(
-    idle: Duration,
-    inflight: Arc<InFlight>,
-    activity: Arc<Activity>,
-    stop: watch::Sender<bool>,
-) {
-    let tick = (idle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
-    loop {
-        tokio::time::sleep(tick).await;
-        if inflight.len() == 0 && activity.idle_for().is_some_and(|t| t >= idle) {
-            tracing::info!(idle_ms = idle.as_millis() as u64, "queue idle: stopping");
-            let _ = stop.send(true);
-            return;
-        }
-    }
-}
-
-async fn stats_logger(
-    every: Duration,
-    stats: Arc<Stats>,
-    requests: RequestCounter,
-    started: Instant,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tick.tick() => {}
-        }
-        let s = stats.snapshot(requests.get(), started.elapsed());
-        log_stats(&s, "progress");
-    }
-}
-
-fn log_stats(s: &RunSummary, what: &'static str) {
-    tracing::info!(
-        target: "sqs_worker_poller::stats",
-        received = s.received,
-        succeeded = s.succeeded,
-        failed = s.failed,
-        retried = s.retried,
-        dead_lettered = s.dead_lettered,
-        released = s.released,
-        in_flight = s.in_flight,
-        extensions = s.extensions,
-        settlement_failures = s.settlement_failures,
-        sdk_errors = s.sdk_errors,
-        requests = s.requests,
-        elapsed_ms = s.elapsed.as_millis() as u64,
-        "{what}"
-    );
 }
