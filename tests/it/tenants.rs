@@ -121,28 +121,32 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     .await;
     let summary = run.stop().await;
 
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.peak["A"], 5, "A never had more than 5 running");
-    // The issue asks for 3 s. The local server has no fair-queue dequeuing
-    // (it serves the oldest visible messages first, where real SQS holds a
-    // noisy tenant back), so here the other tenants also wait for the
-    // poller to sweep past A's released messages: 2.4-4.1 s measured alone
-    // (5-6 s with the issue's 400 on a loaded machine). The bound only
-    // catches a stuck sweep: without the limit the others would wait about
-    // 7 s (150 messages of 1 s, 20 at once), so on this server the limit
-    // itself is asserted by A's peak above, not by this bound.
-    let slowest = sent
-        .iter()
-        .map(|(tenant, at)| seen.first_start[tenant] - *at)
-        .max()
-        .unwrap_or_default();
-    println!("FIGURES fair queue: the other tenants' first messages started within {slowest:?}");
-    for (tenant, at) in &sent {
-        let waited = seen.first_start[tenant] - *at;
-        assert!(
-            waited < Duration::from_secs(10),
-            "{tenant}'s first message started {waited:?} after it was sent"
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.peak["A"], 5, "A never had more than 5 running");
+        // The issue asks for 3 s. The local server has no fair-queue dequeuing
+        // (it serves the oldest visible messages first, where real SQS holds a
+        // noisy tenant back), so here the other tenants also wait for the
+        // poller to sweep past A's released messages: 2.4-4.1 s measured alone
+        // (5-6 s with the issue's 400 on a loaded machine). The bound only
+        // catches a stuck sweep: without the limit the others would wait about
+        // 7 s (150 messages of 1 s, 20 at once), so on this server the limit
+        // itself is asserted by A's peak above, not by this bound.
+        let slowest = sent
+            .iter()
+            .map(|(tenant, at)| seen.first_start[tenant] - *at)
+            .max()
+            .unwrap_or_default();
+        println!(
+            "FIGURES fair queue: the other tenants' first messages started within {slowest:?}"
         );
+        for (tenant, at) in &sent {
+            let waited = seen.first_start[tenant] - *at;
+            assert!(
+                waited < Duration::from_secs(10),
+                "{tenant}'s first message started {waited:?} after it was sent"
+            );
+        }
     }
     assert_eq!(common::depth(&sqs, &url).await, (0, 0), "nothing left");
     assert_eq!(summary.deleted, (FLOOD + 50) as u64, "{summary}");
