@@ -339,7 +339,25 @@ async fn kill_9_with_the_dynamodb_idempotency_layer_no_duplicate_side_effects_sl
     // the worker died before the store recorded the completion. Those
     // messages show an effect and no completion from the first worker; the
     // second worker runs them again after the lease expires.
-    let completed = effects.kind("completed");
+    // The store records completions by its key; the worker notes each
+    // message's key (`key <message id> <store key>`) before running it.
+    let message_of: HashMap<String, String> = effects
+        .distinct("key")
+        .into_iter()
+        .filter_map(|line| {
+            let (id, key) = line.split_once(' ')?;
+            Some((key.to_owned(), id.to_owned()))
+        })
+        .collect();
+    let mut completed: HashMap<String, usize> = HashMap::new();
+    for (key, n) in effects.kind("completed") {
+        let id = message_of.get(&key).cloned().unwrap_or(key);
+        *completed.entry(id).or_default() += n;
+    }
+    assert!(
+        completed.keys().all(|id| sent.contains(id)),
+        "every completion maps back to a sent message through the noted keys"
+    );
     let repeated: HashSet<String> = effects
         .kind("effect")
         .into_iter()
@@ -362,7 +380,8 @@ async fn kill_9_with_the_dynamodb_idempotency_layer_no_duplicate_side_effects_sl
     for id in &repeated {
         assert_eq!(effects.kind("effect")[id], 2, "{id} ran at most twice");
         assert_eq!(
-            completed[id], 1,
+            completed.get(id),
+            Some(&1),
             "{id}: a completion was recorded once, by the second worker"
         );
     }

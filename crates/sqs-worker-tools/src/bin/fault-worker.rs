@@ -18,7 +18,10 @@
 //! `O_APPEND`, so a kill never leaves half a line):
 //! - `start <message id>`: the handler started;
 //! - `effect <message id>`: the side effect happened (the handler then returns Ok);
-//! - `completed <message id>`: the idempotency store recorded the completion.
+//! - `key <message id> <store key>`: the idempotency layer's store key of a
+//!   message (written before the layer runs it);
+//! - `completed <store key>`: the idempotency store recorded the completion
+//!   (the store sees keys, not messages: the `key` lines map them back).
 //!
 //! On exit it prints `summary: <RunSummary>` on stdout.
 
@@ -121,6 +124,7 @@ async fn main() -> Result<(), BoxError> {
     let effects = Effects::open(&path)?;
     let work = Duration::from_millis(env_u64("FAULT_WORK_MS", 10)?);
     let fx = effects.clone();
+    let keys_noted = effects.clone();
     let handler = move |msg: Message| {
         let fx = fx.clone();
         async move {
@@ -138,9 +142,20 @@ async fn main() -> Result<(), BoxError> {
                 effects,
             };
             let lease = Duration::from_secs(env_u64("FAULT_LEASE_SECS", 3)?);
-            let handler = IdempotencyLayer::new(store)
+            let idempotent = IdempotencyLayer::new(store)
                 .claim_ttl(lease)
                 .layer(sqs_worker::handler_fn(handler));
+            let keys = keys_noted;
+            let handler = move |msg: Message| {
+                let (idempotent, keys) = (idempotent.clone(), keys.clone());
+                async move {
+                    if let Ok(Some(key)) = idempotent.key_of(&msg) {
+                        let line = format!("{} {key}", msg.id());
+                        keys.record("key", &line).map_err(Error::retry)?;
+                    }
+                    sqs_worker::Handler::handle(&idempotent, msg).await
+                }
+            };
             Poller::from_env(handler)?.build()?.run().await?
         }
         Err(_) => Poller::from_env(handler)?.build()?.run().await?,
