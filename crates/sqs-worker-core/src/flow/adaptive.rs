@@ -103,7 +103,7 @@ impl From<RangeInclusive<usize>> for AdaptiveConcurrency {
     }
 }
 
-/// The adaptive in-flight limit (see the [module docs](self)).
+/// The adaptive in-flight limit (see the [`flow`](crate::flow) module docs).
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     config: AdaptiveConcurrency,

@@ -146,7 +146,7 @@ pub enum Admit {
 }
 
 /// A circuit breaker shared by a runner's receive loops (and, in Lambda, by
-/// the invocations of a warm container). See the [module docs](self).
+/// the invocations of a warm container). See the [`flow`](crate::flow) module docs.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,

@@ -38,7 +38,7 @@ const MAX_RECEIVE_COUNT: u32 = 1000;
 /// A retry policy that spreads a message's retries over a retry window,
 /// given the queue's `maxReceiveCount`: a message that keeps failing reaches
 /// the dead-letter queue no sooner than the window (with equal jitter, the
-/// default, or none). See the [module docs](self) for the arithmetic.
+/// default, or none). See the [`flow`](crate::flow) module docs for the arithmetic.
 ///
 /// The runners make one by default (window: [`DEFAULT_RETRY_WINDOW`], or
 /// `SQS_WORKER_RETRY_WINDOW_SECONDS`) and tell it the count at start-up with

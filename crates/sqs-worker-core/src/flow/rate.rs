@@ -151,7 +151,7 @@ impl RateLimiter {
     }
 
     /// Reserves up to `wanted` tokens if enough are free now (see the
-    /// [module docs](self)); else how long until they will be.
+    /// [`flow`](crate::flow) module docs); else how long until they will be.
     pub fn try_reserve(self: &Arc<Self>, wanted: usize) -> Result<Reservation, Duration> {
         let target = self.target(wanted);
         let mut b = self.lock();

@@ -25,7 +25,7 @@ pub(super) const STORE_CONCURRENCY: usize = 32;
 /// group gets no claim (in progress elsewhere, a store error, a missing key)
 /// the rest of its group in the batch is not passed to the batch handler
 /// either: it comes back, in order, at once (claims it got are released).
-/// Store calls run at most [`STORE_CONCURRENCY`] at a time.
+/// Store calls run at most 32 at a time (`STORE_CONCURRENCY`).
 /// [`set_result`](super::set_result) is not available to batch handlers.
 impl<B: BatchHandler> BatchHandler for Idempotent<B> {
     async fn handle_batch(&self, batch: Vec<Message>) -> BatchResults {
