@@ -112,6 +112,13 @@ pub(crate) async fn poller(
     let mut b = Poller::builder(url, handler)
         .client(client.clone())
         .shutdown_signal(async move { done.notified().await });
+    // For comparing runs with and without receive ahead.
+    if let Some(n) = std::env::var("SQS_WORKER_RECEIVE_AHEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        b = b.receive_ahead(n);
+    }
     if let Some(c) = concurrency {
         b = b.concurrency(c);
     }

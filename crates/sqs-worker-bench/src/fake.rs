@@ -6,6 +6,7 @@
 //! ChangeMessageVisibility(Batch) (accepted; visibility never lapses),
 //! GetQueueAttributes, and SendMessageBatch (accepted and dropped: for the
 //! producer benchmark). Not SQS: no visibility expiry, no redelivery.
+//! A per-call latency imitates the network and SQS's own time.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -22,8 +23,10 @@ struct Queue {
 }
 
 /// Starts the server on a free loopback port with messages `0..n`; returns
-/// its endpoint URL. It serves until the process exits.
-pub(crate) async fn start(n: u64) -> String {
+/// its endpoint URL. It serves until the process exits. Each call is
+/// answered `latency` after its request arrived (in-region SQS answers in
+/// about 10–20 ms; 0 for the consumer's own cost alone).
+pub(crate) async fn start(n: u64, latency: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let q = Arc::new(Queue {
@@ -33,13 +36,13 @@ pub(crate) async fn start(n: u64) -> String {
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             let _ = sock.set_nodelay(true);
-            tokio::spawn(serve(sock, q.clone()));
+            tokio::spawn(serve(sock, q.clone(), latency));
         }
     });
     format!("http://{addr}")
 }
 
-async fn serve(sock: TcpStream, q: Arc<Queue>) {
+async fn serve(sock: TcpStream, q: Arc<Queue>, latency: Duration) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -68,6 +71,9 @@ async fn serve(sock: TcpStream, q: Arc<Queue>) {
             return;
         }
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let resp = handle(&q, &target, &req).await.to_string();
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",

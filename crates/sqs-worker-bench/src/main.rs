@@ -25,6 +25,7 @@ const USAGE: &str = "usage:
   sqs-worker-bench suite --endpoint URL [--rounds 5] [--only drain,idle,hol,lambda,vis]
                          [--servers fake,moto] [--drain-n 3000] [--fake-drain-n 20000]
                          [--hol-n 1000] [--fake-hol-n 6000] [--hol-rounds 3] [--vis-n 20]
+                         [--latencies 0,15]  (the fake server's per-call latencies, ms)
                          [--prefill 1] [--low 50] [--high 100]
                          [--orders target/release/examples/orders] [--lambda-runs 7]
   sqs-worker-bench drain --endpoint URL --queue URL --impl raw|poller --n N
@@ -35,7 +36,7 @@ const USAGE: &str = "usage:
   sqs-worker-bench produce --endpoint URL [--servers fake,moto] [--n 10000] [--moto-n N]
                          [--rounds 3] [--body 256]
                          (producer throughput: Sender::send_batch against a SendMessageBatch loop)
-  sqs-worker-bench fake-sqs --n N     (serves N messages at URL/123456789012/fake until stdin closes)
+  sqs-worker-bench fake-sqs --n N [--latency-ms 0] (serves N messages at URL/123456789012/fake until stdin closes)
 Children print one line `RESULT {json}`.";
 
 /// `--key value` pairs.
@@ -138,7 +139,8 @@ fn main() {
             }
             "fake-sqs" => {
                 // For profiling a consumer by hand: serve until stdin closes.
-                let url = fake::start(args.num("n", 10_000)).await;
+                let latency = std::time::Duration::from_millis(args.num("latency-ms", 0));
+                let url = fake::start(args.num("n", 10_000), latency).await;
                 println!("{url}");
                 let mut sink = Vec::new();
                 let _ =

@@ -49,27 +49,55 @@ fn col(runs: &[Value], key: &str) -> Vec<f64> {
     runs.iter().map(|r| f(r, key)).collect()
 }
 
+/// A server's name in the tables: the fake one with its latency.
+fn label(server: &str, latency_ms: u64) -> String {
+    if server == "fake" {
+        format!("fake ({latency_ms} ms per call)")
+    } else {
+        server.to_owned()
+    }
+}
+
 /// The whole suite.
 pub(crate) async fn run(args: &Args) {
     let endpoint = args.str("endpoint").to_owned();
     let rounds: usize = args.num("rounds", 5);
     let only: String = args.num("only", "drain,idle,hol,lambda,vis".to_owned());
     let servers_arg: String = args.num("servers", "fake,moto".to_owned());
-    let servers: Vec<&str> = servers_arg.split(',').collect();
+    let latencies_arg: String = args.num("latencies", "0,15".to_owned());
+    // The fake server once per latency (ms), moto as it is.
+    let servers: Vec<(&str, u64)> = servers_arg
+        .split(',')
+        .flat_map(|s| {
+            let lats: Vec<u64> = if s == "fake" {
+                latencies_arg
+                    .split(',')
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect()
+            } else {
+                vec![0]
+            };
+            lats.into_iter().map(move |l| (s, l))
+        })
+        .collect();
     let counter = Counter::default();
     let client = sqs::client(&endpoint, &counter).await;
     println!("# sqs-worker-bench against {endpoint}, {rounds} rounds");
 
-    for server in servers.iter().filter(|_| only.contains("drain")) {
-        let n: u64 = if *server == "fake" {
+    for &(server, latency_ms) in servers.iter().filter(|_| only.contains("drain")) {
+        let latency = std::time::Duration::from_millis(latency_ms);
+        let label = label(server, latency_ms);
+        let n: u64 = if server == "fake" {
             args.num("fake-drain-n", 20_000)
         } else {
             args.num("drain-n", 3000)
         };
         let prefill = args.num("prefill", 0u8) == 1;
         let (low, high): (u64, u64) = (args.num("low", 50), args.num("high", 100));
-        if *server == "fake" {
-            println!("drain on the in-memory fake SQS: {n} messages ready");
+        if server == "fake" {
+            println!(
+                "drain on the in-memory fake SQS ({latency_ms} ms per call): {n} messages ready"
+            );
         } else if prefill {
             println!("drain: queue pre-filled with {n} messages");
         } else {
@@ -82,8 +110,8 @@ pub(crate) async fn run(args: &Args) {
         for r in 0..rounds {
             for k in 0..2 {
                 let which = if (r + k) % 2 == 0 { "raw" } else { "poller" };
-                let (endpoint, url) = if *server == "fake" {
-                    let ep = crate::fake::start(n).await;
+                let (endpoint, url) = if server == "fake" {
+                    let ep = crate::fake::start(n, latency).await;
                     let url = format!("{ep}/123456789012/fake");
                     (ep, url)
                 } else {
@@ -91,7 +119,7 @@ pub(crate) async fn run(args: &Args) {
                     (endpoint.clone(), url)
                 };
                 let t = Instant::now();
-                let feeder = if *server == "fake" {
+                let feeder = if server == "fake" {
                     None
                 } else if prefill {
                     sqs::fill(&client, &url, 0, n).await;
@@ -122,7 +150,7 @@ pub(crate) async fn run(args: &Args) {
                 if let Some(f) = feeder {
                     f.await.expect("feeder");
                 }
-                let left = if *server == "fake" {
+                let left = if server == "fake" {
                     (0, 0)
                 } else {
                     let left = sqs::depth(&client, &url).await;
@@ -130,7 +158,7 @@ pub(crate) async fn run(args: &Args) {
                     left
                 };
                 println!(
-                    "drain {server} round {r} {which:<6} fill {fill_s:.1}s  drained {:.2}s  wall {:.2}s  cpu {:.1} µs/msg  \
+                    "drain {label} round {r} {which:<6} fill {fill_s:.1}s  drained {:.2}s  wall {:.2}s  cpu {:.1} µs/msg  \
                      req/msg {:.4}  hwm {} KiB  left {left:?}  {}",
                     f(&v, "drained_s"),
                     f(&v, "wall_s"),
@@ -148,7 +176,7 @@ pub(crate) async fn run(args: &Args) {
             .zip(pol)
             .map(|(a, b)| f(b, "cpu_us_per_msg") / f(a, "cpu_us_per_msg"))
             .collect();
-        println!("\n## drain on {server}, N = {n}, medians of {rounds}");
+        println!("\n## drain on {label}, N = {n}, medians of {rounds}");
         println!(
             "| consumer | drained s | msgs/s | wall s (with shutdown) | CPU µs/msg | req/msg | peak RSS MiB |"
         );
@@ -201,8 +229,10 @@ pub(crate) async fn run(args: &Args) {
         }
     }
 
-    for server in servers.iter().filter(|_| only.contains("hol")) {
-        let n: u64 = if *server == "fake" {
+    for &(server, latency_ms) in servers.iter().filter(|_| only.contains("hol")) {
+        let latency = std::time::Duration::from_millis(latency_ms);
+        let label = label(server, latency_ms);
+        let n: u64 = if server == "fake" {
             args.num("fake-hol-n", 6000)
         } else {
             args.num("hol-n", 1000)
@@ -214,8 +244,8 @@ pub(crate) async fn run(args: &Args) {
             for k in 0..impls.len() {
                 let idx = (r + k) % impls.len();
                 let which = impls[idx];
-                let (endpoint, url, feeder) = if *server == "fake" {
-                    let ep = crate::fake::start(n).await;
+                let (endpoint, url, feeder) = if server == "fake" {
+                    let ep = crate::fake::start(n, latency).await;
                     let url = format!("{ep}/123456789012/fake");
                     (ep, url, None)
                 } else {
@@ -241,7 +271,7 @@ pub(crate) async fn run(args: &Args) {
                     sqs::delete_queue(&client, &url).await;
                 }
                 println!(
-                    "hol {server} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
+                    "hol {label} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
                      steady {:.1}%  receives {}  requests {}",
                     f(&v, "makespan_s"),
                     f(&v, "ideal_s"),
@@ -253,7 +283,7 @@ pub(crate) async fn run(args: &Args) {
                 by[idx].push(v);
             }
         }
-        println!("\n## head-of-line on {server}, N = {n}, concurrency 10, medians of {hol_rounds}");
+        println!("\n## head-of-line on {label}, N = {n}, concurrency 10, medians of {hol_rounds}");
         println!(
             "| consumer | makespan s | ideal s | % of ideal | steady-state % of ideal | requests/msg |"
         );

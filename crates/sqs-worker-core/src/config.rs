@@ -69,6 +69,9 @@ pub mod var {
     /// on a standard queue) run at once; the rest are released with a short
     /// delay (both runners; ignored on FIFO queues; `GroupLimit`).
     pub const MAX_IN_FLIGHT_PER_GROUP: &str = "SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP";
+    /// The most messages received ahead of a free handler slot, 0 to turn it
+    /// off (poller; `PollerBuilder::receive_ahead`).
+    pub const RECEIVE_AHEAD: &str = "SQS_WORKER_RECEIVE_AHEAD";
     /// A switch: a circuit breaker with its default settings (`CircuitBreaker`).
     pub const CIRCUIT_BREAKER: &str = "SQS_WORKER_CIRCUIT_BREAKER";
     /// Handler starts per second across the process, a decimal number

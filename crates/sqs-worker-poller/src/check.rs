@@ -79,6 +79,16 @@ pub(crate) fn settings(s: &Settings) -> Result<(), ConfigError> {
         p.check()?;
     }
     crate::tenant::check(s)?;
+    if s.receive_ahead > sqs_worker_core::config::MAX_CONCURRENCY {
+        return bad(
+            "receive_ahead",
+            format!(
+                "{} is above {}",
+                s.receive_ahead,
+                sqs_worker_core::config::MAX_CONCURRENCY
+            ),
+        );
+    }
     if let Some(d) = &s.dead_letter_queue
         && d.trim().is_empty()
     {

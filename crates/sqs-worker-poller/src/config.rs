@@ -94,6 +94,8 @@ pub(crate) struct Settings {
     pub(crate) adaptive: Option<AdaptiveConcurrency>,
     /// Fair queues: messages of one tenant at once (`crate::tenant`).
     pub(crate) max_in_flight_per_group: Option<usize>,
+    /// Messages received ahead of a free slot at most (`crate::ahead`).
+    pub(crate) receive_ahead: usize,
     /// The default retry policy, told the queue's `maxReceiveCount` at
     /// start-up; `None` with a custom retry policy or processor.
     pub(crate) retry_budget: Option<Arc<RetryBudget>>,
@@ -205,6 +207,7 @@ impl<P: Processor> PollerBuilder<P> {
                 rate_limit: None,
                 adaptive: None,
                 max_in_flight_per_group: None,
+                receive_ahead: crate::ahead::DEFAULT_RECEIVE_AHEAD,
                 retry_budget: None,
             },
             concurrency: None,
@@ -249,7 +252,9 @@ impl<P: Processor> PollerBuilder<P> {
         self
     }
 
-    /// The number of receive loops. Default 1, or 2 when concurrency is 20 or more.
+    /// The number of receive loops (the extra ones poll only while receives
+    /// come back full). Default 2 when the concurrency is 20 or more, or 2
+    /// or more with [`receive_ahead`](Self::receive_ahead) in use; else 1.
     pub fn receivers(mut self, n: usize) -> Self {
         self.receivers = Some(n);
         self
@@ -404,9 +409,11 @@ impl<P: Processor> PollerBuilder<P> {
         s.concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         crate::limits::check(&mut s, self.concurrency)?;
         check_concurrency("concurrency", s.concurrency)?;
-        s.receivers = self
-            .receivers
-            .unwrap_or(if s.concurrency >= 20 { 2 } else { 1 });
+        // Two loops keep two receives on their way when receiving ahead (one
+        // receive per round trip alone cannot feed fast handlers).
+        let two = s.concurrency >= 20
+            || (s.concurrency >= 2 && crate::ahead::enabled(&s, s.queue.as_str()));
+        s.receivers = self.receivers.unwrap_or(if two { 2 } else { 1 });
         if s.receivers == 0 || s.receivers > s.concurrency {
             return bad(
                 "receivers",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqs_worker_core::IntoHandler;
-use sqs_worker_core::config::{ConfigError, Env, parse_go_duration, var};
+use sqs_worker_core::config::{ConfigError, Env, MAX_CONCURRENCY, parse_go_duration, var};
 use sqs_worker_core::flow::{BreakerConfig, RateLimit};
 use sqs_worker_core::runner::Engine;
 
@@ -118,6 +118,18 @@ where
     }
     if let Some(n) = env.count(var::MAX_IN_FLIGHT_PER_GROUP)? {
         b = b.max_in_flight_per_group(n);
+    }
+    if let Some(v) = env.string(var::RECEIVE_AHEAD) {
+        match v.parse::<usize>() {
+            Ok(n) if n <= MAX_CONCURRENCY => b = b.receive_ahead(n),
+            _ => {
+                return Err(ConfigError::InvalidEnv {
+                    var: var::RECEIVE_AHEAD,
+                    value: v,
+                    reason: format!("expected a whole number from 0 to {MAX_CONCURRENCY}"),
+                });
+            }
+        }
     }
     Ok(b)
 }
@@ -386,7 +398,8 @@ mod tests {
         ]);
         assert_eq!(s.queue, Queue::Url("http://x/q".into()));
         assert_eq!(s.concurrency, 8);
-        assert_eq!(s.receivers, 1);
+        // Two loops: receiving ahead on a standard queue.
+        assert_eq!(s.receivers, 2);
         assert_eq!(s.visibility_timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.heartbeat_interval, Some(Duration::from_millis(2500)));
         assert_eq!(s.dead_letter_queue.as_deref(), Some("http://x/dlq"));
@@ -396,6 +409,28 @@ mod tests {
         let d = settings(&[]);
         assert_eq!(d.grace_period, DEFAULT_GRACE_PERIOD);
         assert_eq!(d.wait_time, DEFAULT_WAIT_TIME);
+        assert_eq!(d.receive_ahead, crate::DEFAULT_RECEIVE_AHEAD);
+        let off = settings(&[
+            ("SQS_WORKER_RECEIVE_AHEAD", "0"),
+            ("SQS_WORKER_CONCURRENCY", "8"),
+        ]);
+        assert_eq!((off.receive_ahead, off.receivers), (0, 1));
+        let fifo = [
+            ("SQS_QUEUE_URL", "http://x/q.fifo"),
+            ("SQS_WORKER_CONCURRENCY", "8"),
+        ];
+        let fifo = from_env_in(ok, &env(&fifo)).unwrap().build().unwrap();
+        assert_eq!(
+            fifo.settings().receivers,
+            1,
+            "no receive ahead on FIFO queues"
+        );
+        let e = from_env_in(
+            ok,
+            &env(&[("SQS_QUEUE_URL", "q"), ("SQS_WORKER_RECEIVE_AHEAD", "-1")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SQS_WORKER_RECEIVE_AHEAD"), "{e}");
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! From the engine to settlement: each message the engine settles leaves the
-//! in-flight table (so no extension can follow), becomes a settlement
-//! [`Job`], and is queued for the acker with its in-flight slot, which the
-//! acker holds until the SQS call is sent: when settlement is slow
+//! in-flight table (so no extension can follow), frees its handler slot,
+//! becomes a settlement [`Job`], and is queued for the acker with its lease,
+//! which the acker holds until the SQS call is sent: when settlement is slow
 //! (throttled deletes), receiving waits instead of piling up work.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use sqs_worker_core::Message;
 use sqs_worker_core::flow::GroupLimit;
 use sqs_worker_core::runner::Settled;
 use tokio::sync::mpsc;
 
+use crate::ahead::Ahead;
 use crate::inflight::InFlight;
-use crate::settle::{Job, Slot};
+use crate::settle::{Job, Lease};
 use crate::stats::Activity;
 
 /// What the engine's settle callback needs (one per run, shared by every batch).
 pub(crate) struct Handoff {
     pub(crate) inflight: Arc<InFlight>,
     pub(crate) activity: Arc<Activity>,
-    pub(crate) settle: mpsc::UnboundedSender<(Job, Slot)>,
+    pub(crate) settle: mpsc::UnboundedSender<(Job, Lease)>,
     pub(crate) dead_letter: bool,
     /// Per-tenant limits on a fair queue (`crate::tenant`).
     pub(crate) groups: Option<Arc<GroupLimit>>,
+    /// Receive ahead, when on (`crate::ahead`): told of each freed slot.
+    pub(crate) ahead: Option<Arc<Ahead>>,
 }
 
 impl Handoff {
@@ -36,9 +41,34 @@ impl Handoff {
             return; // already released at shutdown
         };
         self.activity.touch();
-        let (received, slot) = (entry.received, entry.slot);
+        let (received, lease) = (entry.received, entry.lease);
+        // The handler is done: its slot is free (the lease goes on).
+        drop(entry.slot);
+        if let Some(a) = &self.ahead {
+            a.finished(s.message.visibility().started_at());
+        }
         let job = Job::plan(s, received, self.dead_letter, &self.inflight.stats);
-        if self.settle.send((job, slot)).is_err() {
+        if self.settle.send((job, lease)).is_err() {
+            tracing::error!("settlement stage is gone; message left to its visibility timeout");
+        }
+    }
+
+    /// A message received ahead and never started: out of the table and
+    /// its tenant's count, made visible again at once.
+    pub(crate) fn release_unstarted(&self, message: Message) {
+        if let Some(g) = &self.groups {
+            g.finished(&message);
+        }
+        let Some(entry) = self.inflight.remove(&message) else {
+            return;
+        };
+        let job = Job::Release {
+            message,
+            delay: Duration::ZERO,
+            received: entry.received,
+            retry: false,
+        };
+        if self.settle.send((job, entry.lease)).is_err() {
             tracing::error!("settlement stage is gone; message left to its visibility timeout");
         }
     }

@@ -30,7 +30,10 @@ pub(crate) struct Entry {
     pub(crate) received: Instant,
     deadline: Instant,
     capped: bool,
-    /// Its in-flight slot: goes with it to settlement.
+    /// Its lease: goes with it to settlement (freed once that call is sent).
+    pub(crate) lease: Option<OwnedSemaphorePermit>,
+    /// Its handler slot, from its start until its handler finished (`None`
+    /// while it waits in the receive-ahead buffer).
     pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -64,12 +67,14 @@ impl InFlight {
         Arc::new(Control(Arc::downgrade(self)))
     }
 
-    /// Registers a received message; its capacity permit is returned when it settles.
+    /// Registers a received message with its lease and, when it starts at
+    /// once, its handler slot.
     pub(crate) fn insert(
         &self,
         message: Message,
         received: Instant,
-        permit: Option<OwnedSemaphorePermit>,
+        lease: Option<OwnedSemaphorePermit>,
+        slot: Option<OwnedSemaphorePermit>,
     ) {
         let deadline = message.deadline().unwrap_or(received);
         let entry = Entry {
@@ -77,11 +82,24 @@ impl InFlight {
             received,
             deadline,
             capped: false,
-            slot: permit,
+            lease,
+            slot,
         };
         let key = MessageKey::of(&entry.message);
         if self.lock().insert(key, entry).is_none() {
             self.stats.in_flight.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Gives each waiting message of `batch` one of `slots` as it starts;
+    /// the messages no longer in the table (released at shutdown) leave
+    /// theirs to be freed here.
+    pub(crate) fn start(&self, batch: &[Message], mut slots: OwnedSemaphorePermit) {
+        let mut table = self.lock();
+        for m in batch {
+            if let Some(e) = table.get_mut(&MessageKey::of(m)) {
+                e.slot = slots.split(1);
+            }
         }
     }
 

@@ -49,6 +49,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ahead;
 mod check;
 mod clients;
 mod config;
@@ -56,6 +57,7 @@ mod env;
 mod error;
 mod fifo;
 mod flow;
+mod gather;
 mod handoff;
 mod inflight;
 mod limits;
@@ -69,6 +71,7 @@ mod stats;
 mod stop;
 mod tenant;
 
+pub use self::ahead::DEFAULT_RECEIVE_AHEAD;
 pub use self::config::{
     DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_PROCESSING_TIME, DEFAULT_WAIT_TIME,
     PollerBuilder, Queue,

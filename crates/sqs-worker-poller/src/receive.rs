@@ -1,8 +1,10 @@
-//! Receive loops: take free capacity first, then long-poll for at most that
-//! many messages, turn them into core [`Message`]s and hand each batch to the
-//! engine as its own task. Each message holds one capacity permit until its
-//! settlement call has been sent, so nothing waits invisible in memory for a
-//! worker, and slow settlement slows receiving.
+//! Receive loops: decide how many messages to ask for (free handler slots,
+//! plus on a standard queue what will start soon: `crate::ahead`), take a
+//! lease for each, long-poll, turn what comes into core [`Message`]s and hand
+//! those with a free slot to the engine as one batch task (the rest wait for
+//! slots in `crate::ahead`). Each message holds its lease until its
+//! settlement call has been sent, so slow settlement slows receiving, and its
+//! handler slot while its handler runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,12 +30,6 @@ use crate::settle::Job;
 use crate::stats::{Activity, Stats};
 use crate::stop::stopped;
 
-/// While the queue has a backlog, how long a receive loop waits for enough
-/// free capacity to ask for a full receive (rather than sending one
-/// `ReceiveMessage` per freed slot, which costs a request each and keeps the
-/// second receive loop from ever seeing a full receive).
-const FILL_WAIT: Duration = Duration::from_millis(10);
-
 /// How often a receive loop warns about the same lasting condition (the
 /// in-flight limit, failing credentials); in between it logs at debug.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -44,7 +40,14 @@ pub(crate) struct Receiver<P> {
     pub(crate) queue_url: Arc<str>,
     pub(crate) queue_name: String,
     pub(crate) processor: P,
-    pub(crate) capacity: Arc<Semaphore>,
+    /// Handler slots (the concurrency): held from a message's start until
+    /// its handler finished.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Leases: held from a message's receipt until its settlement call was
+    /// sent ([`crate::ahead::lease_bound`]).
+    pub(crate) leases: Arc<Semaphore>,
+    /// Receive ahead, when on.
+    pub(crate) ahead: Option<Arc<crate::ahead::Ahead>>,
     pub(crate) inflight: Arc<InFlight>,
     /// Backs every message's lease (shared by all messages).
     pub(crate) control: Arc<dyn VisibilityControl>,
@@ -142,30 +145,22 @@ impl<P: Processor> Receiver<P> {
             if *stop.borrow() || !self.wait_for_backlog(&mut stop).await {
                 break;
             }
-            let Some(permits) = self.gather(&mut stop).await else {
+            let Some((slots, leases, mut tokens)) = self.grant(&mut stop).await else {
                 break;
             };
-            let Some(permits) = self.adapt(permits) else {
-                continue;
-            };
-            let permits = match self.admit(permits) {
-                Ok(permits) => permits,
-                Err(wait) => {
-                    tokio::select! {
-                        biased;
-                        () = stopped(&mut stop) => break,
-                        () = tokio::time::sleep(wait) => continue,
-                    }
-                }
-            };
-            let Some((permits, mut tokens)) = self.pace(permits, &mut stop).await else {
-                break;
-            };
+            let Some(leases) = leases else { continue };
             attempts += 1;
-            let result = match self
-                .receive_once(permits.num_permits(), attempts, &mut stop)
-                .await
-            {
+            let asked = leases.num_permits();
+            let sent = Instant::now();
+            let receipt = self.receive_once(asked, attempts, &mut stop).await;
+            if let Some(a) = &self.ahead {
+                let got = match &receipt {
+                    Receipt::Answered(Ok(out)) => out.messages().len(),
+                    _ => 0,
+                };
+                a.answered(asked, got, sent.elapsed());
+            }
+            let result = match receipt {
                 Receipt::Answered(result) => {
                     if let Ok(out) = &result {
                         crate::limits::spend(&mut tokens, out.messages().len());
@@ -174,7 +169,7 @@ impl<P: Processor> Receiver<P> {
                 }
                 Receipt::Stopped(out) => {
                     if let Some(out) = out {
-                        self.release_unstarted(out, permits);
+                        self.release_unstarted(out, leases);
                     }
                     break;
                 }
@@ -185,8 +180,10 @@ impl<P: Processor> Receiver<P> {
                     self.started.store(true, Relaxed);
                     backoffs.short = sdk::receive_backoff().build();
                     backoffs.long = sdk::long_backoff().build();
-                    let dispatched = match self.release_while_open(out, permits) {
-                        Some((out, permits)) => self.dispatch(out, permits, &mut batches, &stop),
+                    let dispatched = match self.release_while_open(out, leases) {
+                        Some((out, leases)) => {
+                            self.dispatch(out, slots, leases, &mut batches, &stop)
+                        }
                         None => 1,
                     };
                     if dispatched > 0 {
@@ -200,7 +197,7 @@ impl<P: Processor> Receiver<P> {
                     }
                 }
                 Err(e) => {
-                    drop(permits);
+                    drop((slots, leases));
                     self.probe_unused();
                     match self.retry_delay(&e, &mut backoffs) {
                         Ok(delay) => Some(delay),
@@ -230,44 +227,6 @@ impl<P: Processor> Receiver<P> {
             () = stopped(stop) => false,
             _ = backlog.wait_for(|b| *b) => true,
         }
-    }
-
-    /// Free capacity for the next receive: at least one slot, up to a full
-    /// receive. `None` when stopped meanwhile.
-    async fn gather(&self, stop: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
-        let first = tokio::select! {
-            biased;
-            () = stopped(stop) => return None,
-            p = self.capacity.clone().acquire_owned() => p,
-        };
-        let mut permits = first.ok()?;
-        // With a backlog and room for at least two full receives, gather
-        // a full receive's capacity first (briefly). Below that, waiting
-        // for slots would leave capacity idle behind slow messages, so
-        // the loop receives whatever is free.
-        let fill = self.max_messages - 1;
-        if self.concurrency >= 2 * self.max_messages
-            && fill > 0
-            && *self.backlog.borrow()
-            && self.capacity.available_permits() < fill
-            && let Ok(Ok(more)) = tokio::time::timeout(
-                FILL_WAIT,
-                self.capacity.clone().acquire_many_owned(fill as u32),
-            )
-            .await
-        {
-            permits.merge(more);
-        }
-        let extra = self
-            .capacity
-            .available_permits()
-            .min(self.max_messages - permits.num_permits());
-        if extra > 0
-            && let Ok(more) = self.capacity.clone().try_acquire_many_owned(extra as u32)
-        {
-            permits.merge(more);
-        }
-        Some(permits)
     }
 
     /// One `ReceiveMessage` for up to `asked` messages. At stop, a receive in
@@ -376,17 +335,19 @@ impl<P: Processor> Receiver<P> {
         Ok(delay)
     }
 
-    /// Hands what a receive brought to the engine as one batch task; the
-    /// number of messages.
+    /// Hands what a receive brought to the engine as one batch task (those
+    /// with a slot; the rest wait for one in `crate::ahead`); the number of
+    /// messages.
     fn dispatch(
         &self,
         out: ReceiveMessageOutput,
-        mut permits: OwnedSemaphorePermit,
+        slots: Option<OwnedSemaphorePermit>,
+        mut leases: OwnedSemaphorePermit,
         batches: &mut JoinSet<()>,
         stop: &watch::Receiver<bool>,
     ) -> usize {
         let received_at = Instant::now();
-        let asked = permits.num_permits();
+        let asked = leases.num_permits();
         let messages = out.messages.unwrap_or_default();
         // Everything asked for came back: there may well be more waiting.
         let full = messages.len() >= asked;
@@ -399,27 +360,44 @@ impl<P: Processor> Receiver<P> {
         }
         self.activity.touch();
         let deadline = received_at + self.visibility;
+        let mut slots = match (&self.ahead, slots) {
+            (Some(a), None) => a.direct_slots(messages.len()),
+            (_, slots) => slots,
+        };
         let mut batch = Vec::with_capacity(messages.len());
+        let mut waiting = Vec::new();
         for m in messages {
             let Some(msg) = self.convert(m, deadline) else {
                 continue;
             };
-            let Some(msg) = self.admit_group(msg, received_at, &mut permits) else {
+            let Some(msg) = self.admit_group(msg, received_at, &mut leases) else {
                 continue;
             };
             // SQS never returns more than asked; if it did, the extra
-            // message is still tracked and settled, just without a permit.
-            let permit = permits.split(1);
-            self.inflight.insert(msg.clone(), received_at, permit);
-            batch.push(msg);
+            // message is still tracked and settled, just without a lease.
+            let lease = leases.split(1);
+            let slot = slots.as_mut().and_then(|s| s.split(1));
+            let starts = slot.is_some() || self.ahead.is_none();
+            self.inflight.insert(msg.clone(), received_at, lease, slot);
+            if starts {
+                batch.push(msg);
+            } else {
+                waiting.push(msg);
+            }
         }
-        drop(permits);
-        let n = batch.len();
-        if n == 0 {
-            return 0;
+        drop((slots, leases));
+        let n = batch.len() + waiting.len();
+        Stats::add(&self.inflight.stats.received, n as u64);
+        if let Some(a) = &self.ahead
+            && !waiting.is_empty()
+        {
+            observe::received(&waiting);
+            a.wait(waiting, received_at);
+        }
+        if batch.is_empty() {
+            return n;
         }
         observe::received(&batch);
-        Stats::add(&self.inflight.stats.received, n as u64);
         let span = observe::batch_span(&self.queue_name, &self.queue_url, &batch);
         let run = crate::fifo::run_batch(
             self.processor.clone(),
@@ -433,8 +411,8 @@ impl<P: Processor> Receiver<P> {
     }
 
     /// Messages received while stopping are not run: each is made visible
-    /// again at once (visibility 0), with its slot.
-    fn release_unstarted(&self, out: ReceiveMessageOutput, mut permits: OwnedSemaphorePermit) {
+    /// again at once (visibility 0), with its lease.
+    fn release_unstarted(&self, out: ReceiveMessageOutput, mut leases: OwnedSemaphorePermit) {
         let now = Instant::now();
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
@@ -453,7 +431,7 @@ impl<P: Processor> Receiver<P> {
                     received: now,
                     retry: false,
                 };
-                if self.handoff.settle.send((job, permits.split(1))).is_err() {
+                if self.handoff.settle.send((job, leases.split(1))).is_err() {
                     tracing::error!(
                         "settlement stage is gone; message left to its visibility timeout"
                     );

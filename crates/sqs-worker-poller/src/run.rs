@@ -193,6 +193,11 @@ struct Receiving {
 /// The stages of a run, wired together: the in-flight table and its
 /// heartbeat, settlement, and the stop signal.
 struct Stages {
+    /// Handler slots (the concurrency).
+    slots: Arc<Semaphore>,
+    /// Received and not yet settled ([`crate::ahead::lease_bound`]).
+    leases: Arc<Semaphore>,
+    ahead: Option<Arc<crate::ahead::Ahead>>,
     stats: Arc<Stats>,
     inflight: Arc<InFlight>,
     activity: Arc<Activity>,
@@ -228,14 +233,25 @@ impl Stages {
         });
         let acker_task = tokio::spawn(acker.run(settle_rx));
         let activity = Arc::new(Activity::new());
+        let slots = Arc::new(Semaphore::new(s.concurrency));
+        let ahead = crate::ahead::enabled(s, &start.facts.url)
+            .then(|| Arc::new(crate::ahead::Ahead::new(s, slots.clone(), start.visibility)));
+        let leases = Arc::new(Semaphore::new(crate::ahead::lease_bound(
+            s,
+            ahead.is_some(),
+        )));
         let handoff = Arc::new(Handoff {
             inflight: inflight.clone(),
             activity: activity.clone(),
             settle: settle_tx,
             dead_letter: s.dead_letter_queue.is_some(),
             groups: crate::tenant::limit(s, &start.facts.url, start.facts.max_receive_count),
+            ahead: ahead.clone(),
         });
         Self {
+            slots,
+            leases,
+            ahead,
             stats,
             inflight,
             activity,
@@ -302,11 +318,10 @@ impl Stages {
         processor: P,
     ) -> (Receiving, Option<PollerError>) {
         let url = &start.facts.url;
-        let capacity = Arc::new(Semaphore::new(s.concurrency));
         let backlog = Arc::new(watch::channel(false).0);
         let started = Arc::new(AtomicBool::new(false));
         let breaker = s.breaker.map(|c| Arc::new(CircuitBreaker::new(c)));
-        let limits = crate::limits::Limits::new(s, &capacity);
+        let limits = crate::limits::Limits::new(s, &self.slots);
         let groups = Arc::new(Groups {
             handoff: self.handoff.clone(),
             breaker: breaker.clone(),
@@ -323,7 +338,9 @@ impl Stages {
                 queue_url: url.as_str().into(),
                 queue_name: queue_name(url),
                 processor: processor.clone(),
-                capacity: capacity.clone(),
+                slots: self.slots.clone(),
+                leases: self.leases.clone(),
+                ahead: self.ahead.clone(),
                 inflight: self.inflight.clone(),
                 control: self.inflight.control(),
                 handoff: self.handoff.clone(),
@@ -349,6 +366,17 @@ impl Stages {
                 limits: limits.clone(),
             };
             loops.spawn(receiver.run(self.stop_rx.clone()));
+        }
+        if let Some(ahead) = &self.ahead {
+            let starter = crate::ahead::Starter {
+                ahead: ahead.clone(),
+                processor: processor.clone(),
+                groups: groups.clone(),
+                handoff: self.handoff.clone(),
+                queue_name: queue_name(url),
+                queue_url: url.as_str().into(),
+            };
+            loops.spawn(starter.run(self.stop_rx.clone()));
         }
         let mut error = None;
         let mut batches = Vec::new();
@@ -437,7 +465,7 @@ impl Stages {
                     received: e.received,
                     retry: false,
                 };
-                let _ = tx.send((job, e.slot));
+                let _ = tx.send((job, e.lease));
             }
             drop(tx);
             // The main acker may still be flushing; a second one releases

@@ -21,23 +21,25 @@ use tokio::task::JoinSet;
 use crate::inflight::InFlight;
 use crate::stats::Stats;
 
-/// A message's in-flight slot (capacity permit), held until its settlement
-/// call has been sent (back-pressure: receiving waits for slow settlement).
-pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+/// A message's lease (a permit of the run's lease semaphore), held from its
+/// receipt until its settlement call has been sent (back-pressure: receiving
+/// waits for slow settlement). The handler slot is separate and freed when
+/// the handler finishes (`Handoff::settled`).
+pub(crate) type Lease = Option<OwnedSemaphorePermit>;
 
-/// Adds `slot` to the slots held for a batch (one permit, merged).
-fn hold(held: &mut Slot, slot: Slot) {
-    match (held.as_mut(), slot) {
+/// Adds `lease` to the leases held for a batch (one permit, merged).
+fn hold(held: &mut Lease, lease: Lease) {
+    match (held.as_mut(), lease) {
         (Some(h), Some(s)) => h.merge(s),
         (None, s) => *held = s,
         (Some(_), None) => {}
     }
 }
 
-/// Runs a settlement call, then frees the slots it held.
-async fn holding(call: impl Future<Output = ()>, slots: Slot) {
+/// Runs a settlement call, then frees the leases it held.
+async fn holding(call: impl Future<Output = ()>, leases: Lease) {
     call.await;
-    drop(slots);
+    drop(leases);
 }
 
 /// One settlement to carry out.
@@ -134,11 +136,11 @@ impl Acker {
 
     /// Settles every job until the channel closes, then flushes and waits for
     /// every call in flight.
-    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Job, Slot)>) {
+    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Job, Lease)>) {
         let mut deletes: Vec<Message> = Vec::with_capacity(10);
         let mut changes: Vec<Change> = Vec::with_capacity(10);
-        // The slots of the buffered deletes and changes.
-        let (mut delete_slots, mut change_slots): (Slot, Slot) = (None, None);
+        // The leases of the buffered deletes and changes.
+        let (mut delete_leases, mut change_leases): (Lease, Lease) = (None, None);
         let mut tasks = JoinSet::new();
         let mut flush_at: Option<Instant> = None;
         // One timer, reset when a new flush is due (a timer made per job would
@@ -158,21 +160,21 @@ impl Acker {
                         biased;
                         job = rx.recv() => job,
                         () = timer.as_mut() => {
-                            self.flush(&mut tasks, (&mut deletes, &mut delete_slots), (&mut changes, &mut change_slots));
+                            self.flush(&mut tasks, (&mut deletes, &mut delete_leases), (&mut changes, &mut change_leases));
                             flush_at = None;
                             continue;
                         }
                     }
                 }
             };
-            let Some((job, slot)) = job else { break };
+            let Some((job, lease)) = job else { break };
             match job {
                 Job::Delete(m) => {
                     deletes.push(m);
-                    hold(&mut delete_slots, slot);
+                    hold(&mut delete_leases, lease);
                     if deletes.len() == 10 {
                         let batch = std::mem::take(&mut deletes);
-                        tasks.spawn(holding(self.clone().delete(batch), delete_slots.take()));
+                        tasks.spawn(holding(self.clone().delete(batch), delete_leases.take()));
                     }
                 }
                 Job::Release {
@@ -190,10 +192,10 @@ impl Acker {
                             Tally::Released
                         },
                     });
-                    hold(&mut change_slots, slot);
+                    hold(&mut change_leases, lease);
                     if changes.len() == 10 {
                         let batch = std::mem::take(&mut changes);
-                        tasks.spawn(holding(self.clone().change(batch), change_slots.take()));
+                        tasks.spawn(holding(self.clone().change(batch), change_leases.take()));
                     }
                 }
                 Job::DeadLetter {
@@ -206,7 +208,7 @@ impl Acker {
                     let call = self
                         .clone()
                         .dead_letter(message, kind, error, delay, received);
-                    tasks.spawn(holding(call, slot));
+                    tasks.spawn(holding(call, lease));
                 }
             }
             let now = Instant::now();
@@ -216,8 +218,8 @@ impl Acker {
                 if now >= at {
                     self.flush(
                         &mut tasks,
-                        (&mut deletes, &mut delete_slots),
-                        (&mut changes, &mut change_slots),
+                        (&mut deletes, &mut delete_leases),
+                        (&mut changes, &mut change_leases),
                     );
                     flush_at = None;
                 }
@@ -228,8 +230,8 @@ impl Acker {
         }
         self.flush(
             &mut tasks,
-            (&mut deletes, &mut delete_slots),
-            (&mut changes, &mut change_slots),
+            (&mut deletes, &mut delete_leases),
+            (&mut changes, &mut change_leases),
         );
         while tasks.join_next().await.is_some() {}
     }
@@ -237,16 +239,16 @@ impl Acker {
     fn flush(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
-        (deletes, delete_slots): (&mut Vec<Message>, &mut Slot),
-        (changes, change_slots): (&mut Vec<Change>, &mut Slot),
+        (deletes, delete_leases): (&mut Vec<Message>, &mut Lease),
+        (changes, change_leases): (&mut Vec<Change>, &mut Lease),
     ) {
         if !deletes.is_empty() {
             let call = self.clone().delete(std::mem::take(deletes));
-            tasks.spawn(holding(call, delete_slots.take()));
+            tasks.spawn(holding(call, delete_leases.take()));
         }
         if !changes.is_empty() {
             let call = self.clone().change(std::mem::take(changes));
-            tasks.spawn(holding(call, change_slots.take()));
+            tasks.spawn(holding(call, change_leases.take()));
         }
     }
 

@@ -423,4 +423,5 @@ async fn recovers_by_itself_from_a_server_outage() {
 
 // Start-up checks and the runner's options (body size, idle exit, batch
 // engines, time limits, execution) are in `options`.
+mod ahead;
 mod options;
