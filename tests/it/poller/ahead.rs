@@ -89,16 +89,15 @@ async fn messages_received_ahead_wait_invisible_and_are_released_at_shutdown() {
         );
     }
     let summary = running.stop().await;
-    let s = seen.lock().unwrap();
-    assert!(
-        s.peak <= 2,
-        "never more than the concurrency running: {}",
-        s.peak
-    );
-    let mut handled = s.handled.clone();
+    let (peak, all) = {
+        let s = seen.lock().unwrap();
+        (s.peak, s.handled.clone())
+    };
+    assert!(peak <= 2, "never more than the concurrency running: {peak}");
+    let mut handled = all.clone();
     handled.sort();
     handled.dedup();
-    assert_eq!(handled.len(), s.handled.len(), "nothing ran twice");
+    assert_eq!(handled.len(), all.len(), "nothing ran twice");
     assert_eq!(
         handled.len(),
         12,
