@@ -22,10 +22,13 @@
 //! ```
 //!
 //! The data path, one module per stage:
-//! - `receive`: receive loops take free capacity first (one permit per
-//!   message), then long-poll for at most that many messages and hand each
-//!   batch to the engine as its own task; the in-flight limit and
-//!   credentials failing after start-up are backed off, not fatal;
+//! - `gather`, `ahead`: what a receive may ask for: free handler slots, and
+//!   on a standard queue what is expected to start soon (received ahead,
+//!   leased, started by the starter task as slots free); a lease per
+//!   message bounds everything received and not yet settled;
+//! - `receive`: receive loops long-poll for that many messages and hand
+//!   those with a slot to the engine as one batch task; the in-flight limit
+//!   and credentials failing after start-up are backed off, not fatal;
 //! - `lease`: the one owner of in-flight messages; the heartbeat extends
 //!   messages nearing their visibility deadline with
 //!   `ChangeMessageVisibilityBatch`, up to each handler's start + the
@@ -34,8 +37,9 @@
 //!   stay leased while the head is retried in the process (its followers
 //!   are not received again), and an exhausted head goes to the dead-letter
 //!   queue (the configured one, else the redrive policy's);
-//! - `handoff`: each settled message leaves the table and is queued for
-//!   settlement with its permit, held until its SQS call is sent;
+//! - `handoff`: each settled message leaves the table, frees its handler
+//!   slot, and is queued for settlement with its lease, held until its SQS
+//!   call is sent;
 //! - `settle`: deletes and visibility changes (the failure's retry delay)
 //!   coalesce into batches of up to 10; permanent failures go to the
 //!   dead-letter queue when one is configured ([`dead_letter`]: the attributes
