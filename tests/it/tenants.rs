@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+use crate::common::fair_queue::{FairQueue, MAX_SCAN_RECEIVES};
 use crate::common::{self, Running, until};
 
 use std::collections::{HashMap, HashSet};
@@ -60,21 +61,45 @@ fn tenant_of(m: &Message) -> String {
 
 /// Tenant A's flood: the issue's 400 messages of 1 s handlers, 150 here to
 /// keep CI short and the local server unloaded (still 7.5 times the
-/// concurrency; A alone needs 30 s at its limit).
+/// concurrency; A alone needs 30 s at its limit). With 400 (measured once,
+/// loaded machine) the other tenants' first messages started after 1.4 to
+/// 1.6 s and the run took 126 s.
 const FLOOD: usize = 150;
+// The fair-queue proxy sees the whole queue in each scan.
+const _: () = assert!(FLOOD + 50 <= MAX_SCAN_RECEIVES * 10);
 const HANDLER: Duration = Duration::from_secs(1);
 
-/// The issue's scenario: tenant A floods [`FLOOD`] messages of [`HANDLER`],
-/// ten other tenants send 5 messages each; with concurrency 20 and a limit of 5,
-/// A never has more than 5 running, every other tenant's first message starts
-/// soon after it was sent (see below for the local server), nothing is lost,
-/// and A's messages all finish.
-/// On the old code A took every slot (no such setting).
+/// The issue's scenario on a fair queue: tenant A floods [`FLOOD`] messages
+/// of [`HANDLER`], ten other tenants send 5 messages each; with concurrency 20
+/// and a limit of 5, A never has more than 5 running, every other tenant's
+/// first message starts within 3 s of being sent, nothing is lost, and A's
+/// messages all finish. On the old code A took every slot (no such setting).
+///
+/// The local server has no fair-queue dequeuing: it serves the oldest
+/// visible messages first, as "Regular queues deliver older messages first,
+/// which increases message dwell time for all tenants in such scenarios"
+/// (AWS Compute Blog, "Building resilient multi-tenant systems with Amazon
+/// SQS fair queues"), so the other tenants waited behind A's backlog (the
+/// last of them 2.4 to 6 s, measured). Real SQS does not: "When one tenant creates a backlog in
+/// the queue by publishing more messages than the system can handle, fair
+/// queues minimizes the impact on dwell time for other tenants" (SQS
+/// Developer Guide, "Amazon SQS fair queues"), and "Once a tenant is
+/// detected as a noisy neighbor, Amazon SQS prioritizes delivering messages
+/// from quiet tenants. Consumer instances polling for messages receive
+/// messages from quiet tenants whenever quiet-tenant messages are
+/// available." ("How Amazon SQS fair queues work"). The poller receives
+/// through a proxy that imitates this (`common/fair_queue.rs`): each receive
+/// hands out the visible messages of the tenants with the fewest in flight
+/// first, oldest first among equals. A is noisy from the start (it has all
+/// of the processing time, and its released messages stay in flight until
+/// their delay ends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     let sqs = common::sqs().await;
     let url = common::queue(&sqs, "tenants").await;
     send_tenant(&sqs, &url, "A", FLOOD).await;
+    let (proxy, fair) = FairQueue::start(&common::server().endpoint).await;
+    let through_proxy = aws_sdk_sqs::Client::new(&common::sdk_config_for(&proxy.endpoint).await);
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
@@ -100,7 +125,7 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     };
     let run = Running::start(
         Poller::builder(url.as_str(), handler)
-            .client(sqs.clone())
+            .client(through_proxy)
             .concurrency(20)
             .max_in_flight_per_group(5),
     );
@@ -124,26 +149,20 @@ async fn a_flooding_tenant_never_takes_more_than_its_limit() {
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.peak["A"], 5, "A never had more than 5 running");
-        // The issue asks for 3 s. The local server has no fair-queue dequeuing
-        // (it serves the oldest visible messages first, where real SQS holds a
-        // noisy tenant back), so here the other tenants also wait for the
-        // poller to sweep past A's released messages: 2.4-4.1 s measured alone
-        // (5-6 s with the issue's 400 on a loaded machine). The bound only
-        // catches a stuck sweep: without the limit the others would wait about
-        // 7 s (150 messages of 1 s, 20 at once), so on this server the limit
-        // itself is asserted by A's peak above, not by this bound.
-        let slowest = sent
+        let mut waits: Vec<Duration> = sent
             .iter()
             .map(|(tenant, at)| seen.first_start[tenant] - *at)
-            .max()
-            .unwrap_or_default();
+            .collect();
+        waits.sort();
         println!(
-            "FIGURES fair queue: the other tenants' first messages started within {slowest:?}"
+            "FIGURES fair queue: the other tenants' first messages started after {waits:.2?}; \
+             proxy: {}",
+            fair.figures()
         );
         for (tenant, at) in &sent {
             let waited = seen.first_start[tenant] - *at;
             assert!(
-                waited < Duration::from_secs(10),
+                waited < Duration::from_secs(3),
                 "{tenant}'s first message started {waited:?} after it was sent"
             );
         }

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 mod binaries;
+pub mod fair_queue;
 pub mod proxy;
 mod running;
 pub mod sqs_proxy;

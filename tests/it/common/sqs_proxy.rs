@@ -3,10 +3,13 @@
 //! closes the connection after its response) goes to a rule that decides
 //! what happens to it: forwarded, answered with an SQS error, held and then
 //! forwarded whether or not the client is still there, forwarded with its
-//! response dropped, or answered with a response the test stored. Every
-//! forwarded response is shown to an observer (counting, remembering).
+//! response dropped, answered with a response the test stored, or answered
+//! by the test's own code (which may call the server itself, [`call`]).
+//! Every forwarded response is shown to an observer (counting, remembering).
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +23,9 @@ pub struct Request {
     pub action: String,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// The request's head (request line and headers), for [`call`]s made
+    /// on its behalf.
+    pub head: String,
 }
 
 /// What the proxy does with a request.
@@ -43,6 +49,10 @@ pub enum Verdict {
     DelayResponse(Duration),
     /// Answer with these bytes (a whole HTTP response) without forwarding.
     Raw(Vec<u8>),
+    /// Answer with what this future makes (a whole HTTP response; `None`
+    /// closes the connection unanswered), without forwarding: the test's own
+    /// imitation of an action, which may [`call`] the server.
+    Answer(Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>),
 }
 
 type Rule = dyn Fn(&Request) -> Verdict + Send + Sync;
@@ -106,6 +116,7 @@ async fn serve(mut client: TcpStream, target: String, rule: Arc<Rule>, observe: 
         }
         Verdict::Error { status, code } => Some(error_response(status, code)),
         Verdict::Raw(bytes) => Some(bytes),
+        Verdict::Answer(answer) => answer.await,
     };
     let Some(response) = response else { return };
     observe(&request, &json_body(&response), &response);
@@ -124,6 +135,54 @@ pub fn error_response(status: &str, code: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// An SQS success answer in the JSON protocol, with this body.
+pub fn ok_response(body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         x-amzn-requestid: 00000000-0000-0000-0000-000000000000\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Calls `action` on the server at `upstream` (`http://HOST:PORT`) with
+/// `body`, reusing the head of the client's request `like` (its signature
+/// no longer matches; the local server does not check signatures). Returns
+/// the answer's JSON body, `None` if the call failed on the wire or SQS
+/// answered with an error (`__type`).
+pub async fn call(
+    upstream: &str,
+    like: &Request,
+    action: &str,
+    body: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let body = body.to_string();
+    let mut raw = String::new();
+    for line in like.head.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("x-amz-target") || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        raw.push_str(line);
+        raw.push_str("\r\n");
+    }
+    raw.push_str(&format!(
+        "x-amz-target: AmazonSQS.{action}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut server = TcpStream::connect(upstream.trim_start_matches("http://"))
+        .await
+        .ok()?;
+    server.write_all(raw.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    server.read_to_end(&mut response).await.ok()?;
+    let json = json_body(&response);
+    json.get("__type").is_none().then_some(json)
 }
 
 /// One request: headers, then Content-Length bytes of body.
@@ -168,7 +227,14 @@ async fn read_request(client: &mut TcpStream) -> Option<(Vec<u8>, Request)> {
         })
         .unwrap_or_default();
     let body = serde_json::from_slice(&req[head_end..]).unwrap_or(serde_json::Value::Null);
-    Some((req, Request { action, body }))
+    Some((
+        req,
+        Request {
+            action,
+            body,
+            head: raw_head,
+        },
+    ))
 }
 
 /// The JSON body of a whole HTTP response (`Null` if there is none).
