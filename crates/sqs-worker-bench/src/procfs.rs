@@ -41,6 +41,18 @@ fn schedstat_ns() -> Option<u64> {
     Some(total)
 }
 
+/// How many times this process's threads were switched onto a CPU: the sum
+/// of the third field of `/proc/self/task/*/schedstat` (each wake-up of a
+/// parked worker thread counts one).
+pub(crate) fn timeslices() -> u64 {
+    let Ok(dir) = fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A `/proc/self/status` value in KiB (`VmHWM`, `VmRSS`).
 pub(crate) fn status_kib(key: &str) -> u64 {
     let Ok(s) = fs::read_to_string("/proc/self/status") else {

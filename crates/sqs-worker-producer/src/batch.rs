@@ -15,6 +15,9 @@ pub const MAX_REQUEST_SIZE: usize = 1024 * 1024;
 /// SQS's limit on entries per batch request.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 
+/// The ids of a request's entries: their positions in it.
+const ENTRY_IDS: [&str; MAX_BATCH_ENTRIES] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
 /// What SQS answered for a sent message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
@@ -82,7 +85,7 @@ pub(crate) async fn send_chunk(
             .enumerate()
             .map(|(i, p)| {
                 let mut e = p.entry.clone();
-                e.id = i.to_string();
+                e.id = ENTRY_IDS[i].to_owned();
                 e
             })
             .collect();

@@ -1,7 +1,7 @@
 //! [`Sender`]: sends typed messages to one queue.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::primitives::Blob;
@@ -202,49 +202,31 @@ impl Sender {
         I: IntoIterator,
         I::Item: Into<Outgoing>,
     {
-        let mut results: Vec<Option<Result<Sent, SendError>>> = Vec::new();
-        let mut prepared = Vec::new();
+        let messages = messages.into_iter();
+        let mut results: Vec<Option<Result<Sent, SendError>>> =
+            Vec::with_capacity(messages.size_hint().0);
+        let mut prepared = Vec::with_capacity(messages.size_hint().0);
         let trace = crate::trace::current();
-        for (index, message) in messages.into_iter().enumerate() {
+        for (index, message) in messages.enumerate() {
             results.push(None);
-            match self.prepare(index, message.into(), &trace).await {
+            let mut msg = message.into();
+            let entry = match self.check(index, &mut msg, &trace) {
+                Ok(()) => self.offload(index, &mut msg).await,
+                Err(e) => Err(e),
+            };
+            match entry.and_then(|()| self.prepare(index, msg, &trace)) {
                 Ok(p) => prepared.push(p),
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        // Each request its own task (one at a time on a FIFO queue, in
-        // order), as a plain loop of tasks does: a response wakes the task
-        // that reads it, on any worker thread. Polled together in this task,
-        // the sends cost about 1.25x a plain loop's CPU per message for 3%
-        // more instructions; as tasks about 1.16x (BENCHMARKS.md). Dropping
-        // this future aborts them.
+        // FIFO: one request at a time, in order. Standard: up to 8 in flight.
         let parallel = if self.inner.fifo {
             1
         } else {
             PARALLEL_REQUESTS
         };
-        let mut chunks = chunk(prepared).into_iter();
-        let mut sends = tokio::task::JoinSet::new();
-        loop {
-            while sends.len() < parallel {
-                let Some(c) = chunks.next() else { break };
-                let inner = self.inner.clone();
-                sends.spawn(async move {
-                    send_chunk(&inner.client, &inner.queue_url, inner.attempts, c).await
-                });
-            }
-            match sends.join_next().await {
-                Some(Ok(done)) => {
-                    for (index, r) in done {
-                        results[index] = Some(r);
-                    }
-                }
-                // A panic in the SDK: its messages stay without a result,
-                // reported below as not sent.
-                Some(Err(e)) => tracing::error!(error = %e, "a SendMessageBatch task failed"),
-                None => break,
-            }
-        }
+        self.send_chunks(chunk(prepared), parallel, &mut results)
+            .await;
         let queue = &self.inner.queue_url;
         results
             .into_iter()
@@ -258,13 +240,63 @@ impl Sender {
             .collect()
     }
 
-    /// Validates a message and turns it into a batch entry.
-    async fn prepare(
+    /// Sends `chunks` with `parallel` requests in flight, as a plain loop of
+    /// that many tasks does: each worker task takes the next request when
+    /// its last one is answered, so the caller's task is woken once per
+    /// worker, not once per request. (A task spawned per request and joined
+    /// by the caller cost about 1.16x a plain loop's CPU per message, from
+    /// the extra thread wake-ups; polling the requests in the caller's task
+    /// about 1.25x: BENCHMARKS.md.) Dropping the future aborts the workers.
+    async fn send_chunks(
+        &self,
+        chunks: Vec<Vec<Prepared>>,
+        parallel: usize,
+        results: &mut [Option<Result<Sent, SendError>>],
+    ) {
+        let workers = parallel.min(chunks.len());
+        let todo = Arc::new(Mutex::new(chunks.into_iter()));
+        // Answers are handed over per request, so a worker's panic loses only
+        // the request it was sending.
+        let answers = Arc::new(Mutex::new(Vec::with_capacity(results.len())));
+        let worker = || {
+            let (inner, todo, answers) = (self.inner.clone(), todo.clone(), answers.clone());
+            async move {
+                loop {
+                    let next = lock(&todo).next();
+                    let Some(c) = next else { break };
+                    let done = send_chunk(&inner.client, &inner.queue_url, inner.attempts, c).await;
+                    lock(&answers).extend(done);
+                }
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            tasks.spawn(worker());
+        }
+        while let Some(joined) = tasks.join_next().await {
+            // A panic in the SDK: the messages of the request that worker
+            // was sending stay without a result, reported as not sent; a new
+            // worker takes its place for the requests left.
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a SendMessageBatch task failed");
+                if lock(&todo).len() > 0 {
+                    tasks.spawn(worker());
+                }
+            }
+        }
+        for (index, r) in lock(&answers).drain(..) {
+            results[index] = Some(r);
+        }
+    }
+
+    /// Checks a message's options and adds the trace context's
+    /// `traceparent` attribute (when there is room for it).
+    fn check(
         &self,
         index: usize,
-        mut msg: Outgoing,
+        msg: &mut Outgoing,
         trace: &crate::trace::TraceContext,
-    ) -> Result<Prepared, SendError> {
+    ) -> Result<(), SendError> {
         let inner = &self.inner;
         let queue = || inner.queue_url.clone();
         if inner.fifo && msg.group_id.is_none() {
@@ -291,17 +323,36 @@ impl Sender {
             && !msg.attributes.contains_key("traceparent")
             && msg.attributes.len() < 10
         {
-            {
-                msg.attributes
-                    .insert("traceparent", MessageAttribute::string(tp.clone()));
-            }
+            msg.attributes
+                .insert("traceparent", MessageAttribute::string(tp.clone()));
         }
+        Ok(())
+    }
+
+    /// Stores the body in S3 when it is over the threshold (feature
+    /// `large-payloads`, when configured); otherwise nothing.
+    #[allow(clippy::unused_async)]
+    async fn offload(&self, index: usize, msg: &mut Outgoing) -> Result<(), SendError> {
         #[cfg(feature = "large-payloads")]
-        if let Some(store) = &inner.offload {
+        if let Some(store) = &self.inner.offload {
             store
-                .offload(index, &mut msg, inner.max_message_size)
+                .offload(index, msg, self.inner.max_message_size)
                 .await?;
         }
+        let _ = (index, msg);
+        Ok(())
+    }
+
+    /// Checks a message's size and attributes and turns it into a batch
+    /// entry (its id is set per request).
+    fn prepare(
+        &self,
+        index: usize,
+        msg: Outgoing,
+        trace: &crate::trace::TraceContext,
+    ) -> Result<Prepared, SendError> {
+        let inner = &self.inner;
+        let queue = || inner.queue_url.clone();
         if msg.attributes.len() > 10 {
             let count = msg.attributes.len();
             return Err(SendError::TooManyAttributes { index, count });
@@ -317,7 +368,7 @@ impl Sender {
             None
         };
         let mut entry = SendMessageBatchRequestEntry::builder()
-            .id(index.to_string())
+            .id(String::new())
             .set_message_group_id(msg.group_id)
             .set_message_deduplication_id(dedup)
             .set_delay_seconds(msg.delay.map(|d| d.as_secs() as i32))
@@ -362,6 +413,12 @@ fn sdk_attributes(attrs: MessageAttributes) -> Option<HashMap<String, MessageAtt
         })
         .collect();
     Some(map)
+}
+
+/// Locks a mutex held only across plain code, never across an await: a
+/// poisoned one (a panic while holding it) is used as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn env(name: &'static str) -> Result<Option<String>, SetupError> {
