@@ -85,7 +85,15 @@ async fn poller(client: &Client, url: &str, p: Arc<Progress>, c: usize) -> Insta
             Ok::<(), Error>(())
         }
     };
-    let run = Poller::builder(url, handler)
+    let mut b = Poller::builder(url, handler);
+    // For comparing runs with other receive-ahead bounds.
+    if let Some(n) = std::env::var("SQS_WORKER_RECEIVE_AHEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        b = b.receive_ahead(n);
+    }
+    let run = b
         .client(client.clone())
         .concurrency(c)
         .shutdown_signal(async move { stop2.notified().await })
