@@ -1,7 +1,11 @@
 //! Workload 4, cold start: a fresh process of a Lambda function (the
 //! `orders` example) against a tiny fake Lambda Runtime API served here:
 //! time from spawn to its first `GET /invocation/next`, and to the response
-//! of the first event (10 SQS records, one failing) posted back.
+//! of the first event (10 SQS records, one failing) posted back, and the
+//! process's peak RSS (`VmHWM`) by then. The floor, alternating with it round
+//! by round: `plain-lambda` (this crate's `src/bin/plain_lambda.rs`), a plain
+//! `lambda_runtime` function doing the same work. Both binaries are copied
+//! and stripped first (`strip`), as a deployment would be.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -111,8 +115,33 @@ async fn conn(
     }
 }
 
-/// One cold start; returns (spawn → first /next, spawn → first post, what was posted).
-async fn once(exe: &str) -> (Duration, Duration, String) {
+/// One cold start.
+struct Start {
+    /// Spawn → first `/next`.
+    next: Duration,
+    /// Spawn → the response posted.
+    posted: Duration,
+    /// What was posted.
+    body: String,
+    /// `VmHWM` once the response was posted, in KiB.
+    peak_kib: u64,
+}
+
+/// The `VmHWM` of process `pid`, in KiB (0 if unreadable).
+fn peak_kib(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One cold start of `exe`.
+async fn once(exe: &str) -> Start {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -150,35 +179,78 @@ async fn once(exe: &str) -> (Duration, Duration, String) {
     .await
     .ok()
     .flatten();
+    let peak_kib = peak_kib(child.id());
     let _ = child.kill().await;
     server.abort();
     let (posted, body) = got.expect("the function posted no response within 30 s");
-    (first_next.unwrap_or_default(), posted, body)
+    Start {
+        next: first_next.unwrap_or_default(),
+        posted,
+        body,
+        peak_kib,
+    }
 }
 
-/// `runs` cold starts of `exe`; prints each, returns the medians as JSON.
-pub(crate) async fn run(exe: &str, runs: usize) -> Value {
-    let mut nexts = Vec::new();
-    let mut resps = Vec::new();
-    let mut body = String::new();
-    for _ in 0..runs {
-        let (n, r, b) = once(exe).await;
-        println!(
-            "lambda cold start: first /next after {:.1} ms, first response after {:.1} ms",
-            n.as_secs_f64() * 1e3,
-            r.as_secs_f64() * 1e3
-        );
-        nexts.push(n.as_secs_f64() * 1e3);
-        resps.push(r.as_secs_f64() * 1e3);
-        body = b;
+/// A stripped copy of `exe` in `dir` (the original if `strip` fails).
+fn stripped(exe: &str, dir: &std::path::Path) -> String {
+    let name = std::path::Path::new(exe)
+        .file_name()
+        .map_or_else(|| "function".into(), |n| n.to_string_lossy().into_owned());
+    let copy = dir.join(name);
+    let ok = std::fs::copy(exe, &copy).is_ok()
+        && std::process::Command::new("strip")
+            .arg(&copy)
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        copy.to_string_lossy().into_owned()
+    } else {
+        eprintln!("lambda cold start: could not strip a copy of {exe}; running it as built");
+        exe.to_owned()
     }
-    nexts.sort_by(f64::total_cmp);
-    resps.sort_by(f64::total_cmp);
-    json!({
-        "workload": "lambda-start",
-        "runs": runs,
-        "first_next_ms_median": nexts[nexts.len() / 2],
-        "first_response_ms_median": resps[resps.len() / 2],
-        "response": body,
-    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `runs` cold starts of each of `exes` (stripped copies), alternating
+/// round by round; prints each, returns per binary the medians as JSON.
+pub(crate) async fn run(exes: &[&str], runs: usize) -> Vec<Value> {
+    let dir = std::env::temp_dir().join(format!("sqs-worker-lambda-start-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let copies: Vec<String> = exes.iter().map(|e| stripped(e, &dir)).collect();
+    let mut starts: Vec<Vec<Start>> = exes.iter().map(|_| Vec::new()).collect();
+    for round in 0..runs {
+        // Alternate which goes first, too.
+        for k in 0..copies.len() {
+            let i = (k + round) % copies.len();
+            let s = once(&copies[i]).await;
+            println!(
+                "lambda cold start, {}: first /next after {:.1} ms, first response after {:.1} ms, \
+                 peak RSS {:.1} MiB",
+                exes[i],
+                s.next.as_secs_f64() * 1e3,
+                s.posted.as_secs_f64() * 1e3,
+                s.peak_kib as f64 / 1024.0
+            );
+            starts[i].push(s);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    exes.iter()
+        .zip(starts)
+        .map(|(exe, s)| {
+            json!({
+                "workload": "lambda-start",
+                "exe": exe,
+                "runs": runs,
+                "first_next_ms_median": median(s.iter().map(|s| s.next.as_secs_f64() * 1e3).collect()),
+                "first_response_ms_median": median(s.iter().map(|s| s.posted.as_secs_f64() * 1e3).collect()),
+                "peak_rss_mib_median": median(s.iter().map(|s| s.peak_kib as f64 / 1024.0).collect()),
+                "response": s.last().map(|s| s.body.clone()),
+            })
+        })
+        .collect()
 }

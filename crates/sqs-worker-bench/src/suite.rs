@@ -272,16 +272,38 @@ pub(crate) async fn run(args: &Args) {
 
     if only.contains("lambda") {
         let exe: String = args.num("orders", "target/release/examples/orders".to_owned());
+        let plain: String = args.num("plain-lambda", sibling("plain-lambda"));
         if std::path::Path::new(&exe).exists() {
             let runs: usize = args.num("lambda-runs", 7);
-            let v = crate::lambda_start::run(&exe, runs).await;
+            let mut exes = vec![exe.as_str()];
+            if std::path::Path::new(&plain).exists() {
+                exes.push(plain.as_str());
+            } else {
+                println!("\nLambda cold-start floor skipped: {plain} not built");
+            }
+            let v = crate::lambda_start::run(&exes, runs).await;
             println!(
-                "\n## Lambda cold start ({exe}), median of {runs}: first /next {:.1} ms, \
-                 first response {:.1} ms; response {}",
-                f(&v, "first_next_ms_median"),
-                f(&v, "first_response_ms_median"),
-                v["response"]
+                "\n## Lambda cold start, median of {runs} alternating rounds (stripped copies)"
             );
+            println!("| function | first /next ms | first response ms | peak RSS MiB |");
+            println!("|---|---|---|---|");
+            for r in &v {
+                println!(
+                    "| {} | {:.1} | {:.1} | {:.1} |",
+                    r["exe"].as_str().unwrap_or_default(),
+                    f(r, "first_next_ms_median"),
+                    f(r, "first_response_ms_median"),
+                    f(r, "peak_rss_mib_median")
+                );
+            }
+            if let [orders, plain] = &v[..] {
+                println!(
+                    "orders - plain: first response {:+.1} ms, peak RSS {:+.1} MiB",
+                    f(orders, "first_response_ms_median") - f(plain, "first_response_ms_median"),
+                    f(orders, "peak_rss_mib_median") - f(plain, "peak_rss_mib_median")
+                );
+            }
+            println!("response: {}", v[0]["response"]);
         } else {
             println!(
                 "\nLambda cold start skipped: {exe} not built (cargo build --release --example orders)"
@@ -313,4 +335,13 @@ pub(crate) async fn run(args: &Args) {
         );
         println!("pollers: {}", v["pollers"]);
     }
+}
+
+/// The path of binary `name` next to this one (the bench crate's other
+/// binaries).
+fn sibling(name: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join(name)))
+        .map_or_else(|| name.to_owned(), |p| p.to_string_lossy().into_owned())
 }
