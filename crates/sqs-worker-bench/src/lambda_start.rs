@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-fn event() -> String {
+/// The event: 10 records, record 3 failing when `failing` (no amount: a
+/// permanent failure in `orders`), else all succeeding.
+fn event(failing: bool) -> String {
     let records: Vec<Value> = (0..10u64)
         .map(|i| {
-            // Record 3 has no amount: a permanent failure in `orders`.
-            let amount = if i == 3 { 0 } else { 1999 };
+            let amount = if failing && i == 3 { 0 } else { 1999 };
             json!({
                 "messageId": format!("0f0b6b6e-3d2c-4c1e-9d6b-{i:012}"),
                 "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
@@ -56,6 +57,7 @@ async fn conn(
     t0: Instant,
     served: Arc<AtomicBool>,
     tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+    failing: bool,
 ) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
@@ -89,7 +91,7 @@ async fn conn(
             if served.swap(true, SeqCst) {
                 std::future::pending::<()>().await;
             }
-            let ev = event();
+            let ev = event(failing);
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() + 60_000)
@@ -141,7 +143,7 @@ fn peak_kib(pid: Option<u32>) -> u64 {
 }
 
 /// One cold start of `exe`.
-async fn once(exe: &str) -> Start {
+async fn once(exe: &str, failing: bool) -> Start {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -161,7 +163,7 @@ async fn once(exe: &str) -> Start {
     let served = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(conn(sock, t0, served.clone(), tx.clone()));
+            tokio::spawn(conn(sock, t0, served.clone(), tx.clone(), failing));
         }
     });
     let mut first_next = None;
@@ -196,6 +198,7 @@ fn stripped(exe: &str, dir: &std::path::Path) -> String {
     let name = std::path::Path::new(exe)
         .file_name()
         .map_or_else(|| "function".into(), |n| n.to_string_lossy().into_owned());
+    let _ = std::fs::create_dir_all(dir);
     let copy = dir.join(name);
     let ok = std::fs::copy(exe, &copy).is_ok()
         && std::process::Command::new("strip")
@@ -216,17 +219,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// `runs` cold starts of each of `exes` (stripped copies), alternating
-/// round by round; prints each, returns per binary the medians as JSON.
-pub(crate) async fn run(exes: &[&str], runs: usize) -> Vec<Value> {
+/// round by round, with one failing record or none; prints each, returns
+/// per binary the medians as JSON.
+pub(crate) async fn run(exes: &[&str], runs: usize, failing: bool) -> Vec<Value> {
     let dir = std::env::temp_dir().join(format!("sqs-worker-lambda-start-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let copies: Vec<String> = exes.iter().map(|e| stripped(e, &dir)).collect();
+    let copies: Vec<String> = exes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| stripped(e, &dir.join(i.to_string())))
+        .collect();
     let mut starts: Vec<Vec<Start>> = exes.iter().map(|_| Vec::new()).collect();
     for round in 0..runs {
         // Alternate which goes first, too.
         for k in 0..copies.len() {
             let i = (k + round) % copies.len();
-            let s = once(&copies[i]).await;
+            let s = once(&copies[i], failing).await;
             println!(
                 "lambda cold start, {}: first /next after {:.1} ms, first response after {:.1} ms, \
                  peak RSS {:.1} MiB",

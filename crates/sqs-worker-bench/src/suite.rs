@@ -271,19 +271,36 @@ pub(crate) async fn run(args: &Args) {
     }
 
     if only.contains("lambda") {
-        let exe: String = args.num("orders", "target/release/examples/orders".to_owned());
+        // Comma-separated: several builds of the function alternate with the floor.
+        let orders: String = args.num("orders", "target/release/examples/orders".to_owned());
         let plain: String = args.num("plain-lambda", sibling("plain-lambda"));
-        if std::path::Path::new(&exe).exists() {
+        let mut exes: Vec<&str> = orders
+            .split(',')
+            .filter(|e| std::path::Path::new(e).exists())
+            .collect();
+        if exes.is_empty() {
+            println!(
+                "\nLambda cold start skipped: {orders} not built (cargo build --release --example orders)"
+            );
+        } else {
             let runs: usize = args.num("lambda-runs", 7);
-            let mut exes = vec![exe.as_str()];
+            // 1 (default): record 3 fails (no amount); 0: all succeed.
+            let failing = args.num("lambda-failing", 1u8) == 1;
+            let functions = exes.len();
             if std::path::Path::new(&plain).exists() {
                 exes.push(plain.as_str());
             } else {
                 println!("\nLambda cold-start floor skipped: {plain} not built");
             }
-            let v = crate::lambda_start::run(&exes, runs).await;
+            let v = crate::lambda_start::run(&exes, runs, failing).await;
+            let which = if failing {
+                "record 3 failing"
+            } else {
+                "all succeeding"
+            };
             println!(
-                "\n## Lambda cold start, median of {runs} alternating rounds (stripped copies)"
+                "\n## Lambda cold start, 10 records, {which}, median of {runs} alternating \
+                 rounds (stripped copies)"
             );
             println!("| function | first /next ms | first response ms | peak RSS MiB |");
             println!("|---|---|---|---|");
@@ -296,18 +313,20 @@ pub(crate) async fn run(args: &Args) {
                     f(r, "peak_rss_mib_median")
                 );
             }
-            if let [orders, plain] = &v[..] {
-                println!(
-                    "orders - plain: first response {:+.1} ms, peak RSS {:+.1} MiB",
-                    f(orders, "first_response_ms_median") - f(plain, "first_response_ms_median"),
-                    f(orders, "peak_rss_mib_median") - f(plain, "peak_rss_mib_median")
-                );
+            if v.len() > functions {
+                let floor = &v[functions];
+                for r in &v[..functions] {
+                    println!(
+                        "{} - plain: first response {:+.1} ms, peak RSS {:+.1} MiB",
+                        r["exe"].as_str().unwrap_or_default(),
+                        f(r, "first_response_ms_median") - f(floor, "first_response_ms_median"),
+                        f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median")
+                    );
+                }
             }
-            println!("response: {}", v[0]["response"]);
-        } else {
-            println!(
-                "\nLambda cold start skipped: {exe} not built (cargo build --release --example orders)"
-            );
+            for r in &v {
+                println!("response of {}: {}", r["exe"], r["response"]);
+            }
         }
     }
 
