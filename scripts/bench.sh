@@ -23,7 +23,7 @@ cargo build --release --example orders || echo "orders example not built: Lambda
 # A private copy: the shared target/ may be rebuilt while the suite runs.
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cp target/release/sqs-worker-bench "$WORK/"
+cp target/release/sqs-worker-bench target/release/plain-lambda "$WORK/"
 BIN="$WORK/sqs-worker-bench"
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), \

@@ -1,7 +1,11 @@
 //! Workload 4, cold start: a fresh process of a Lambda function (the
 //! `orders` example) against a tiny fake Lambda Runtime API served here:
 //! time from spawn to its first `GET /invocation/next`, and to the response
-//! of the first event (10 SQS records, one failing) posted back.
+//! of the first event (10 SQS records, one failing) posted back, and the
+//! process's peak RSS (`VmHWM`) by then. The floor, alternating with it round
+//! by round: `plain-lambda` (this crate's `src/bin/plain_lambda.rs`), a plain
+//! `lambda_runtime` function doing the same work. Both binaries are copied
+//! and stripped first (`strip`), as a deployment would be.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,11 +16,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-fn event() -> String {
+/// The event: 10 records, record 3 failing when `failing` (no amount: a
+/// permanent failure in `orders`), else all succeeding.
+fn event(failing: bool) -> String {
     let records: Vec<Value> = (0..10u64)
         .map(|i| {
-            // Record 3 has no amount: a permanent failure in `orders`.
-            let amount = if i == 3 { 0 } else { 1999 };
+            let amount = if failing && i == 3 { 0 } else { 1999 };
             json!({
                 "messageId": format!("0f0b6b6e-3d2c-4c1e-9d6b-{i:012}"),
                 "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
@@ -52,6 +57,7 @@ async fn conn(
     t0: Instant,
     served: Arc<AtomicBool>,
     tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+    failing: bool,
 ) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
@@ -85,7 +91,7 @@ async fn conn(
             if served.swap(true, SeqCst) {
                 std::future::pending::<()>().await;
             }
-            let ev = event();
+            let ev = event(failing);
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() + 60_000)
@@ -111,8 +117,33 @@ async fn conn(
     }
 }
 
-/// One cold start; returns (spawn → first /next, spawn → first post, what was posted).
-async fn once(exe: &str) -> (Duration, Duration, String) {
+/// One cold start.
+struct Start {
+    /// Spawn → first `/next`.
+    next: Duration,
+    /// Spawn → the response posted.
+    posted: Duration,
+    /// What was posted.
+    body: String,
+    /// `VmHWM` once the response was posted, in KiB.
+    peak_kib: u64,
+}
+
+/// The `VmHWM` of process `pid`, in KiB (0 if unreadable).
+fn peak_kib(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One cold start of `exe`.
+async fn once(exe: &str, failing: bool) -> Start {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -132,7 +163,7 @@ async fn once(exe: &str) -> (Duration, Duration, String) {
     let served = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(conn(sock, t0, served.clone(), tx.clone()));
+            tokio::spawn(conn(sock, t0, served.clone(), tx.clone(), failing));
         }
     });
     let mut first_next = None;
@@ -150,35 +181,84 @@ async fn once(exe: &str) -> (Duration, Duration, String) {
     .await
     .ok()
     .flatten();
+    let peak_kib = peak_kib(child.id());
     let _ = child.kill().await;
     server.abort();
     let (posted, body) = got.expect("the function posted no response within 30 s");
-    (first_next.unwrap_or_default(), posted, body)
+    Start {
+        next: first_next.unwrap_or_default(),
+        posted,
+        body,
+        peak_kib,
+    }
 }
 
-/// `runs` cold starts of `exe`; prints each, returns the medians as JSON.
-pub(crate) async fn run(exe: &str, runs: usize) -> Value {
-    let mut nexts = Vec::new();
-    let mut resps = Vec::new();
-    let mut body = String::new();
-    for _ in 0..runs {
-        let (n, r, b) = once(exe).await;
-        println!(
-            "lambda cold start: first /next after {:.1} ms, first response after {:.1} ms",
-            n.as_secs_f64() * 1e3,
-            r.as_secs_f64() * 1e3
-        );
-        nexts.push(n.as_secs_f64() * 1e3);
-        resps.push(r.as_secs_f64() * 1e3);
-        body = b;
+/// A stripped copy of `exe` in `dir` (the original if `strip` fails).
+fn stripped(exe: &str, dir: &std::path::Path) -> String {
+    let name = std::path::Path::new(exe)
+        .file_name()
+        .map_or_else(|| "function".into(), |n| n.to_string_lossy().into_owned());
+    let _ = std::fs::create_dir_all(dir);
+    let copy = dir.join(name);
+    let ok = std::fs::copy(exe, &copy).is_ok()
+        && std::process::Command::new("strip")
+            .arg(&copy)
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        copy.to_string_lossy().into_owned()
+    } else {
+        eprintln!("lambda cold start: could not strip a copy of {exe}; running it as built");
+        exe.to_owned()
     }
-    nexts.sort_by(f64::total_cmp);
-    resps.sort_by(f64::total_cmp);
-    json!({
-        "workload": "lambda-start",
-        "runs": runs,
-        "first_next_ms_median": nexts[nexts.len() / 2],
-        "first_response_ms_median": resps[resps.len() / 2],
-        "response": body,
-    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `runs` cold starts of each of `exes` (stripped copies), alternating
+/// round by round, with one failing record or none; prints each, returns
+/// per binary the medians as JSON.
+pub(crate) async fn run(exes: &[&str], runs: usize, failing: bool) -> Vec<Value> {
+    let dir = std::env::temp_dir().join(format!("sqs-worker-lambda-start-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let copies: Vec<String> = exes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| stripped(e, &dir.join(i.to_string())))
+        .collect();
+    let mut starts: Vec<Vec<Start>> = exes.iter().map(|_| Vec::new()).collect();
+    for round in 0..runs {
+        // Alternate which goes first, too.
+        for k in 0..copies.len() {
+            let i = (k + round) % copies.len();
+            let s = once(&copies[i], failing).await;
+            println!(
+                "lambda cold start, {}: first /next after {:.1} ms, first response after {:.1} ms, \
+                 peak RSS {:.1} MiB",
+                exes[i],
+                s.next.as_secs_f64() * 1e3,
+                s.posted.as_secs_f64() * 1e3,
+                s.peak_kib as f64 / 1024.0
+            );
+            starts[i].push(s);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    exes.iter()
+        .zip(starts)
+        .map(|(exe, s)| {
+            json!({
+                "workload": "lambda-start",
+                "exe": exe,
+                "runs": runs,
+                "first_next_ms_median": median(s.iter().map(|s| s.next.as_secs_f64() * 1e3).collect()),
+                "first_response_ms_median": median(s.iter().map(|s| s.posted.as_secs_f64() * 1e3).collect()),
+                "peak_rss_mib_median": median(s.iter().map(|s| s.peak_kib as f64 / 1024.0).collect()),
+                "response": s.last().map(|s| s.body.clone()),
+            })
+        })
+        .collect()
 }

@@ -27,7 +27,9 @@ const USAGE: &str = "usage:
                          [--hol-n 1000] [--fake-hol-n 6000] [--hol-rounds 3] [--vis-n 20]
                          [--latencies 0,15]  (the fake server's per-call latencies, ms)
                          [--prefill 1] [--low 50] [--high 100]
-                         [--orders target/release/examples/orders] [--lambda-runs 7]
+                         [--orders target/release/examples/orders[,OTHER_BUILD...]] [--lambda-runs 7]
+                         [--lambda-failing 1 (record 3 fails) | 0 (all succeed)]
+                         [--plain-lambda PATH (default: plain-lambda next to this binary)]
   sqs-worker-bench drain --endpoint URL --queue URL --impl raw|poller --n N
                          [--concurrency C] [--receivers R]
   sqs-worker-bench hol   --endpoint URL --queue URL --impl poller|batch|tasks --n N [--concurrency 10]

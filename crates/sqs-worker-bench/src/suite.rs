@@ -301,21 +301,62 @@ pub(crate) async fn run(args: &Args) {
     }
 
     if only.contains("lambda") {
-        let exe: String = args.num("orders", "target/release/examples/orders".to_owned());
-        if std::path::Path::new(&exe).exists() {
-            let runs: usize = args.num("lambda-runs", 7);
-            let v = crate::lambda_start::run(&exe, runs).await;
+        // Comma-separated: several builds of the function alternate with the floor.
+        let orders: String = args.num("orders", "target/release/examples/orders".to_owned());
+        let plain: String = args.num("plain-lambda", sibling("plain-lambda"));
+        let mut exes: Vec<&str> = orders
+            .split(',')
+            .filter(|e| std::path::Path::new(e).exists())
+            .collect();
+        if exes.is_empty() {
             println!(
-                "\n## Lambda cold start ({exe}), median of {runs}: first /next {:.1} ms, \
-                 first response {:.1} ms; response {}",
-                f(&v, "first_next_ms_median"),
-                f(&v, "first_response_ms_median"),
-                v["response"]
+                "\nLambda cold start skipped: {orders} not built (cargo build --release --example orders)"
             );
         } else {
+            let runs: usize = args.num("lambda-runs", 7);
+            // 1 (default): record 3 fails (no amount); 0: all succeed.
+            let failing = args.num("lambda-failing", 1u8) == 1;
+            let functions = exes.len();
+            if std::path::Path::new(&plain).exists() {
+                exes.push(plain.as_str());
+            } else {
+                println!("\nLambda cold-start floor skipped: {plain} not built");
+            }
+            let v = crate::lambda_start::run(&exes, runs, failing).await;
+            let which = if failing {
+                "record 3 failing"
+            } else {
+                "all succeeding"
+            };
             println!(
-                "\nLambda cold start skipped: {exe} not built (cargo build --release --example orders)"
+                "\n## Lambda cold start, 10 records, {which}, median of {runs} alternating \
+                 rounds (stripped copies)"
             );
+            println!("| function | first /next ms | first response ms | peak RSS MiB |");
+            println!("|---|---|---|---|");
+            for r in &v {
+                println!(
+                    "| {} | {:.1} | {:.1} | {:.1} |",
+                    r["exe"].as_str().unwrap_or_default(),
+                    f(r, "first_next_ms_median"),
+                    f(r, "first_response_ms_median"),
+                    f(r, "peak_rss_mib_median")
+                );
+            }
+            if v.len() > functions {
+                let floor = &v[functions];
+                for r in &v[..functions] {
+                    println!(
+                        "{} - plain: first response {:+.1} ms, peak RSS {:+.1} MiB",
+                        r["exe"].as_str().unwrap_or_default(),
+                        f(r, "first_response_ms_median") - f(floor, "first_response_ms_median"),
+                        f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median")
+                    );
+                }
+            }
+            for r in &v {
+                println!("response of {}: {}", r["exe"], r["response"]);
+            }
         }
     }
 
@@ -343,4 +384,13 @@ pub(crate) async fn run(args: &Args) {
         );
         println!("pollers: {}", v["pollers"]);
     }
+}
+
+/// The path of binary `name` next to this one (the bench crate's other
+/// binaries).
+fn sibling(name: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join(name)))
+        .map_or_else(|| name.to_owned(), |p| p.to_string_lossy().into_owned())
 }

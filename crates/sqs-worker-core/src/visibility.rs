@@ -93,6 +93,16 @@ fn to_nanos(t: Instant) -> u64 {
         .max(1)
 }
 
+/// A handler start as [`Visibility`] stores it.
+#[derive(Clone, Copy)]
+pub(crate) struct StartMark(u64);
+
+impl StartMark {
+    pub(crate) fn of(at: Instant) -> Self {
+        Self(to_nanos(at))
+    }
+}
+
 impl Clone for Visibility {
     /// A handle with this one's current deadline and control, from then on
     /// independent of it (runners make one per invocation and clone it per
@@ -189,7 +199,13 @@ impl Visibility {
     /// processing time from then, and keeps a message that has not started
     /// (one waiting behind others of its FIFO group) invisible meanwhile.
     pub fn mark_started(&self, at: Instant) {
-        self.started.store(to_nanos(at), Ordering::Release);
+        self.mark_started_at(StartMark::of(at));
+    }
+
+    /// [`mark_started`](Self::mark_started) with the instant converted
+    /// already (the engine converts a round's start once for all its messages).
+    pub(crate) fn mark_started_at(&self, mark: StartMark) {
+        self.started.store(mark.0, Ordering::Release);
     }
 
     /// When the message's handler (last) started, if it has.

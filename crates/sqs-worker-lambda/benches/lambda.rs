@@ -13,7 +13,7 @@
 //! and `LAMBDA_BENCH_SIZES=10` (record counts, default `10,100`), e.g.
 //! `LAMBDA_BENCH_SCALE=1 LAMBDA_BENCH_SIZES=10 valgrind --tool=callgrind
 //! target/release/deps/lambda-*`; `LAMBDA_BENCH_ONLY=event` skips the
-//! from-JSON figures. The inclusive cost of
+//! routed and from-JSON figures. The inclusive cost of
 //! `LambdaService::handle`'s future over its calls is instructions per event.
 #![allow(missing_docs)]
 
@@ -166,13 +166,13 @@ fn main() {
         );
     }
 
-    routed_vs_typed(&rt, &service, &ctx, scale);
-
     // `LAMBDA_BENCH_ONLY=event`: only the parsed-event figures above (for
-    // profiling them alone).
+    // profiling them alone: under callgrind, `--toggle-collect` on
+    // `*LambdaService*handle::{{closure}}` then counts the service's events only).
     if std::env::var("LAMBDA_BENCH_ONLY").is_ok_and(|v| v == "event") {
         return;
     }
+    routed_vs_typed(&rt, &service, &ctx, scale);
     for &n in &sizes {
         let json = serde_json::to_vec(&sample(n)).expect("json");
         let iters = if n == 10 { 200 * scale } else { 20 * scale };

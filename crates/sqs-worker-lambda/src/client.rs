@@ -49,9 +49,37 @@ const SETTLE_LIMIT_WITHOUT_DEADLINE: Duration = Duration::from_secs(10);
 /// hold up to 10,000 records).
 const CALLS_IN_FLIGHT: usize = 16;
 
+/// The SQS client: the one given, or one from the default AWS configuration
+/// (`aws_config::load_defaults`) built at its first use, so a cold start
+/// whose records all succeed loads no SDK configuration, HTTP client or
+/// credentials at all.
+pub(crate) struct LazyClient(tokio::sync::OnceCell<aws_sdk_sqs::Client>);
+
+impl LazyClient {
+    /// The given client.
+    pub(crate) fn ready(client: aws_sdk_sqs::Client) -> Self {
+        Self(tokio::sync::OnceCell::new_with(Some(client)))
+    }
+
+    /// The default client, built at its first use.
+    pub(crate) fn from_default_config() -> Self {
+        Self(tokio::sync::OnceCell::new())
+    }
+
+    /// The client (built now if this is its first use).
+    pub(crate) async fn get(&self) -> &aws_sdk_sqs::Client {
+        self.0
+            .get_or_init(|| async {
+                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                aws_sdk_sqs::Client::new(&config)
+            })
+            .await
+    }
+}
+
 /// The SQS side of the adapter.
 pub(crate) struct SqsSettler {
-    client: aws_sdk_sqs::Client,
+    client: Arc<LazyClient>,
     dead_letter_queue: Option<DeadLetterQueue>,
     backoff: bool,
     visibility: Arc<SqsVisibility>,
@@ -75,10 +103,11 @@ impl std::fmt::Debug for SqsSettler {
 
 impl SqsSettler {
     pub(crate) fn new(
-        client: aws_sdk_sqs::Client,
+        client: LazyClient,
         dead_letter_queue: Option<String>,
         backoff: bool,
     ) -> Self {
+        let client = Arc::new(client);
         Self {
             visibility: Arc::new(SqsVisibility {
                 client: client.clone(),
@@ -89,7 +118,7 @@ impl SqsSettler {
         }
     }
 
-    pub(crate) fn client(&self) -> &aws_sdk_sqs::Client {
+    pub(crate) fn client(&self) -> &LazyClient {
         &self.client
     }
 
@@ -164,7 +193,8 @@ impl SqsSettler {
         let url = queue_url_from_arn(arn).unwrap_or_default();
         let source = SourceQueue { url: &url, arn };
         let error = f.error.to_string();
-        let sent = dead_letter::send(&self.client, dlq, source, m, f.kind, &error, retry_once());
+        let client = self.client.get().await;
+        let sent = dead_letter::send(client, dlq, source, m, f.kind, &error, retry_once());
         sent.await.result.is_ok()
     }
 
@@ -216,7 +246,7 @@ impl SqsSettler {
             })
             .collect();
         let call = BatchCall {
-            client: &self.client,
+            client: self.client.get().await,
             queue_url: &url,
             retry: retry_once(),
             gate: None,
@@ -238,7 +268,7 @@ impl SqsSettler {
 
 /// `ChangeMessageVisibility` for handlers that ask for more time.
 struct SqsVisibility {
-    client: aws_sdk_sqs::Client,
+    client: Arc<LazyClient>,
 }
 
 impl VisibilityControl for SqsVisibility {
@@ -259,6 +289,8 @@ impl VisibilityControl for SqsVisibility {
                 ));
             }
             self.client
+                .get()
+                .await
                 .change_message_visibility()
                 .queue_url(url)
                 .receipt_handle(message.receipt_handle())

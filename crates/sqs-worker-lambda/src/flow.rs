@@ -24,7 +24,7 @@ pub(crate) struct Flow {
     pub(crate) fail_when_all_failed: bool,
     /// The rate limit's bucket, shared by every invocation of this container.
     pub(crate) rate: Option<Arc<RateLimiter>>,
-    /// The retry budget to tell the queue's `maxReceiveCount` at the cold start.
+    /// The retry budget to tell the queue's `maxReceiveCount` (at its first need).
     #[cfg(feature = "sqs-client")]
     pub(crate) redrive: Option<crate::redrive::Redrive>,
     /// `SQS_WORKER_MAX_IN_FLIGHT_PER_GROUP`, and the queue's

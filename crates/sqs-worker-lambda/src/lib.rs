@@ -63,6 +63,7 @@
 
 #[cfg(feature = "sqs-client")]
 mod client;
+mod env;
 mod flow;
 mod pace;
 mod payload;

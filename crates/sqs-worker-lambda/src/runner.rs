@@ -6,12 +6,14 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sqs_worker_core::config::{ConfigError, Env, check_concurrency, var};
-use sqs_worker_core::flow::{
-    BreakerConfig, CircuitBreaker, DEFAULT_RETRY_WINDOW, RateLimit, RateLimiter, RetryBudget,
-};
+#[cfg(feature = "sqs-client")]
+use sqs_worker_core::flow::RetryBudget;
+use sqs_worker_core::flow::{BreakerConfig, CircuitBreaker, RateLimit, RateLimiter};
 use sqs_worker_core::runner::{Engine, Processor};
 use sqs_worker_core::{BoxError, EngineConfig, Handler, IntoHandler};
 
+use crate::env::engine_config_and_budget;
+pub use crate::env::engine_config_from_env;
 use crate::payload::SqsPayload;
 use crate::record::EventError;
 use crate::service::{DEFAULT_SAFETY_MARGIN, LambdaService};
@@ -51,8 +53,12 @@ pub struct LambdaRunner<P> {
     retry_budget: Option<Arc<RetryBudget>>,
     max_in_flight_per_group: Option<usize>,
     max_receive_count: Option<u32>,
+    /// The client given, or with `default_client` one from the default
+    /// configuration at its first use.
     #[cfg(feature = "sqs-client")]
     client: Option<aws_sdk_sqs::Client>,
+    #[cfg(feature = "sqs-client")]
+    default_client: bool,
     #[cfg(feature = "sqs-client")]
     dead_letter_queue: Option<String>,
     #[cfg(feature = "sqs-client")]
@@ -132,6 +138,8 @@ impl<P: Processor> LambdaRunner<P> {
             max_receive_count: None,
             #[cfg(feature = "sqs-client")]
             client: None,
+            #[cfg(feature = "sqs-client")]
+            default_client: false,
             #[cfg(feature = "sqs-client")]
             dead_letter_queue: None,
             #[cfg(feature = "sqs-client")]
@@ -213,9 +221,10 @@ impl<P: Processor> LambdaRunner<P> {
     }
 
     /// The SQS client for dead-lettering, retry delays and visibility
-    /// extension (e.g. one pointed at a local server in tests). Default: one
-    /// built from `aws_config::load_defaults` when [`run`](Self::run) starts,
-    /// as the poller does.
+    /// extension (e.g. one pointed at a local server in tests). Default, with
+    /// [`run`](Self::run): one built from `aws_config::load_defaults` when
+    /// first needed (an invocation with a failed record, or a handler
+    /// extending its visibility), so the cold start does not wait for it.
     #[cfg(feature = "sqs-client")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqs-client")))]
     pub fn sqs_client(mut self, client: aws_sdk_sqs::Client) -> Self {
@@ -244,8 +253,8 @@ impl<P: Processor> LambdaRunner<P> {
     }
 
     /// Applies the environment like [`from_env`](LambdaRunner::from_env)
-    /// (except `SQS_WORKER_CONCURRENCY`, which needs the engine) and loads
-    /// the default SQS client.
+    /// (except `SQS_WORKER_CONCURRENCY`, which needs the engine) and uses
+    /// the default SQS client (built at its first need).
     #[deprecated(
         since = "0.2.0",
         note = "use `LambdaRunner::from_env(handler)` (synchronous); `run` loads the SQS client"
@@ -254,7 +263,9 @@ impl<P: Processor> LambdaRunner<P> {
         #[allow(unused_mut)]
         let mut runner = self.env_in(&Env::process())?;
         #[cfg(feature = "sqs-client")]
-        runner.load_default_client().await;
+        {
+            runner.default_client = true;
+        }
         Ok(runner)
     }
 
@@ -310,17 +321,6 @@ impl<P: Processor> LambdaRunner<P> {
         Ok(self)
     }
 
-    /// With the `sqs-client` feature and no client given, one from the
-    /// default AWS configuration (`AWS_REGION`, credentials,
-    /// `AWS_ENDPOINT_URL`).
-    #[cfg(feature = "sqs-client")]
-    async fn load_default_client(&mut self) {
-        if self.client.is_none() {
-            let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            self.client = Some(aws_sdk_sqs::Client::new(&config));
-        }
-    }
-
     /// Validates the settings and returns the service (for tests, or to wrap
     /// in your own `lambda_runtime` setup). Fails when the safety margin is
     /// above 900 s, or a dead-letter queue is set without an SQS client.
@@ -358,8 +358,14 @@ impl<P: Processor> LambdaRunner<P> {
         };
         #[cfg(feature = "sqs-client")]
         {
+            use crate::client::{LazyClient, SqsSettler};
             let settler = match (self.client, self.dead_letter_queue) {
-                (Some(c), dlq) => Some(crate::client::SqsSettler::new(c, dlq, self.backoff)),
+                (Some(c), dlq) => Some(SqsSettler::new(LazyClient::ready(c), dlq, self.backoff)),
+                (None, dlq) if self.default_client => Some(SqsSettler::new(
+                    LazyClient::from_default_config(),
+                    dlq,
+                    self.backoff,
+                )),
                 (None, Some(dlq)) => {
                     return Err(ConfigError::invalid(
                         "dead_letter_queue",
@@ -388,14 +394,17 @@ impl<P: Processor> LambdaRunner<P> {
 
     /// Runs the function on the Lambda Runtime API (`lambda_runtime::run`)
     /// until the runtime stops it. With the `sqs-client` feature and no
-    /// client given, loads the default SQS client first. Installs the
+    /// client given, uses the default SQS client, built at its first need
+    /// (see [`sqs_client`](Self::sqs_client)). Installs the
     /// runtime's default `tracing` subscriber when none is set
     /// (`AWS_LAMBDA_LOG_LEVEL`, `RUST_LOG`, `AWS_LAMBDA_LOG_FORMAT`).
     #[allow(unused_mut)]
     pub async fn run(mut self) -> Result<(), BoxError> {
         init_logs();
         #[cfg(feature = "sqs-client")]
-        self.load_default_client().await;
+        {
+            self.default_client = true;
+        }
         let service = self.build()?;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsPayload>| {
             let service = service.clone();
@@ -407,96 +416,6 @@ impl<P: Processor> LambdaRunner<P> {
         }))
         .await
     }
-}
-
-/// The engine settings from the environment: `SQS_WORKER_CONCURRENCY`,
-/// handlers running at once (default 16); `SQS_WORKER_START_MARGIN_SECONDS`
-/// ([`EngineConfig::start_margin`], default 0);
-/// `SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE`
-/// ([`EngineConfig::fifo_stop_batch_on_failure`], default off); and the
-/// retry budget (`SQS_WORKER_RETRY_WINDOW_SECONDS`,
-/// `SQS_WORKER_MAX_RECEIVE_COUNT`).
-pub fn engine_config_from_env() -> Result<EngineConfig, ConfigError> {
-    engine_config_in(&Env::process())
-}
-
-fn engine_config_in<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-) -> Result<EngineConfig, ConfigError> {
-    Ok(engine_config_and_budget(env)?.0)
-}
-
-/// The engine settings and the retry budget they use (shared, so the
-/// service can tell it the queue's `maxReceiveCount` at the cold start).
-fn engine_config_and_budget<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-) -> Result<(EngineConfig, Arc<RetryBudget>), ConfigError> {
-    let mut config = EngineConfig::default();
-    if let Some(n) = env.count(var::CONCURRENCY)? {
-        config = config.concurrency(n);
-    }
-    if let Some(margin) = env.seconds(var::START_MARGIN_SECONDS)? {
-        check_margin(var::START_MARGIN_SECONDS, margin)?;
-        config = config.start_margin(margin);
-    }
-    if let Some(on) = env.flag(var::FIFO_STOP_BATCH_ON_FAILURE)? {
-        config = config.fifo_stop_batch_on_failure(on);
-    }
-    let budget = Arc::new(retry_budget_in(env)?);
-    Ok((config.retry_policy_arc(budget.clone()), budget))
-}
-
-/// A margin from the environment is at most [`MAX_SAFETY_MARGIN`] (Lambda's
-/// longest function timeout).
-fn check_margin(var: &'static str, margin: Duration) -> Result<(), ConfigError> {
-    if margin > MAX_SAFETY_MARGIN {
-        return Err(ConfigError::InvalidEnv {
-            var,
-            value: margin.as_secs_f64().to_string(),
-            reason: "expected at most 900 seconds, Lambda's longest function timeout".into(),
-        });
-    }
-    Ok(())
-}
-
-/// The retry budget from `SQS_WORKER_RETRY_WINDOW_SECONDS` (default 1 hour)
-/// and `SQS_WORKER_MAX_RECEIVE_COUNT` (the queue's `maxReceiveCount`; without
-/// it the budget is the plain exponential backoff).
-fn retry_budget_in<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-) -> Result<RetryBudget, ConfigError> {
-    let window = env
-        .seconds(var::RETRY_WINDOW_SECONDS)?
-        .unwrap_or(DEFAULT_RETRY_WINDOW);
-    if window.is_zero() {
-        return Err(ConfigError::InvalidEnv {
-            var: var::RETRY_WINDOW_SECONDS,
-            value: "0".into(),
-            reason: "expected a window above 0 seconds".into(),
-        });
-    }
-    let budget = RetryBudget::new(window);
-    let Some(n) = env.count(var::MAX_RECEIVE_COUNT)? else {
-        return Ok(budget);
-    };
-    let n = u32::try_from(n)
-        .ok()
-        .filter(|n| (1..=1000).contains(n))
-        .ok_or_else(|| ConfigError::InvalidEnv {
-            var: var::MAX_RECEIVE_COUNT,
-            value: n.to_string(),
-            reason: "SQS's maxReceiveCount is 1 to 1000".into(),
-        })?;
-    let budget = budget.with_max_receive_count(n);
-    if !budget.fits() {
-        tracing::warn!(
-            max_receive_count = n,
-            retry_window_s = window.as_secs_f64(),
-            "the retry window is too long for maxReceiveCount (a retry delay would pass \
-             SQS's 12-hour limit): failing messages reach the DLQ sooner"
-        );
-    }
-    Ok(budget)
 }
 
 /// Installs the Lambda runtime's default `tracing` subscriber unless one is
@@ -550,64 +469,6 @@ mod tests {
             e.to_string().contains("SQS_WORKER_SAFETY_MARGIN_SECONDS"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn concurrency_from_the_environment_is_checked_and_named() {
-        for bad in ["0", "many", "1000000"] {
-            let e = engine_config_in(&env(&[("SQS_WORKER_CONCURRENCY", bad)])).unwrap_err();
-            assert!(e.to_string().contains("SQS_WORKER_CONCURRENCY"), "{e}");
-        }
-        assert!(engine_config_in(&env(&[("SQS_WORKER_CONCURRENCY", "4")])).is_ok());
-    }
-
-    #[test]
-    fn the_retry_budget_reads_its_window_and_count_from_the_environment() {
-        let b = retry_budget_in(&env(&[])).unwrap();
-        assert_eq!(b.window(), DEFAULT_RETRY_WINDOW);
-        assert_eq!(b.max_receive_count(), None);
-        let b = retry_budget_in(&env(&[
-            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "300"),
-            ("SQS_WORKER_MAX_RECEIVE_COUNT", "5"),
-        ]))
-        .unwrap();
-        assert_eq!(b.window(), Duration::from_secs(300));
-        assert_eq!(b.max_receive_count(), Some(5));
-        for (var, bad) in [
-            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "0"),
-            ("SQS_WORKER_RETRY_WINDOW_SECONDS", "1h"),
-            ("SQS_WORKER_MAX_RECEIVE_COUNT", "1001"),
-            ("SQS_WORKER_MAX_RECEIVE_COUNT", "five"),
-        ] {
-            let e = retry_budget_in(&env(&[(var, bad)])).unwrap_err();
-            assert!(e.to_string().contains(var), "{e}");
-        }
-    }
-
-    /// Issue 15 §6: the start margin and the FIFO stop-at-first-failure
-    /// switch are engine settings read from the environment in Lambda.
-    #[test]
-    fn the_start_margin_and_fifo_stop_switch_come_from_the_environment() {
-        let config = engine_config_in(&env(&[])).unwrap();
-        let text = format!("{config:?}");
-        assert!(text.contains("start_margin: 0ns"), "{text}");
-        assert!(text.contains("fifo_stop_batch_on_failure: false"), "{text}");
-        let config = engine_config_in(&env(&[
-            ("SQS_WORKER_START_MARGIN_SECONDS", "1.5"),
-            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "true"),
-        ]))
-        .unwrap();
-        let text = format!("{config:?}");
-        assert!(text.contains("start_margin: 1.5s"), "{text}");
-        assert!(text.contains("fifo_stop_batch_on_failure: true"), "{text}");
-        for (var, bad) in [
-            ("SQS_WORKER_START_MARGIN_SECONDS", "901"),
-            ("SQS_WORKER_START_MARGIN_SECONDS", "1s"),
-            ("SQS_WORKER_FIFO_STOP_BATCH_ON_FAILURE", "sometimes"),
-        ] {
-            let e = engine_config_in(&env(&[(var, bad)])).unwrap_err();
-            assert!(e.to_string().contains(var), "{e}");
-        }
     }
 
     #[test]

@@ -277,20 +277,38 @@ impl<P: Processor> LambdaService<P> {
         }
         #[cfg(feature = "sqs-client")]
         if let Some(settler) = &self.inner.client {
-            if let (Some(r), Some(m)) = (&self.inner.flow.redrive, messages.first()) {
-                // Boxed: once per cold start (see `run_records`).
-                Box::pin(r.learn(settler.client(), m.source())).await;
-            }
             let mut failed = held;
-            self.run_records(messages, deadline, |mut s| {
-                if let Some(b) = breaker {
-                    b.settle(&mut s);
-                }
-                if let sqs_worker_core::runner::Outcome::Failed(f) = s.outcome {
+            let ran_from = failed.len();
+            // Failures the breaker held away longer (index in `failed`, at least this long).
+            let mut holds = Vec::new();
+            self.run_records(messages, deadline, |s| {
+                // What `CircuitBreaker::settle` does, keeping the hold.
+                let hold = breaker.and_then(|b| b.record(Verdict::of(&s)));
+                if let sqs_worker_core::runner::Outcome::Failed(mut f) = s.outcome {
+                    if let Some(h) = hold {
+                        f.retry_delay = f.retry_delay.max(h);
+                        holds.push((failed.len(), h));
+                    }
                     failed.push((s.message, f));
                 }
             })
             .await;
+            // The queue's `maxReceiveCount` at its first need: the first
+            // invocation in which a handler failed (`redrive.rs`).
+            if let Some(r) = &self.inner.flow.redrive
+                && r.pending()
+                && failed.len() > ran_from
+            {
+                let arn = failed[ran_from].0.source();
+                // Boxed: once per container (see `run_records`).
+                if Box::pin(r.learn(settler.client(), arn)).await {
+                    crate::redrive::redelay(r.budget(), &mut failed[ran_from..]);
+                    for (i, h) in holds {
+                        let f = &mut failed[i].1;
+                        f.retry_delay = f.retry_delay.max(h);
+                    }
+                }
+            }
             return settler.settle(failed, invocation, response).await;
         }
         let _ = invocation;

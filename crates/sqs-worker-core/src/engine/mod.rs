@@ -45,6 +45,7 @@ use crate::error::Error;
 use crate::handler::{Handler, IntoHandler};
 use crate::message::Message;
 use crate::runner::observe;
+use crate::visibility::StartMark;
 
 /// What runners drive: a batch in, every message settled exactly once out.
 ///
@@ -154,10 +155,10 @@ async fn attempt<H: Handler>(
     handler: &H,
     msg: Message,
     limit: Option<Duration>,
-    started: tokio::time::Instant,
+    (started, mark): (tokio::time::Instant, StartMark),
 ) -> Attempt {
     // The poller counts the maximum processing time from here.
-    msg.visibility().mark_started(started.into_std());
+    msg.visibility().mark_started_at(mark);
     let fut = AssertUnwindSafe(handler.handle(msg)).catch_unwind();
     let res = match limit {
         None => fut.await,
@@ -253,7 +254,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
     let start_by = deadline.map(|d| d.checked_sub(cfg.start_margin).unwrap_or(d));
     let (handler, limit) = (&*engine.handler, cfg.handler_timeout);
     // Polled only inside this batch: an inline handler future may borrow the handler.
-    let inline = |msg, now, span| attempt(handler, msg, limit, now).instrument(span);
+    let inline = |msg, start, span| attempt(handler, msg, limit, start).instrument(span);
     // Both made on first need: a batch whose handlers all finish on their
     // first poll needs neither (each costs allocations).
     let mut running = None;
@@ -275,6 +276,7 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
                 engine,
                 inline: &inline,
                 now,
+                mark: StartMark::of(now.into_std()),
             };
             round
                 .start_ready(&mut st, &mut running, &mut spare, &mut settle)
@@ -300,17 +302,18 @@ async fn drive<H: Handler, S: FnMut(Settled) + Send>(
 type RunningSet<F> = Option<FuturesUnordered<Tagged<Pin<Box<F>>>>>;
 
 /// One round of starting messages: the engine, how to make an inline handler
-/// future, and the round's start time.
+/// future, and the round's start time (also as the messages' start mark).
 struct Round<'a, H, M> {
     engine: &'a Engine<H>,
     inline: &'a M,
     now: tokio::time::Instant,
+    mark: StartMark,
 }
 
 impl<H, M, F> Round<'_, H, M>
 where
     H: Handler,
-    M: Fn(Message, tokio::time::Instant, tracing::Span) -> F,
+    M: Fn(Message, (tokio::time::Instant, StartMark), tracing::Span) -> F,
     F: Future<Output = Attempt>,
 {
     /// Starts ready messages until the concurrency limit; an inline handler
@@ -323,7 +326,7 @@ where
         settle: &mut S,
     ) {
         let cfg = st.cfg;
-        let now = self.now;
+        let (now, mark) = (self.now, self.mark);
         let mut done_now = 0;
         while len(running) < cfg.concurrency {
             let Some(i) = st.lanes.pop_ready() else {
@@ -336,7 +339,7 @@ where
             st.in_flight[i as usize] = true;
             let run = match cfg.execution {
                 Execution::Inline => {
-                    let mut fut = boxed(spare, (self.inline)(msg, now, span));
+                    let mut fut = boxed(spare, (self.inline)(msg, (now, mark), span));
                     if let Poll::Ready(a) = poll_once(fut.as_mut()).await {
                         *spare = Some(fut);
                         // Timed with the others of this round, below.
@@ -348,7 +351,8 @@ where
                 }
                 Execution::Spawn => {
                     let (h, limit) = (self.engine.handler.clone(), cfg.handler_timeout);
-                    let fut = async move { attempt(&*h, msg, limit, now).await }.instrument(span);
+                    let fut =
+                        async move { attempt(&*h, msg, limit, (now, mark)).await }.instrument(span);
                     Running::Task {
                         handle: AbortOnDrop(tokio::spawn(fut)),
                     }

@@ -20,6 +20,7 @@
 
 pub mod emf;
 mod health;
+mod keys;
 pub mod names;
 mod record;
 

@@ -6,36 +6,31 @@
 
 use std::time::Duration;
 
-use metrics::{Histogram, Label, SharedString};
+use metrics::{Counter, Histogram, Key, Level, Metadata};
 
 use super::health::now_ms;
-use super::names::{self, MetricNames, attr};
+use super::keys::{self, KINDS, QueueKeys, otel_keys};
+use super::names::{self, MetricNames};
 use crate::engine::{Failure, FailureKind, Outcome};
 use crate::message::Message;
 
-/// The queue name of a batch (from its first message's source), as a label
-/// value: one allocation per batch, only when the OpenTelemetry names are on.
-fn destination(msg: &Message) -> Option<SharedString> {
-    msg.source()
-        .map(|s| SharedString::from(names::destination_name(s).to_owned()))
+/// What the `metrics` macros of this module registered with (its path as
+/// target and module, level INFO): the same, through keys built once.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn counter(key: &Key) -> Counter {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA))
 }
 
-/// The labels of an OpenTelemetry messaging metric.
-fn otel_labels(
-    operation: &'static str,
-    destination: Option<&SharedString>,
-    error: Option<&'static str>,
-) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(4);
-    labels.push(Label::from_static_parts(attr::SYSTEM, attr::AWS_SQS));
-    labels.push(Label::from_static_parts(attr::OPERATION_NAME, operation));
-    if let Some(d) = destination {
-        labels.push(Label::new(attr::DESTINATION_NAME, d.clone()));
-    }
-    if let Some(e) = error {
-        labels.push(Label::from_static_parts(attr::ERROR_TYPE, e));
-    }
-    labels
+fn histogram(key: &Key) -> Histogram {
+    metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
+}
+
+/// The queue name of a batch (from its first message's source), the
+/// `messaging.destination.name` of its OpenTelemetry metrics.
+fn destination(msg: Option<&Message>) -> Option<&str> {
+    msg?.source().map(names::destination_name)
 }
 
 /// Records messages handed to the engine (runners call this once per batch).
@@ -46,18 +41,13 @@ pub fn received(batch: &[Message]) {
 pub(super) fn received_as(mode: MetricNames, batch: &[Message]) {
     let n = batch.len() as u64;
     if mode.legacy() {
-        metrics::counter!(names::RECEIVED).increment(n);
+        counter(&keys::RECEIVED).increment(n);
     }
     if mode.otel() && n > 0 {
-        let labels = otel_labels(
-            "receive",
-            batch.first().and_then(destination).as_ref(),
-            None,
-        );
-        metrics::counter!(names::CONSUMED_MESSAGES, labels).increment(n);
+        counter(&otel_keys(destination(batch.first())).consumed).increment(n);
     }
-    let age = metrics::histogram!(names::MESSAGE_AGE);
-    let count = metrics::histogram!(names::RECEIVE_COUNT);
+    let age = histogram(&keys::MESSAGE_AGE);
+    let count = histogram(&keys::RECEIVE_COUNT);
     // One clock read for the batch.
     let now_ms = now_ms();
     for m in batch {
@@ -68,13 +58,12 @@ pub(super) fn received_as(mode: MetricNames, batch: &[Message]) {
     }
 }
 
-const KINDS: usize = FailureKind::ALL.len();
-
 /// `messaging.process.duration`, one handle per outcome (slot 0 succeeded,
 /// `1 + kind` failed), registered on first use in the batch.
 #[derive(Default)]
 struct Process {
-    destination: Option<Option<SharedString>>,
+    /// The batch's queue keys, from its first message recorded.
+    keys: Option<QueueKeys>,
     handles: [Option<Histogram>; KINDS + 1],
     /// Messages of the current round of inline starts, by slot: they get the
     /// round's time ([`Tally::handler_times`]).
@@ -83,14 +72,8 @@ struct Process {
 
 impl Process {
     fn handle(&mut self, slot: usize, msg: Option<&Message>) -> &Histogram {
-        let destination = self
-            .destination
-            .get_or_insert_with(|| msg.and_then(destination));
-        self.handles[slot].get_or_insert_with(|| {
-            let error = slot.checked_sub(1).map(|k| FailureKind::ALL[k].as_str());
-            let labels = otel_labels("process", destination.as_ref(), error);
-            metrics::histogram!(names::PROCESS_DURATION, labels)
-        })
+        let keys = self.keys.get_or_insert_with(|| otel_keys(destination(msg)));
+        self.handles[slot].get_or_insert_with(|| histogram(&keys.process[slot]))
     }
 }
 
@@ -138,7 +121,7 @@ impl Tally {
         let mode = self.mode();
         if mode.legacy() {
             self.durations
-                .get_or_insert_with(|| metrics::histogram!(names::HANDLER_DURATION))
+                .get_or_insert_with(|| histogram(&keys::HANDLER_DURATION))
                 .record_many(t.as_secs_f64(), n);
         }
         let round = std::mem::take(&mut self.process.round);
@@ -169,8 +152,8 @@ impl Tally {
                 None if ran_inline(outcome) => {
                     // The batch's queue, for the round's handles.
                     self.process
-                        .destination
-                        .get_or_insert_with(|| destination(msg));
+                        .keys
+                        .get_or_insert_with(|| otel_keys(destination(Some(msg))));
                     self.process.round[slot] += 1;
                 }
                 None => {}
@@ -178,7 +161,7 @@ impl Tally {
         }
         if let (Some(t), true) = (handler_time, mode.legacy()) {
             self.durations
-                .get_or_insert_with(|| metrics::histogram!(names::HANDLER_DURATION))
+                .get_or_insert_with(|| histogram(&keys::HANDLER_DURATION))
                 .record(t.as_secs_f64());
         }
         match outcome {
@@ -194,11 +177,11 @@ impl Tally {
 impl Drop for Tally {
     fn drop(&mut self) {
         if self.succeeded > 0 {
-            metrics::counter!(names::SUCCEEDED).increment(self.succeeded);
+            counter(&keys::SUCCEEDED).increment(self.succeeded);
         }
-        for (kind, n) in FailureKind::ALL.iter().zip(self.failed) {
+        for (key, n) in keys::FAILED.iter().zip(self.failed) {
             if n > 0 {
-                metrics::counter!(names::FAILED, "kind" => kind.as_str()).increment(n);
+                counter(key).increment(n);
             }
         }
     }
