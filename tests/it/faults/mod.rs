@@ -269,6 +269,14 @@ async fn kill_mid_drain(
         Effects::read(&dir).total("effect") >= kill_after
     })
     .await;
+    // The worker drains faster than moto takes sends, so it is sometimes
+    // between receives with nothing in flight: kill it while it holds some.
+    common::until_async(
+        Duration::from_secs(60),
+        "the first worker holding messages",
+        async || common::depth(&client, &url).await.1 >= 4,
+    )
+    .await;
     first.sigkill();
     eprintln!("{label}: killed after {:.1?}", t0.elapsed());
     // moto's counts are exact: what the dead worker received and did not delete.
