@@ -103,6 +103,8 @@ struct Queue {
     waiting: VecDeque<Waiting>,
     /// Messages asked for by the receives in flight.
     asked: usize,
+    /// The starter has stopped: nothing waits any more.
+    closed: bool,
 }
 
 /// The receive-ahead state of a run, shared by its receive loops, its
@@ -232,17 +234,33 @@ impl Ahead {
         self.slots.clone().try_acquire_many_owned(free as u32).ok()
     }
 
-    /// Messages received now that start when slots free up.
-    pub(crate) fn wait(&self, messages: Vec<Message>, received: Instant) {
+    /// Messages received now that start when slots free up; all of them
+    /// back when the run is stopping (the caller releases them).
+    #[must_use]
+    pub(crate) fn wait(&self, messages: Vec<Message>, received: Instant) -> Vec<Message> {
         if messages.is_empty() {
-            return;
+            return messages;
         }
-        self.queue().waiting.extend(
-            messages
-                .into_iter()
-                .map(|message| Waiting { message, received }),
-        );
+        {
+            let mut q = self.queue();
+            if q.closed {
+                return messages;
+            }
+            q.waiting.extend(
+                messages
+                    .into_iter()
+                    .map(|message| Waiting { message, received }),
+            );
+        }
         self.filled.notify_one();
+        Vec::new()
+    }
+
+    /// Stops waiting for good (shutdown): every waiting message, taken out.
+    fn close(&self) -> Vec<Message> {
+        let mut q = self.queue();
+        q.closed = true;
+        q.waiting.drain(..).map(|w| w.message).collect()
     }
 
     /// A handler finished (its slot is free): `started` is when it started.
@@ -262,13 +280,12 @@ impl Ahead {
         self.handler_ns.fetch_max(floor, Relaxed);
     }
 
-    /// The messages waiting longer than allowed (all of them with `all`),
-    /// taken out.
-    fn expired(&self, all: bool) -> Vec<Message> {
+    /// The messages waiting longer than allowed, taken out.
+    fn expired(&self) -> Vec<Message> {
         let mut q = self.queue();
         let mut out = Vec::new();
         while let Some(w) = q.waiting.front() {
-            if !all && w.received.elapsed() < self.max_wait {
+            if w.received.elapsed() < self.max_wait {
                 break;
             }
             if let Some(w) = q.waiting.pop_front() {
@@ -336,7 +353,7 @@ impl<P: Processor> Starter<P> {
                 () = stopped(&mut stop) => break,
                 p = a.slots.clone().acquire_owned() => p,
                 () = tokio::time::sleep_until(expiry.into()) => {
-                    let expired = a.expired(false);
+                    let expired = a.expired();
                     if !expired.is_empty() {
                         a.misjudged();
                     }
@@ -370,7 +387,7 @@ impl<P: Processor> Starter<P> {
             );
             batches.spawn(run.instrument(span));
         }
-        self.release(a.expired(true), "stopping");
+        self.release(a.close(), "stopping");
         (batches, None)
     }
 
@@ -471,12 +488,25 @@ mod tests {
     async fn waiting_messages_expire_after_a_quarter_of_the_visibility_timeout() {
         let (a, _slots) = ahead(2);
         let old = Instant::now() - Duration::from_secs(8);
-        a.wait(vec![Message::builder("a", "x").build()], old);
-        a.wait(vec![Message::builder("b", "y").build()], Instant::now());
-        let gone: Vec<String> = a.expired(false).iter().map(|m| m.id().to_owned()).collect();
+        assert!(
+            a.wait(vec![Message::builder("a", "x").build()], old)
+                .is_empty()
+        );
+        assert!(
+            a.wait(vec![Message::builder("b", "y").build()], Instant::now())
+                .is_empty()
+        );
+        let gone: Vec<String> = a.expired().iter().map(|m| m.id().to_owned()).collect();
         assert_eq!(gone, ["a"], "30 s visibility: 7.5 s at most");
         assert_eq!(a.len(), 1);
-        assert_eq!(a.expired(true).len(), 1, "at shutdown, all");
+        assert_eq!(a.close().len(), 1, "at shutdown, all");
+        let late = vec![Message::builder("c", "z").build()];
+        assert_eq!(
+            a.wait(late, Instant::now()).len(),
+            1,
+            "received after the close: handed back to be released"
+        );
+        assert_eq!(a.len(), 0);
         a.handler_ns.store(10_000_000, Relaxed);
         assert!(a.allowance() > 0);
         a.misjudged();

@@ -392,7 +392,11 @@ impl<P: Processor> Receiver<P> {
             && !waiting.is_empty()
         {
             observe::received(&waiting);
-            a.wait(waiting, received_at);
+            // Stopping meanwhile: released at once, like a receive that
+            // answered after the signal.
+            for m in a.wait(waiting, received_at) {
+                self.handoff.release_unstarted(m);
+            }
         }
         if batch.is_empty() {
             return n;
