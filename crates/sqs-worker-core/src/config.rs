@@ -221,6 +221,15 @@ impl Env {
             get: |name| std::env::var(name).ok(),
         }
     }
+
+    /// Exactly these variables (for tests and tools).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Env::from_fn(move |k: &str| map.get(k).cloned())
+    }
 }
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
@@ -403,16 +412,11 @@ pub fn parse_go_duration(v: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Env::from_fn(move |k: &str| map.get(k).cloned())
+        Env::from_pairs(pairs)
     }
 
     #[test]

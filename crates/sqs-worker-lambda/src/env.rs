@@ -102,16 +102,11 @@ fn retry_budget_in<F: Fn(&str) -> Option<String>>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Env::from_fn(move |k: &str| map.get(k).cloned())
+        Env::from_pairs(pairs)
     }
 
     #[test]

@@ -286,7 +286,6 @@ pub(crate) fn time_limit_warning(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use sqs_worker_core::{Error, Message};
 
@@ -298,11 +297,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Env::from_fn(move |k: &str| map.get(k).cloned())
+        Env::from_pairs(pairs)
     }
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {

@@ -222,10 +222,8 @@ impl Groups {
         Stats::add(&self.stats().failed, 1);
         Stats::add(&self.stats().dead_lettered, 1);
         if let Some(entry) = inflight.remove(&s.message) {
-            let job = (Job::Delete(s.message.clone()), entry.lease);
-            if self.handoff.settle.send(job).is_err() {
-                tracing::error!("settlement stage is gone; message left to its visibility timeout");
-            }
+            self.handoff
+                .queue(Job::Delete(s.message.clone()), entry.lease);
         }
         true
     }

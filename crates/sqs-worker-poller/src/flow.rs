@@ -12,7 +12,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::handoff::Handoff;
 use crate::limits::Adaptive;
 use crate::receive::Receiver;
-use crate::settle::Job;
 use crate::stats::Stats;
 
 impl<P: Processor> Receiver<P> {
@@ -63,17 +62,7 @@ impl<P: Processor> Receiver<P> {
         for m in messages {
             if let Some(message) = self.convert(m, now + self.visibility) {
                 Stats::add(&self.inflight.stats.received, 1);
-                let job = Job::Release {
-                    message,
-                    delay,
-                    received: now,
-                    retry: false,
-                };
-                if self.handoff.settle.send((job, permits.split(1))).is_err() {
-                    tracing::error!(
-                        "settlement stage is gone; message left to its visibility timeout"
-                    );
-                }
+                self.handoff.release(message, delay, now, permits.split(1));
             }
         }
         None

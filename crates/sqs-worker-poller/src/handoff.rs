@@ -5,7 +5,7 @@
 //! (throttled deletes), receiving waits instead of piling up work.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqs_worker_core::Message;
 use sqs_worker_core::flow::GroupLimit;
@@ -48,9 +48,32 @@ impl Handoff {
             a.finished(s.message.visibility().started_at());
         }
         let job = Job::plan(s, received, self.dead_letter, &self.inflight.stats);
+        self.queue(job, lease);
+    }
+
+    /// Queues `job` for the acker with its lease.
+    pub(crate) fn queue(&self, job: Job, lease: Lease) {
         if self.settle.send((job, lease)).is_err() {
             tracing::error!("settlement stage is gone; message left to its visibility timeout");
         }
+    }
+
+    /// Queues a message that did not run to be visible again after `delay`
+    /// (not a retry: no failure is counted).
+    pub(crate) fn release(
+        &self,
+        message: Message,
+        delay: Duration,
+        received: Instant,
+        lease: Lease,
+    ) {
+        let job = Job::Release {
+            message,
+            delay,
+            received,
+            retry: false,
+        };
+        self.queue(job, lease);
     }
 
     /// A message received ahead and never started: out of the table and
@@ -62,14 +85,6 @@ impl Handoff {
         let Some(entry) = self.inflight.remove(&message) else {
             return;
         };
-        let job = Job::Release {
-            message,
-            delay: Duration::ZERO,
-            received: entry.received,
-            retry: false,
-        };
-        if self.settle.send((job, entry.lease)).is_err() {
-            tracing::error!("settlement stage is gone; message left to its visibility timeout");
-        }
+        self.release(message, Duration::ZERO, entry.received, entry.lease);
     }
 }

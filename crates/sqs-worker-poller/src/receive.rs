@@ -26,7 +26,6 @@ use tracing::Instrument;
 use crate::error::PollerError;
 use crate::handoff::Handoff;
 use crate::inflight::InFlight;
-use crate::settle::Job;
 use crate::stats::{Activity, Stats};
 use crate::stop::stopped;
 
@@ -429,17 +428,8 @@ impl<P: Processor> Receiver<P> {
         for m in messages {
             if let Some(message) = self.convert(m, now + self.visibility) {
                 Stats::add(&self.inflight.stats.received, 1);
-                let job = Job::Release {
-                    message,
-                    delay: Duration::ZERO,
-                    received: now,
-                    retry: false,
-                };
-                if self.handoff.settle.send((job, leases.split(1))).is_err() {
-                    tracing::error!(
-                        "settlement stage is gone; message left to its visibility timeout"
-                    );
-                }
+                self.handoff
+                    .release(message, Duration::ZERO, now, leases.split(1));
             }
         }
     }

@@ -22,7 +22,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{PollerBuilder, Settings};
 use crate::receive::Receiver;
-use crate::settle::Job;
 use crate::stats::Stats;
 
 impl<P: Processor> PollerBuilder<P> {
@@ -101,15 +100,7 @@ impl<P: Processor> Receiver<P> {
         );
         Stats::add(&self.inflight.stats.received, 1);
         metrics::counter!(names::GROUP_LIMITED).increment(1);
-        let job = Job::Release {
-            message: msg,
-            delay,
-            received,
-            retry: false,
-        };
-        if self.handoff.settle.send((job, permits.split(1))).is_err() {
-            tracing::error!("settlement stage is gone; message left to its visibility timeout");
-        }
+        self.handoff.release(msg, delay, received, permits.split(1));
         None
     }
 }
