@@ -39,7 +39,11 @@ impl<P: Processor> Receiver<P> {
             };
             return match self.admit(leases) {
                 Ok(leases) => {
-                    a.answered(ask - leases.num_permits(), 0, Duration::ZERO);
+                    // The breaker's probe asks for fewer: the rest is not on its way.
+                    let cut = ask - leases.num_permits();
+                    if cut > 0 {
+                        a.answered(cut, 0, Duration::ZERO);
+                    }
                     Some((None, Some(leases), None))
                 }
                 Err(wait) => {
