@@ -49,7 +49,8 @@ pub(crate) struct InFlight {
     pub(crate) client: aws_sdk_sqs::Client,
     pub(crate) queue_url: String,
     pub(crate) stats: Arc<Stats>,
-    /// What each extension asks for (the visibility timeout).
+    /// The visibility timeout: what a young message's extension asks for
+    /// (older ones ask for more, see [`grown_extension`]).
     pub(crate) extension: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) max_processing: Duration,
@@ -171,7 +172,9 @@ impl InFlight {
                 }
                 let started = e.message.visibility().started_at();
                 let limit = lease_limit(e.received, started, self.max_processing + self.heartbeat);
-                let secs = extension_seconds(self.extension, e.received, limit, now);
+                let held = now.saturating_duration_since(e.received);
+                let ask = grown_extension(self.extension, held);
+                let secs = extension_seconds(ask, e.received, limit, now);
                 if e.deadline >= limit || secs.is_none() {
                     if !e.capped {
                         e.capped = true;
@@ -341,6 +344,16 @@ fn lease_limit(received: Instant, started: Option<Instant>, processing: Duration
     }
 }
 
+/// What the heartbeat asks for a message held for `held` so far: twice
+/// that, at least the visibility timeout `vt` and at most twice it. A message
+/// that keeps running is extended less and less often (its third extension
+/// on asks for 2 × VT, so the calls per long-running message are about
+/// halved), while a worker that dies still lets its messages go within
+/// 2 × VT of its last heartbeat (within VT while they are young).
+fn grown_extension(vt: Duration, held: Duration) -> Duration {
+    held.saturating_mul(2).clamp(vt, vt.saturating_mul(2))
+}
+
 /// Whole seconds to extend a message received at `received` by (the
 /// visibility timeout, rounded up), stopping at `limit` (its maximum
 /// processing time) and at SQS's 12 hours from receipt, less a second;
@@ -388,6 +401,22 @@ mod tests {
             extension_seconds(Duration::from_secs(2), received, limit, now),
             Some(2)
         );
+    }
+
+    #[test]
+    fn extensions_grow_with_the_time_held_from_the_visibility_timeout_to_twice_it() {
+        let vt = Duration::from_secs(30);
+        // Young: the visibility timeout.
+        assert_eq!(grown_extension(vt, Duration::ZERO), vt);
+        assert_eq!(grown_extension(vt, Duration::from_secs(15)), vt);
+        // Held 20 s: twice that.
+        assert_eq!(
+            grown_extension(vt, Duration::from_secs(20)),
+            Duration::from_secs(40)
+        );
+        // Held long: never more than twice the visibility timeout.
+        assert_eq!(grown_extension(vt, Duration::from_secs(3600)), vt * 2);
+        assert_eq!(grown_extension(vt, Duration::MAX), vt * 2);
     }
 
     #[test]
