@@ -35,8 +35,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --example orders --features poller,lambda,dynamodb \
- && install -D -m 0755 target/release/examples/orders /out/orders
+    cargo build --release --locked -p sqs-worker-orders \
+ && install -D -m 0755 target/release/orders /out/orders
 
 # glibc + libgcc + CA certificates, no shell, uid/gid 65532 ("nonroot").
 FROM ${RUNTIME_IMAGE}
