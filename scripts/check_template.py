@@ -20,6 +20,10 @@ Checks (each counted once):
   dlq-retained             every dead-letter queue has DeletionPolicy and UpdateReplacePolicy Retain
   dlq-redrive-allow        every dead-letter queue has a RedriveAllowPolicy byQueue naming its sources
   dlq-retention            every dead-letter queue keeps messages longer than each of its sources
+  function-package         every rust-cargolambda function's CodeUri is a workspace package
+                           with one binary (or BuildProperties.Binary naming one of its
+                           binaries) whose source exists: what `sam build` runs
+                           `cargo lambda build` in (scripts/lambda_build.sh builds it)
   visibility-6x-plus-window  each consumed queue's VisibilityTimeout >= 6 x Timeout + the largest
                            MaximumBatchingWindowInSeconds (a parameter's MaxValue)
   function-tracing         every function has Tracing: Active
@@ -381,6 +385,43 @@ def check_report_batch_failures(tpl: dict) -> str:
     return f"{found} SQS event source(s)"
 
 
+def check_function_package(tpl: dict) -> str:
+    import tomllib
+
+    with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
+        members = tomllib.load(f).get("workspace", {}).get("members", [])
+    seen = []
+    for name, res, props in resources(tpl, "AWS::Serverless::Function"):
+        meta = res.get("Metadata") or {}
+        if meta.get("BuildMethod") != "rust-cargolambda":
+            continue
+        uri = props.get("CodeUri")
+        if not isinstance(uri, str):
+            raise Failure(f"{name}: CodeUri is not a local path")
+        rel = os.path.normpath(uri)
+        manifest = os.path.join(ROOT, rel, "Cargo.toml")
+        if not os.path.isfile(manifest):
+            raise Failure(f"{name}: no Cargo.toml in CodeUri {uri}")
+        if rel != "." and rel not in [os.path.normpath(m) for m in members]:
+            raise Failure(f"{name}: {uri} is not a member of the workspace")
+        with open(manifest, "rb") as f:
+            pkg = tomllib.load(f)
+        bins = pkg.get("bin", [])
+        wanted = ((meta.get("BuildProperties") or {}).get("Binary"))
+        if wanted is None and len(bins) != 1:
+            raise Failure(f"{name}: {uri} has {len(bins)} binaries and no BuildProperties.Binary")
+        chosen = [b for b in bins if wanted is None or b.get("name") == wanted]
+        if not chosen:
+            raise Failure(f"{name}: no binary {wanted!r} in {uri}")
+        src = os.path.join(ROOT, rel, chosen[0].get("path", "src/main.rs"))
+        if not os.path.isfile(src):
+            raise Failure(f"{name}: the binary's source {src} does not exist")
+        seen.append(f"{name} -> {uri} bin {chosen[0].get('name')}")
+    if not seen:
+        raise Failure("no rust-cargolambda function")
+    return "; ".join(seen)
+
+
 def check_cfn_lint(path: str) -> str:
     exe = shutil.which("cfn-lint")
     if not exe:
@@ -421,6 +462,7 @@ def main(argv: list[str]) -> int:
         ("visibility-6x-timeout", lambda: check_visibility(tpl)),
         ("report-batch-failures", lambda: check_report_batch_failures(tpl)),
         ("s3-payload-bucket", lambda: check_s3_buckets(tpl)),
+        ("function-package", lambda: check_function_package(tpl)),
     ]
     # Operations checks (alarms, dashboard, DLQ safety): scripts/check_template_ops.py.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
