@@ -31,8 +31,9 @@ Checks (each counted once):
   scaled-service-no-desired-count  an ECS service whose DesiredCount auto scaling manages sets none
   ttl-attribute-matches-code  the idempotency table's TTL attribute is the one the DynamoDB store
                            writes (EXPIRES_AT in crates/sqs-worker-dynamodb/src/lib.rs)
-  alarms                   alarms on the DLQ depth (> 0), the oldest message's age (> a parameter)
-                           and sqs_worker_settlement_failures_total in the EMF namespace
+  alarms                   alarms on the DLQ depth (> 0), the oldest message's age (> a parameter),
+                           sqs_worker_circuit_state >= 1 for 3+ periods (on functions that turn the
+                           breaker on) and sqs_worker_settlement_failures_total in the EMF namespace
                            (crates/sqs-worker-core/src/runner/observe/emf.rs) that each function
                            writes (its SQS_WORKER_METRICS_NAMESPACE, service = its name unless
                            SQS_WORKER_SERVICE is set), each notifying the AlarmTopicArn parameter

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from check_template import (
     Failure,
     as_list,
+    env_vars,
     function_timeout,
     ref_target,
     resolve_number,
@@ -261,7 +262,7 @@ def check_alarms(tpl: dict, root: str) -> str:
     dlqs = set(_need_dlqs(tpl))
     sources = {s for srcs in dead_letter_queues(tpl).values() for s in srcs}
     ns = emf_namespace(root)
-    have = {"dlq-depth": False, "age": False, "settlement": False}
+    have = {"dlq-depth": False, "age": False, "settlement": False, "circuit": False}
     bad = []
     for name, _res, p in resources(tpl, "AWS::CloudWatch::Alarm"):
         dims = {d.get("Name"): ref_target(d.get("Value")) for d in as_list(p.get("Dimensions")) if isinstance(d, dict)}
@@ -274,6 +275,9 @@ def check_alarms(tpl: dict, root: str) -> str:
             kind = "age"
             if not isinstance(p.get("Threshold"), dict):
                 bad.append(f"{name}: the age threshold must be a parameter")
+        elif p.get("MetricName") == "sqs_worker_circuit_state":
+            kind = "circuit"
+            bad.extend(_circuit_alarm(tpl, name, p, ns))
         else:
             stats = [m.get("MetricStat", {}).get("Metric", {}) for m in as_list(p.get("Metrics")) if isinstance(m, dict)]
             emf = [m for m in stats if m.get("MetricName") == "sqs_worker_settlement_failures_total"]
@@ -297,7 +301,27 @@ def check_alarms(tpl: dict, root: str) -> str:
         bad.append("no AlarmTopicArn parameter")
     if bad:
         raise Failure("; ".join(bad))
-    return "DLQ depth, oldest age and settlement-failure alarms notify AlarmTopicArn"
+    return "DLQ depth, oldest age, settlement-failure and circuit-breaker alarms notify AlarmTopicArn"
+
+
+def _circuit_alarm(tpl: dict, name: str, p: dict, ns: str) -> list[str]:
+    """The breaker alarm: on the EMF gauge of functions that turn the breaker on,
+    firing at >= 1 (open or half-open), not on a single minute."""
+    bad = []
+    if _namespace(tpl, p.get("Namespace")) != ns:
+        bad.append(f"{name}: namespace {p.get('Namespace')!r} is not the EMF namespace {ns!r}")
+    bad.extend(_emf_metric_matches_functions(tpl, name, p, ns))
+    if not (p.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold" and float(p.get("Threshold", -1)) == 1):
+        bad.append(f"{name}: must fire on sqs_worker_circuit_state >= 1")
+    if int(p.get("EvaluationPeriods", 1)) < 3:
+        bad.append(f"{name}: fires on fewer than 3 periods (a breaker open for one cool-down is normal)")
+    for d in as_list(p.get("Dimensions")):
+        fn = ref_target(d.get("Value")) if isinstance(d, dict) and d.get("Name") == "service" else None
+        if fn:
+            env = env_vars(((tpl.get("Resources") or {}).get(fn) or {}).get("Properties") or {})
+            if str(env.get("SQS_WORKER_CIRCUIT_BREAKER", "")).lower() != "true":
+                bad.append(f"{name}: {fn} does not set SQS_WORKER_CIRCUIT_BREAKER=true, so the gauge never exists")
+    return bad
 
 
 def check_dashboard(tpl: dict) -> str:
