@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sqs_worker_core::RetryPolicy;
 use sqs_worker_core::flow::{
-    Admit, CircuitBreaker, GroupAdmit, GroupLimit, RateLimiter, limited_group,
+    Admit, CircuitBreaker, GroupAdmit, GroupLimit, RateLimiter, RetryBudget, limited_group,
 };
 use sqs_worker_core::runner::observe::names;
 use sqs_worker_core::runner::{Failure, FailureKind};
@@ -82,10 +83,17 @@ pub(crate) fn limit_groups(
 /// The messages of this invocation the breaker does not let run: all of
 /// them while it is open, all but the first when half-open (the probe). Each
 /// fails unstarted with the rest of the cool-down (or the cool-down) as its
-/// retry delay, which the SQS client applies as its visibility.
+/// retry delay, which the SQS client applies as its visibility; with a retry
+/// `budget`, at least the budget's delay for its receive count. The event
+/// source mapping goes on delivering while the breaker is open, so each
+/// delivery spends a receive: at the cool-down's pace (5 s doubling to
+/// 5 min) `maxReceiveCount` 5 was spent within minutes and the messages went
+/// to the DLQ; at the budget's pace an outage shorter than the retry window
+/// dead-letters nothing, as it promises.
 pub(crate) fn hold(
     breaker: &CircuitBreaker,
     messages: &mut Vec<Message>,
+    budget: Option<&RetryBudget>,
 ) -> Vec<(Message, Failure)> {
     let (keep, delay) = match breaker.admit(messages.len()) {
         Admit::All => return Vec::new(),
@@ -103,10 +111,12 @@ pub(crate) fn hold(
     }
     held.into_iter()
         .map(|m| {
+            let error = Error::msg("not run: the circuit breaker is open");
+            let paced = budget.map_or(Duration::ZERO, |b| b.delay(m.receive_count(), &error));
             let failure = Failure {
                 kind: FailureKind::Unstarted,
-                error: Error::msg("not run: the circuit breaker is open"),
-                retry_delay: delay.max(Duration::from_secs(1)),
+                error,
+                retry_delay: delay.max(paced).max(Duration::from_secs(1)),
             };
             (m, failure)
         })
@@ -196,6 +206,40 @@ mod tests {
             i <= 300,
             "closed {i} invocations after recovery (next probe ≤ 20 s)"
         );
+    }
+
+    /// An outage in Lambda: the event source mapping keeps delivering while
+    /// the breaker is open, each delivery a receive. Records held with the
+    /// cool-down (5 s here) came back within seconds and spent
+    /// `maxReceiveCount` in minutes (fails on the code before: 5 s for every
+    /// receive count); with the budget each waits at least the budget's delay
+    /// for its receive count, so the receives are spread over the window.
+    #[test]
+    fn held_records_spend_their_receives_no_faster_than_the_retry_budget() {
+        use sqs_worker_core::Jitter;
+        use sqs_worker_core::flow::Verdict;
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        breaker.record(Verdict::Downstream);
+        assert!(matches!(breaker.admit(3), Admit::Wait(_)), "open");
+        let budget = RetryBudget::new(Duration::from_secs(3600))
+            .jitter(Jitter::None)
+            .with_max_receive_count(5);
+        let mut messages: Vec<Message> = (1..=3)
+            .map(|n| record(format!("m{n}"), "{}").receive_count(n).message())
+            .collect();
+        let held = hold(&breaker, &mut messages, Some(&budget));
+        assert!(messages.is_empty(), "none runs while open");
+        let error = Error::msg("x");
+        for (m, f) in &held {
+            let want = budget.delay(m.receive_count(), &error);
+            assert!(want > Duration::from_secs(60), "{want:?}");
+            assert_eq!(f.retry_delay, want, "{}", m.id());
+            assert_eq!(f.kind, FailureKind::Unstarted);
+        }
+        // Without a budget: the rest of the cool-down, as before.
+        let mut messages = vec![record("m", "{}").receive_count(4).message()];
+        let held = hold(&breaker, &mut messages, None);
+        assert!(held[0].1.retry_delay <= Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -271,7 +271,12 @@ impl<P: Processor> LambdaService<P> {
         response: &mut SqsBatchResponse,
     ) {
         let breaker = self.inner.flow.breaker.as_ref();
-        let mut held = breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages));
+        #[cfg(feature = "sqs-client")]
+        let budget = self.inner.flow.redrive.as_ref().map(|r| r.budget());
+        #[cfg(not(feature = "sqs-client"))]
+        let budget = None;
+        let mut held =
+            breaker.map_or_else(Vec::new, |b| crate::flow::hold(b, &mut messages, budget));
         if let Some(limit) = self.inner.flow.group_limit {
             held.extend(crate::flow::limit_groups(limit, &mut messages));
         }
