@@ -27,6 +27,7 @@ pub struct SystemAttributes {
 impl SystemAttributes {
     /// Sets an attribute from its SQS name and text value. Unknown names are
     /// ignored; a number that does not parse leaves the field unset.
+    #[inline]
     pub fn set(&mut self, name: &str, value: String) {
         match name {
             "ApproximateReceiveCount" => self.approximate_receive_count = parse_decimal(&value),
