@@ -238,7 +238,7 @@ impl<'de> Deserialize<'de> for MessageAttrs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Converted, convert};
+    use crate::record::{Converted, Record};
     use crate::testing::{event, fifo_record, record};
     use sqs_worker_core::{Message, Visibility};
 
@@ -247,7 +247,7 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(
-                |(i, r)| match convert(i, r, |_, _| Visibility::unbacked()).unwrap() {
+                |(i, mut r)| match r.convert(i, |_, _| Visibility::unbacked()).unwrap() {
                     Converted::Message(m) => m,
                     Converted::NoBody { .. } => panic!("no body"),
                 },

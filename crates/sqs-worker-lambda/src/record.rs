@@ -4,8 +4,6 @@
 //! attribute values and message attribute names and values go from the
 //! deserialized record straight into the [`Message`].
 
-use std::collections::HashMap;
-
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use sqs_worker_core::runner::MessageParts;
 use sqs_worker_core::{Message, MessageAttribute, MessageAttributes, SystemAttributes, Visibility};
@@ -127,7 +125,7 @@ impl From<SqsMessage> for RecordParts {
             receipt_handle,
             body,
             attributes: SystemAttributes::from_pairs(attributes),
-            message_attributes: message_attributes_of(message_attributes),
+            message_attributes: message_attributes_of(message_attributes.into_iter()),
             event_source_arn,
             event_source: match event_source {
                 Some(s) if s == SQS_EVENT_SOURCE => EventSource::Sqs,
@@ -138,35 +136,91 @@ impl From<SqsMessage> for RecordParts {
     }
 }
 
-/// Converts one record. `lease` makes the lease for a message, given whether
-/// it has a receipt handle and its source ARN.
-pub(crate) fn convert(
-    index: usize,
-    record: RecordParts,
-    lease: impl FnOnce(bool, Option<&str>) -> Visibility,
-) -> Result<Converted, EventError> {
-    let RecordParts {
-        message_id,
-        receipt_handle,
-        body,
-        attributes,
-        message_attributes,
-        event_source_arn,
-        event_source,
-    } = record;
-    match event_source {
-        EventSource::Sqs => {}
-        EventSource::Other(found) => {
+/// A deserialized record the service converts in place: it takes the fields
+/// a [`Message`] keeps (the rest is dropped with the event) rather than moving
+/// the whole record, a struct of some hundreds of bytes, through each step.
+pub(crate) trait Record {
+    /// Converts the record at `index`. `lease` makes the lease for a message,
+    /// given whether it has a receipt handle and its source ARN.
+    fn convert(
+        &mut self,
+        index: usize,
+        lease: impl FnOnce(bool, Option<&str>) -> Visibility,
+    ) -> Result<Converted, EventError>;
+}
+
+impl Record for SqsMessage {
+    fn convert(
+        &mut self,
+        index: usize,
+        lease: impl FnOnce(bool, Option<&str>) -> Visibility,
+    ) -> Result<Converted, EventError> {
+        if self.event_source.as_deref() != Some(SQS_EVENT_SOURCE) {
             return Err(EventError::NotSqs {
                 index,
-                found: Some(found),
+                found: self.event_source.take(),
             });
         }
-        EventSource::Missing => return Err(EventError::NotSqs { index, found: None }),
+        let Some(id) = self.message_id.take() else {
+            return Err(EventError::MissingMessageId { index });
+        };
+        let attributes = SystemAttributes::from_pairs(std::mem::take(&mut self.attributes));
+        let message_attributes =
+            message_attributes_of(std::mem::take(&mut self.message_attributes).into_iter());
+        Ok(finish(
+            id,
+            self.body.take(),
+            self.receipt_handle.take(),
+            self.event_source_arn.take(),
+            (attributes, message_attributes),
+            lease,
+        ))
     }
-    let Some(id) = message_id else {
-        return Err(EventError::MissingMessageId { index });
-    };
+}
+
+impl Record for RecordParts {
+    fn convert(
+        &mut self,
+        index: usize,
+        lease: impl FnOnce(bool, Option<&str>) -> Visibility,
+    ) -> Result<Converted, EventError> {
+        match std::mem::take(&mut self.event_source) {
+            EventSource::Sqs => {}
+            EventSource::Other(found) => {
+                return Err(EventError::NotSqs {
+                    index,
+                    found: Some(found),
+                });
+            }
+            EventSource::Missing => return Err(EventError::NotSqs { index, found: None }),
+        }
+        let Some(id) = self.message_id.take() else {
+            return Err(EventError::MissingMessageId { index });
+        };
+        Ok(finish(
+            id,
+            self.body.take(),
+            self.receipt_handle.take(),
+            self.event_source_arn.take(),
+            (
+                std::mem::take(&mut self.attributes),
+                std::mem::take(&mut self.message_attributes),
+            ),
+            lease,
+        ))
+    }
+}
+
+/// A checked record's message, or the failure of a record without a body.
+#[inline]
+fn finish(
+    id: String,
+    body: Option<String>,
+    receipt_handle: Option<String>,
+    event_source_arn: Option<String>,
+    (attributes, message_attributes): (SystemAttributes, MessageAttributes),
+    lease: impl FnOnce(bool, Option<&str>) -> Visibility,
+) -> Converted {
     let Some(body) = body else {
         // Only a FIFO group is held back behind the missing body: on a
         // standard (fair) queue the group id is a tenant label.
@@ -174,13 +228,13 @@ pub(crate) fn convert(
             || event_source_arn
                 .as_deref()
                 .is_some_and(|a| a.ends_with(".fifo"));
-        return Ok(Converted::NoBody {
+        return Converted::NoBody {
             id,
             group: attributes.message_group_id.filter(|_| fifo),
-        });
+        };
     };
     let lease = lease(receipt_handle.is_some(), event_source_arn.as_deref());
-    Ok(Converted::Message(
+    Converted::Message(
         MessageParts {
             id,
             receipt_handle: receipt_handle.unwrap_or_default(),
@@ -191,7 +245,7 @@ pub(crate) fn convert(
             visibility: lease,
         }
         .into_message(),
-    ))
+    )
 }
 
 /// Converts a record to a [`Message`] outside an invocation (tests, tools):
@@ -205,7 +259,7 @@ pub fn message_from_record(
     lease: Visibility,
 ) -> Result<Message, EventError> {
     record.body.get_or_insert_with(String::new);
-    match convert(0, record.into(), |_, _| lease)? {
+    match record.convert(0, |_, _| lease)? {
         Converted::Message(m) => Ok(m),
         // Not reached: the body was set above.
         Converted::NoBody { id, .. } => Ok(Message::builder(id, "").build()),
@@ -216,7 +270,9 @@ pub fn message_from_record(
 /// decoded (the event carries them as Base64, which deserialization decodes).
 /// `stringListValues` / `binaryListValues` are reserved by SQS and never sent;
 /// an attribute with only those (or no value at all) is skipped.
-fn message_attributes_of(attrs: HashMap<String, SqsMessageAttribute>) -> MessageAttributes {
+fn message_attributes_of(
+    attrs: impl ExactSizeIterator<Item = (String, SqsMessageAttribute)>,
+) -> MessageAttributes {
     let mut out = MessageAttributes::with_capacity(attrs.len());
     for (name, a) in attrs {
         let SqsMessageAttribute {
@@ -334,8 +390,7 @@ mod tests {
         r.message_attributes.insert("empty".into(), empty);
 
         let body_ptr = r.body.as_ref().map(|b| b.as_ptr());
-        let Converted::Message(m) = convert(0, r.into(), |_, _| Visibility::unbacked()).unwrap()
-        else {
+        let Converted::Message(m) = r.convert(0, |_, _| Visibility::unbacked()).unwrap() else {
             panic!("expected a message")
         };
         assert_eq!(
@@ -379,29 +434,41 @@ mod tests {
         );
     }
 
+    /// Both record types (the event's and the lean payload's) convert alike.
+    fn both(index: usize, r: SqsMessage) -> [Result<Converted, EventError>; 2] {
+        let lease = |_: bool, _: Option<&str>| Visibility::unbacked();
+        let mut parts = RecordParts::from(r.clone());
+        [r.clone().convert(index, lease), parts.convert(index, lease)]
+    }
+
     #[test]
     fn rejects_what_cannot_be_reported() {
-        let e = convert(3, record(Some("m"), Some("aws:sns")).into(), |_, _| {
-            Visibility::unbacked()
-        });
-        assert!(matches!(e, Err(EventError::NotSqs { index: 3, .. })));
-        let e = convert(0, record(Some("m"), None).into(), |_, _| {
-            Visibility::unbacked()
-        });
-        assert!(matches!(e, Err(EventError::NotSqs { found: None, .. })));
-        let e = convert(1, record(None, Some("aws:sqs")).into(), |_, _| {
-            Visibility::unbacked()
-        });
-        let Err(e) = e else {
-            panic!("expected an error")
-        };
-        assert!(e.to_string().contains("no messageId"), "{e}");
+        for e in both(3, record(Some("m"), Some("aws:sns"))) {
+            assert!(matches!(
+                e,
+                Err(EventError::NotSqs { index: 3, found: Some(ref f) }) if f == "aws:sns"
+            ));
+        }
+        for e in both(0, record(Some("m"), None)) {
+            assert!(matches!(e, Err(EventError::NotSqs { found: None, .. })));
+        }
+        for e in both(1, record(None, Some("aws:sqs"))) {
+            let Err(e) = e else {
+                panic!("expected an error")
+            };
+            assert!(e.to_string().contains("no messageId"), "{e}");
+        }
         let mut no_body = record(Some("m"), Some("aws:sqs"));
         no_body.body = None;
-        assert!(matches!(
-            convert(0, no_body.into(), |_, _| Visibility::unbacked()),
-            Ok(Converted::NoBody { .. })
-        ));
+        no_body
+            .attributes
+            .insert("MessageGroupId".into(), "g".into());
+        for c in both(0, no_body) {
+            assert!(matches!(
+                c,
+                Ok(Converted::NoBody { ref id, group: Some(ref g) }) if id == "m" && g == "g"
+            ));
+        }
     }
 
     #[test]

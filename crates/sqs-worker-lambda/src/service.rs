@@ -18,7 +18,7 @@ use sqs_worker_core::{Message, Visibility};
 use tracing::Instrument;
 
 use crate::payload::SqsPayload;
-use crate::record::{Converted, EventError, RecordParts, convert};
+use crate::record::{Converted, EventError, Record};
 
 /// The default [safety margin](crate::LambdaRunner::safety_margin): the engine
 /// stops this long before the invocation deadline.
@@ -141,13 +141,11 @@ impl<P: Processor> LambdaService<P> {
             .and_then(|r| r.event_source_arn.as_deref());
         let cold = self.cold_start();
         let span = batch_span(first_arn, event.records.len(), context, cold);
-        // Each record converted as it is reached: no intermediate vector.
-        self.handle_records(
-            event.records.into_iter().map(RecordParts::from),
-            span,
-            (context, cold),
-        )
-        .await
+        let mut records = event.records;
+        // Each record converted in place as it is reached: no intermediate
+        // vector; what the messages do not keep is dropped with the event.
+        self.handle_records(records.iter_mut(), span, (context, cold))
+            .await
     }
 
     /// Handles one invocation deserialized as the lean [`SqsPayload`] (what
@@ -163,7 +161,8 @@ impl<P: Processor> LambdaService<P> {
             .and_then(|r| r.event_source_arn.as_deref());
         let cold = self.cold_start();
         let span = batch_span(first_arn, event.records.len(), context, cold);
-        self.handle_records(event.records.into_iter(), span, (context, cold))
+        let mut records = event.records;
+        self.handle_records(records.iter_mut(), span, (context, cold))
             .await
     }
 
@@ -178,9 +177,9 @@ impl<P: Processor> LambdaService<P> {
         cold
     }
 
-    async fn handle_records(
+    async fn handle_records<'r, R: Record + 'r>(
         &self,
-        records: impl ExactSizeIterator<Item = RecordParts>,
+        records: impl ExactSizeIterator<Item = &'r mut R>,
         span: tracing::Span,
         (context, cold): (&Context, bool),
     ) -> Result<SqsBatchResponse, EventError> {
@@ -202,9 +201,7 @@ impl<P: Processor> LambdaService<P> {
         let mut blocked_groups: Vec<String> = Vec::new();
         let leases = self.leases(deadline);
         for (index, record) in records.enumerate() {
-            match convert(index, record, |has_handle, arn| {
-                leases.for_record(has_handle, arn)
-            })? {
+            match record.convert(index, |has_handle, arn| leases.for_record(has_handle, arn))? {
                 Converted::Message(m) => {
                     if blocked(&blocked_groups, &m) {
                         let _g = span.enter();

@@ -22,6 +22,7 @@ impl MessageAttributes {
     }
 
     /// No attributes, with room for `n`.
+    #[inline]
     pub fn with_capacity(n: usize) -> Self {
         Self {
             entries: Vec::with_capacity(n),
@@ -39,6 +40,7 @@ impl MessageAttributes {
     }
 
     /// Sets `name` to `value`, returning the value it replaces.
+    #[inline]
     pub fn insert(
         &mut self,
         name: impl Into<String>,
@@ -195,6 +197,7 @@ impl MessageAttribute {
     /// Builds an attribute from the parts SQS and Lambda deliver. The data
     /// type's prefix picks the variant; an unknown type keeps whichever value is
     /// present (text first), so nothing is lost. `None` when there is no value.
+    #[inline]
     pub fn from_parts(
         data_type: String,
         string_value: Option<String>,
