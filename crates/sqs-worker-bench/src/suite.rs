@@ -346,11 +346,13 @@ pub(crate) async fn run(args: &Args) {
             if v.len() > functions {
                 let floor = &v[functions];
                 for r in &v[..functions] {
+                    let rss = f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median");
                     println!(
-                        "{} - plain: first response {:+.1} ms, peak RSS {:+.1} MiB",
+                        "{} - plain: first response {:+.1} ms, peak RSS {:+.2} MiB ({:+.2} MB)",
                         r["exe"].as_str().unwrap_or_default(),
                         f(r, "first_response_ms_median") - f(floor, "first_response_ms_median"),
-                        f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median")
+                        rss,
+                        rss * 1.048_576
                     );
                 }
             }
