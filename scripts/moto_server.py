@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run moto's SQS unpatched (only to measure the difference)",
     )
+    p.add_argument(
+        "--no-serialize",
+        action="store_true",
+        help="leave moto's queue changes unlocked (only to measure the difference)",
+    )
     return p.parse_args(argv)
 
 
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moto_server: {e}; install with: pip install 'moto[server]'", file=sys.stderr)
         return 2
 
-    serialize_queue_changes()
+    if not args.no_serialize:
+        serialize_queue_changes()
     if not args.no_speedups:
         speed_up_moto()
     nodelay = not args.no_tcp_nodelay
