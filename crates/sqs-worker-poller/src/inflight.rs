@@ -354,8 +354,8 @@ fn grown_extension(vt: Duration, held: Duration) -> Duration {
     held.saturating_mul(2).clamp(vt, vt.saturating_mul(2))
 }
 
-/// Whole seconds to extend a message received at `received` by (the
-/// visibility timeout, rounded up), stopping at `limit` (its maximum
+/// Whole seconds to extend a message received at `received` by (`extension`,
+/// what [`grown_extension`] asks for, rounded up), stopping at `limit` (its maximum
 /// processing time) and at SQS's 12 hours from receipt, less a second;
 /// `None` when no room is left.
 fn extension_seconds(
