@@ -264,13 +264,18 @@ async fn kill_mid_drain(
     let endpoint = common::server().endpoint.clone();
     let mut env = vec![("SQS_WORKER_CONCURRENCY", "16"), ("FAULT_WORK_MS", "5")];
     env.extend_from_slice(extra_env);
-    let mut first = Worker::start("first", &dir, &endpoint, &url, &env);
+    // The first worker's handlers take 100 ms: with 5 ms ones it drained
+    // faster than moto takes sends, and the 4+ messages seen in flight just
+    // before the kill were sometimes all deleted by the time it landed (the
+    // assertion below failed once in CI). 100 ms handlers are still running.
+    let mut first_env = env.clone();
+    first_env[1] = ("FAULT_WORK_MS", "100");
+    let mut first = Worker::start("first", &dir, &endpoint, &url, &first_env);
     common::until(Duration::from_secs(120), "the first worker midway", || {
         Effects::read(&dir).total("effect") >= kill_after
     })
     .await;
-    // The worker drains faster than moto takes sends, so it is sometimes
-    // between receives with nothing in flight: kill it while it holds some.
+    // Kill it while it holds some (not between receives).
     common::until_async(
         Duration::from_secs(60),
         "the first worker holding messages",
