@@ -30,6 +30,8 @@
 //! `order_id` is a multiple of N fail on its first delivery with a retryable
 //! error (an imitation of a flaky payment service), so retries show: the
 //! message comes back after its retry delay and then succeeds.
+//! `ORDERS_CHARGE_MS` sets the "charge" pause (default 5 ms; the benchmark of
+//! warm Lambda invocations sets 0).
 
 use std::time::Duration;
 
@@ -87,8 +89,23 @@ async fn handle(Json(order): Json<Order>, msg: Message) -> Result<(), Error> {
 /// Stands in for a call to a payment service.
 async fn charge(customer: &str, amount_cents: u64) -> Result<(), std::io::Error> {
     let _ = (customer, amount_cents);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let pause = charge_pause();
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
     Ok(())
+}
+
+/// The "charge" pause: `ORDERS_CHARGE_MS`, 5 ms unless set.
+fn charge_pause() -> Duration {
+    static PAUSE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        let ms = std::env::var("ORDERS_CHARGE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        Duration::from_millis(ms)
+    })
 }
 
 #[tokio::main]

@@ -9,7 +9,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 /// The event: 10 records, record 3 failing when `failing` (no amount: a
 /// permanent failure in `orders`), else all succeeding.
-fn event(failing: bool) -> String {
+pub(crate) fn event(failing: bool) -> String {
     let records: Vec<Value> = (0..10u64)
         .map(|i| {
             let amount = if failing && i == 3 { 0 } else { 1999 };
@@ -44,21 +44,23 @@ fn event(failing: bool) -> String {
 }
 
 /// What the fake Runtime API saw.
-enum Seen {
+pub(crate) enum Seen {
     Next(Duration),
     Posted(Duration, String),
 }
 
 /// Serves one connection of the function's runtime client: the first
-/// `/invocation/next` gets the event, later ones hang (the function waits
-/// for its next event); posts are acknowledged and reported.
-async fn conn(
+/// `limit` `/invocation/next` requests get the event (request ids `req-1`,
+/// `req-2`, …), later ones hang (the function waits for its next event);
+/// posts are acknowledged and reported.
+pub(crate) async fn conn(
     sock: tokio::net::TcpStream,
     t0: Instant,
-    served: Arc<AtomicBool>,
+    (served, limit): (Arc<AtomicUsize>, usize),
     tx: tokio::sync::mpsc::UnboundedSender<Seen>,
     failing: bool,
 ) {
+    let ev = event(failing);
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -88,17 +90,17 @@ async fn conn(
         let _ = r.read_exact(&mut body).await;
         let reply = if request.contains("/invocation/next") {
             let _ = tx.send(Seen::Next(t0.elapsed()));
-            if served.swap(true, SeqCst) {
+            let n = served.fetch_add(1, SeqCst) + 1;
+            if n > limit {
                 std::future::pending::<()>().await;
             }
-            let ev = event(failing);
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() + 60_000)
                 .unwrap_or(0);
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                 lambda-runtime-aws-request-id: req-1\r\n\
+                 lambda-runtime-aws-request-id: req-{n}\r\n\
                  lambda-runtime-deadline-ms: {deadline}\r\n\
                  lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:orders\r\n\
                  lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\
@@ -142,6 +144,65 @@ fn peak_kib(pid: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
+/// With `LAMBDA_BENCH_SMAPS_DIR` set, a copy of the process's
+/// `/proc/PID/smaps` at the response (the last round's of each binary), to see
+/// which mappings its resident memory is in.
+fn keep_smaps(exe: &str, pid: Option<u32>) {
+    let (Some(dir), Some(pid)) = (std::env::var_os("LAMBDA_BENCH_SMAPS_DIR"), pid) else {
+        return;
+    };
+    // The stripped copies are `DIR/INDEX/NAME`: both parts, since two
+    // binaries may share a name.
+    let path = std::path::Path::new(exe);
+    let part = |p: Option<&std::ffi::OsStr>| {
+        p.map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let name = format!(
+        "{}-{}",
+        part(path.parent().and_then(std::path::Path::file_name)),
+        part(path.file_name())
+    );
+    let to = std::path::Path::new(&dir).join(format!("{name}.smaps"));
+    if let Err(e) = std::fs::copy(format!("/proc/{pid}/smaps"), &to) {
+        eprintln!("lambda cold start: could not keep {}: {e}", to.display());
+    }
+    if let Err(e) = resident_pages(pid, &to.with_extension("pages")) {
+        eprintln!("lambda cold start: could not list resident pages: {e}");
+    }
+}
+
+/// The resident pages of each file-backed mapping of process `pid`, one
+/// line each: `ADDRESS_HEX START_HEX FILE_OFFSET_HEX PATH` (for mapping them
+/// to symbols), from `/proc/PID/maps` and the present bit of `/proc/PID/pagemap`.
+fn resident_pages(pid: u32, to: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(range), Some(offset), Some(path)) = (f.first(), f.get(2), f.get(5)) else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let mut entries = vec![0u8; ((b - a) / 4096 * 8) as usize];
+        pagemap.seek(SeekFrom::Start(a / 4096 * 8))?;
+        pagemap.read_exact(&mut entries)?;
+        for (i, e) in entries.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or_default());
+            if e >> 63 == 1 {
+                writeln!(out, "{:x} {a:x} {offset} {path}", a + i as u64 * 4096)?;
+            }
+        }
+    }
+    out.flush()
+}
+
 /// One cold start of `exe`.
 async fn once(exe: &str, failing: bool) -> Start {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -160,10 +221,10 @@ async fn once(exe: &str, failing: bool) -> Start {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the Lambda function");
-    let served = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(conn(sock, t0, served.clone(), tx.clone(), failing));
+            tokio::spawn(conn(sock, t0, (served.clone(), 1), tx.clone(), failing));
         }
     });
     let mut first_next = None;
@@ -182,6 +243,7 @@ async fn once(exe: &str, failing: bool) -> Start {
     .ok()
     .flatten();
     let peak_kib = peak_kib(child.id());
+    keep_smaps(exe, child.id());
     let _ = child.kill().await;
     server.abort();
     let (posted, body) = got.expect("the function posted no response within 30 s");
@@ -194,7 +256,7 @@ async fn once(exe: &str, failing: bool) -> Start {
 }
 
 /// A stripped copy of `exe` in `dir` (the original if `strip` fails).
-fn stripped(exe: &str, dir: &std::path::Path) -> String {
+pub(crate) fn stripped(exe: &str, dir: &std::path::Path) -> String {
     let name = std::path::Path::new(exe)
         .file_name()
         .map_or_else(|| "function".into(), |n| n.to_string_lossy().into_owned());
@@ -213,7 +275,7 @@ fn stripped(exe: &str, dir: &std::path::Path) -> String {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

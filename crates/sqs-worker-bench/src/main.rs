@@ -12,6 +12,7 @@ mod drain;
 mod fake;
 mod hol;
 mod lambda_start;
+mod lambda_warm;
 mod procfs;
 mod produce;
 mod sqs;
@@ -29,6 +30,8 @@ const USAGE: &str = "usage:
                          [--prefill 1] [--low 50] [--high 100]
                          [--orders target/release/examples/orders[,OTHER_BUILD...]] [--lambda-runs 7]
                          [--lambda-failing 1 (record 3 fails) | 0 (all succeed)]
+                         [--lambda-warm 1000 (warm invocations per process; 0 skips)] [--lambda-warm-runs 5]
+                         [--lambda-warm-log off (RUST_LOG of the warm runs)]
                          [--plain-lambda PATH (default: plain-lambda next to this binary)]
   sqs-worker-bench drain --endpoint URL --queue URL --impl raw|poller --n N
                          [--concurrency C] [--receivers R]

@@ -359,6 +359,40 @@ pub(crate) async fn run(args: &Args) {
             for r in &v {
                 println!("response of {}: {}", r["exe"], r["response"]);
             }
+            // Warm invocations: `--lambda-warm 0` skips them.
+            let events: usize = args.num("lambda-warm", 1000);
+            if events > 0 {
+                let runs: usize = args.num("lambda-warm-runs", 5);
+                let log: String = args.num("lambda-warm-log", "off".to_owned());
+                let v = crate::lambda_warm::run(&exes, (runs, events), failing, &log).await;
+                println!(
+                    "\n## Lambda warm invocations, 10 records, {which}, no pause in the handler, \
+                     RUST_LOG={log}, {events} in a row per process, median of {runs} alternating rounds"
+                );
+                println!("| function | wall µs per invocation | CPU µs per invocation |");
+                println!("|---|---|---|");
+                for r in &v {
+                    println!(
+                        "| {} | {:.1} | {:.1} |",
+                        r["exe"].as_str().unwrap_or_default(),
+                        f(r, "wall_us_median"),
+                        f(r, "cpu_us_median")
+                    );
+                }
+                if v.len() > functions {
+                    let floor = &v[functions];
+                    for r in &v[..functions] {
+                        println!(
+                            "{} ÷ plain: wall {:.2}x ({:+.1} µs), CPU {:.2}x ({:+.1} µs)",
+                            r["exe"].as_str().unwrap_or_default(),
+                            f(r, "wall_us_median") / f(floor, "wall_us_median"),
+                            f(r, "wall_us_median") - f(floor, "wall_us_median"),
+                            f(r, "cpu_us_median") / f(floor, "cpu_us_median"),
+                            f(r, "cpu_us_median") - f(floor, "cpu_us_median")
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! `lambda_runtime` function doing what the `orders` example does with the
 //! bench's event, written by hand. It parses each record's body as an order,
 //! reports the records that do not parse or have no amount, "charges" the
-//! others (the same 5 ms pause, all at once) and answers the partial batch
+//! others (the same 5 ms pause, all at once; `ORDERS_CHARGE_MS` as in
+//! `orders`) and answers the partial batch
 //! response; logs through `lambda_runtime`'s default subscriber, as a function
 //! made from the `cargo lambda new` template does.
 #![allow(missing_docs)]
@@ -20,9 +21,23 @@ struct Order {
     amount_cents: u64,
 }
 
-async fn charge(customer: String, amount_cents: u64) {
+async fn charge(customer: String, amount_cents: u64, pause: Duration) {
     let _ = (customer, amount_cents);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The "charge" pause: `ORDERS_CHARGE_MS`, 5 ms unless set (as in `orders`).
+fn charge_pause() -> Duration {
+    static PAUSE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        let ms = std::env::var("ORDERS_CHARGE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        Duration::from_millis(ms)
+    })
 }
 
 async fn handler(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
@@ -34,7 +49,9 @@ async fn handler(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error
             .as_deref()
             .and_then(|b| serde_json::from_str::<Order>(b).ok());
         match order {
-            Some(o) if o.amount_cents > 0 => charges.push(charge(o.customer, o.amount_cents)),
+            Some(o) if o.amount_cents > 0 => {
+                charges.push(charge(o.customer, o.amount_cents, charge_pause()));
+            }
             _ => response.add_failure(record.message_id.unwrap_or_default()),
         }
     }
