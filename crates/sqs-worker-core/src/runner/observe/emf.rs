@@ -4,8 +4,11 @@
 //! calls [`flush`] after each invocation.
 //!
 //! One line per label set per flush; counters as their increase since the last
-//! flush, gauges as their value, histograms as the recorded values (in chunks
-//! of 100, EMF's limit per metric). The namespace is `SQS_WORKER_METRICS_NAMESPACE`
+//! flush, gauges as their value, histograms as the recorded values (at most
+//! 100 per line, EMF's limit per metric: more go on further lines). The lines
+//! are written by hand from parts rendered once per metric, not through
+//! `serde_json` values: a flush follows every Lambda invocation
+//! (BENCHMARKS.md, "Seventh session"). The namespace is `SQS_WORKER_METRICS_NAMESPACE`
 //! (default [`DEFAULT_NAMESPACE`]); dimensions: `service` (`SQS_WORKER_SERVICE`,
 //! else the function name from `AWS_LAMBDA_FUNCTION_NAME`, else `sqs-worker`)
 //! plus the metric's labels.
@@ -38,11 +41,117 @@ impl HistogramFn for Values {
     }
 }
 
+/// EMF's limit of values per metric in one line: more go on further lines.
+const VALUES_PER_LINE: usize = 100;
+
+/// One registered metric and what its lines need, rendered once.
+struct Entry {
+    /// The name as a JSON string (quoted, escaped).
+    name: Box<str>,
+    /// Its label set, an index into [`Registry::sets`].
+    set: u32,
+    metric: Metric,
+}
+
+enum Metric {
+    /// The count, and what the last flush wrote (lines carry the increase).
+    Counter(Arc<AtomicU64>, u64),
+    /// The value's bits.
+    Gauge(Arc<AtomicU64>),
+    /// The values since the last flush, and an emptied vector to swap in
+    /// (no allocation per flush once both have grown).
+    Histogram(Arc<Values>, Vec<f64>),
+}
+
+/// A label set (sorted by name, then value), rendered once.
+struct LabelSet {
+    /// `,"name"` per label: the dimension names after `service`.
+    dims: String,
+    /// `,"name":"value"` per label: the line's fields.
+    fields: String,
+}
+
+/// What a flush writes for one metric.
+enum Datum {
+    Count(u64),
+    Value(f64),
+    /// The entry's values, taken.
+    Values(Vec<f64>),
+}
+
 #[derive(Default)]
 struct Registry {
-    counters: HashMap<Key, Arc<AtomicU64>>,
-    gauges: HashMap<Key, Arc<AtomicU64>>,
-    histograms: HashMap<Key, Arc<Values>>,
+    /// By key, its counter, gauge and histogram (kinds 0, 1, 2): an index
+    /// into `entries`, `usize::MAX` for none.
+    index: HashMap<Key, [usize; 3]>,
+    entries: Vec<Entry>,
+    sets: Vec<LabelSet>,
+    set_index: HashMap<Vec<(String, String)>, u32>,
+    /// A flush's rows (label set, entry, datum), kept for their capacity.
+    rows: Vec<(u32, u32, Datum)>,
+}
+
+impl Registry {
+    /// The handle of `key`'s metric of `kind`, registered on first use.
+    fn register<T>(
+        &mut self,
+        kind: usize,
+        key: &Key,
+        make: impl FnOnce() -> (Arc<T>, Metric),
+        of: impl Fn(&Metric) -> Option<&Arc<T>>,
+    ) -> Option<Arc<T>> {
+        if let Some(e) = self.index.get(key).and_then(|k| self.entries.get(k[kind])) {
+            return of(&e.metric).cloned();
+        }
+        let (handle, metric) = make();
+        let set = self.label_set(key);
+        let at = self.entries.len();
+        self.index.entry(key.clone()).or_insert([usize::MAX; 3])[kind] = at;
+        self.entries.push(Entry {
+            name: json_string(key.name()).into(),
+            set,
+            metric,
+        });
+        Some(handle)
+    }
+
+    /// The index of `key`'s label set, rendered on first sight.
+    fn label_set(&mut self, key: &Key) -> u32 {
+        let mut labels: Vec<(String, String)> = key
+            .labels()
+            // These would clash with the line's own fields.
+            .filter(|l| !matches!(l.key(), "service" | "_aws"))
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort();
+        if let Some(&i) = self.set_index.get(&labels) {
+            return i;
+        }
+        let (mut dims, mut fields) = (String::new(), String::new());
+        for (k, v) in &labels {
+            let k = json_string(k);
+            dims.push(',');
+            dims.push_str(&k);
+            fields.push(',');
+            fields.push_str(&k);
+            fields.push(':');
+            fields.push_str(&json_string(v));
+        }
+        let i = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
+        self.sets.push(LabelSet { dims, fields });
+        self.set_index.insert(labels, i);
+        i
+    }
+}
+
+/// `s` as a JSON string: quoted and escaped.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Appends `v` as JSON (`null` when not finite, as `serde_json` writes it).
+fn push_number(buf: &mut Vec<u8>, v: impl serde::Serialize) {
+    let _ = serde_json::to_writer(buf, &v);
 }
 
 /// The EMF recorder. Cloneable handles share one registry.
@@ -50,8 +159,12 @@ struct Registry {
 pub struct EmfRecorder {
     namespace: String,
     service: String,
+    /// The line's constant parts, rendered once: the namespace and the
+    /// `service` dimension as JSON strings.
+    rendered: Arc<(String, String)>,
     registry: Arc<Mutex<Registry>>,
-    last_counts: Arc<Mutex<HashMap<Key, u64>>>,
+    /// The lines of a flush, kept for its capacity.
+    out: Arc<Mutex<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for EmfRecorder {
@@ -73,11 +186,13 @@ impl EmfRecorder {
 
     /// A recorder for `namespace` with the `service` dimension `service`.
     pub fn with_service(namespace: impl Into<String>, service: impl Into<String>) -> Self {
+        let (namespace, service) = (namespace.into(), service.into());
         Self {
-            namespace: namespace.into(),
-            service: service.into(),
+            rendered: Arc::new((json_string(&namespace), json_string(&service))),
+            namespace,
+            service,
             registry: Arc::default(),
-            last_counts: Arc::default(),
+            out: Arc::default(),
         }
     }
 
@@ -113,102 +228,150 @@ impl EmfRecorder {
     }
 
     /// Writes one EMF line per label set to `out` and resets what was written.
+    ///
+    /// Counters carry their increase since the last flush (none: left out),
+    /// gauges their value, histograms the values recorded since (at most 100
+    /// per line, EMF's limit: more go on further lines of the same label
+    /// set). The lines are rendered by hand from parts rendered when each
+    /// metric was registered: this runs after every Lambda invocation.
     pub fn flush_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        // label set -> (metric name, unit, value)
-        type Row = (String, &'static str, serde_json::Value);
-        let mut groups: HashMap<Vec<(String, String)>, Vec<Row>> = HashMap::new();
-        let labels_of = |k: &Key| -> Vec<(String, String)> {
-            let mut l: Vec<_> = k
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            l.sort();
-            l
-        };
+        let mut buf = self.out.lock().map_err(poisoned)?;
+        buf.clear();
         {
-            let reg = self
-                .registry
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?;
-            let mut last = self
-                .last_counts
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?;
-            for (k, c) in &reg.counters {
-                let now = c.load(Ordering::Relaxed);
-                let before = last.insert(k.clone(), now).unwrap_or(0);
-                let delta = now.saturating_sub(before);
-                if delta > 0 {
-                    groups.entry(labels_of(k)).or_default().push((
-                        k.name().to_owned(),
-                        "Count",
-                        delta.into(),
-                    ));
+            let mut reg = self.registry.lock().map_err(poisoned)?;
+            let reg = &mut *reg;
+            collect(&mut reg.entries, &mut reg.rows);
+            // Stable: each label set's metrics in registration order.
+            reg.rows.sort_by_key(|r| r.0);
+            for group in reg.rows.chunk_by(|a, b| a.0 == b.0) {
+                let set = &reg.sets[group[0].0 as usize];
+                self.write_line(&mut buf, timestamp, set, &reg.entries, group, 0);
+                // Histograms with more than one line's worth of values.
+                let most = group.iter().map(|r| values(&r.2).len()).max().unwrap_or(0);
+                for from in (VALUES_PER_LINE..most).step_by(VALUES_PER_LINE) {
+                    let more: Vec<_> = group
+                        .iter()
+                        .filter(|r| values(&r.2).len() > from)
+                        .map(|(s, e, d)| (*s, *e, Datum::Values(values(d).to_vec())))
+                        .collect();
+                    self.write_line(&mut buf, timestamp, set, &reg.entries, &more, from);
                 }
             }
-            for (k, g) in &reg.gauges {
-                let v = f64::from_bits(g.load(Ordering::Relaxed));
-                groups.entry(labels_of(k)).or_default().push((
-                    k.name().to_owned(),
-                    "None",
-                    v.into(),
-                ));
-            }
-            for (k, h) in &reg.histograms {
-                let values: Vec<f64> = match h.0.lock() {
-                    Ok(mut v) => std::mem::take(&mut *v),
-                    Err(_) => continue,
-                };
-                let unit = if k.name().ends_with("_seconds") {
-                    "Seconds"
-                } else {
-                    "None"
-                };
-                for chunk in values.chunks(100) {
-                    groups.entry(labels_of(k)).or_default().push((
-                        k.name().to_owned(),
-                        unit,
-                        serde_json::Value::from(chunk.to_vec()),
-                    ));
+            // Give the histograms their vectors back, emptied, for the next flush.
+            for (_, e, d) in reg.rows.drain(..) {
+                if let (Datum::Values(mut v), Metric::Histogram(_, spare)) =
+                    (d, &mut reg.entries[e as usize].metric)
+                {
+                    v.clear();
+                    *spare = v;
                 }
             }
         }
-        for (labels, rows) in groups {
-            let mut dims = vec!["service".to_owned()];
-            dims.extend(labels.iter().map(|(k, _)| k.clone()));
-            let mut obj = serde_json::Map::new();
-            let mut metrics = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (name, unit, value) in rows {
-                if !seen.insert(name.clone()) {
-                    // A second histogram chunk: its own line keeps each name once per line.
+        out.write_all(&buf)?;
+        out.flush()
+    }
+
+    /// One line: the EMF header naming `rows`' metrics, the `service` and
+    /// label fields, and each metric's datum (histograms: the values from
+    /// index `from`, at most [`VALUES_PER_LINE`]).
+    fn write_line(
+        &self,
+        buf: &mut Vec<u8>,
+        timestamp: u64,
+        set: &LabelSet,
+        entries: &[Entry],
+        rows: &[(u32, u32, Datum)],
+        from: usize,
+    ) {
+        let (namespace, service) = &*self.rendered;
+        buf.extend_from_slice(b"{\"_aws\":{\"Timestamp\":");
+        push_number(buf, timestamp);
+        buf.extend_from_slice(b",\"CloudWatchMetrics\":[{\"Namespace\":");
+        buf.extend_from_slice(namespace.as_bytes());
+        buf.extend_from_slice(b",\"Dimensions\":[[\"service\"");
+        buf.extend_from_slice(set.dims.as_bytes());
+        buf.extend_from_slice(b"]],\"Metrics\":[");
+        for (i, (_, e, d)) in rows.iter().enumerate() {
+            let e = &entries[*e as usize];
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(b"{\"Name\":");
+            buf.extend_from_slice(e.name.as_bytes());
+            buf.extend_from_slice(b",\"Unit\":\"");
+            buf.extend_from_slice(unit(e, d).as_bytes());
+            buf.extend_from_slice(b"\"}");
+        }
+        buf.extend_from_slice(b"]}]},\"service\":");
+        buf.extend_from_slice(service.as_bytes());
+        buf.extend_from_slice(set.fields.as_bytes());
+        for (_, e, d) in rows {
+            buf.push(b',');
+            buf.extend_from_slice(entries[*e as usize].name.as_bytes());
+            buf.push(b':');
+            match d {
+                Datum::Count(n) => push_number(buf, n),
+                Datum::Value(v) => push_number(buf, v),
+                Datum::Values(v) => {
+                    let to = v.len().min(from + VALUES_PER_LINE);
+                    push_number(buf, v.get(from..to).unwrap_or_default());
+                }
+            }
+        }
+        buf.extend_from_slice(b"}\n");
+    }
+}
+
+/// The rows of a flush: each counter that grew, each gauge, each histogram
+/// with values (taken, the entry's spare vector swapped in).
+fn collect(entries: &mut [Entry], rows: &mut Vec<(u32, u32, Datum)>) {
+    rows.clear();
+    for (i, e) in entries.iter_mut().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        let datum = match &mut e.metric {
+            Metric::Counter(c, last) => {
+                let now = c.load(Ordering::Relaxed);
+                let delta = now.saturating_sub(std::mem::replace(last, now));
+                if delta == 0 {
                     continue;
                 }
-                metrics.push(serde_json::json!({ "Name": name, "Unit": unit }));
-                obj.insert(name, value);
+                Datum::Count(delta)
             }
-            obj.insert(
-                "_aws".to_owned(),
-                serde_json::json!({
-                    "Timestamp": timestamp,
-                    "CloudWatchMetrics": [{
-                        "Namespace": self.namespace,
-                        "Dimensions": [dims],
-                        "Metrics": metrics,
-                    }],
-                }),
-            );
-            obj.insert("service".to_owned(), self.service.clone().into());
-            for (k, v) in labels {
-                obj.insert(k, v.into());
+            Metric::Gauge(g) => Datum::Value(f64::from_bits(g.load(Ordering::Relaxed))),
+            Metric::Histogram(h, spare) => {
+                let Ok(mut v) = h.0.lock() else { continue };
+                if v.is_empty() {
+                    continue;
+                }
+                Datum::Values(std::mem::replace(&mut *v, std::mem::take(spare)))
             }
-            let line = serde_json::to_string(&obj).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")?;
-        }
-        out.flush()
+        };
+        rows.push((e.set, i, datum));
+    }
+}
+
+/// The error of a lock a panicking thread held.
+fn poisoned<T>(_: T) -> std::io::Error {
+    std::io::Error::other("poisoned")
+}
+
+/// A histogram's values (none for other data).
+fn values(d: &Datum) -> &[f64] {
+    match d {
+        Datum::Values(v) => v,
+        _ => &[],
+    }
+}
+
+/// The CloudWatch unit of a metric.
+fn unit(e: &Entry, d: &Datum) -> &'static str {
+    match d {
+        Datum::Count(_) => "Count",
+        Datum::Values(_) if e.name.ends_with("_seconds\"") => "Seconds",
+        _ => "None",
     }
 }
 
@@ -218,24 +381,60 @@ impl Recorder for EmfRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        match self.registry.lock() {
-            Ok(mut r) => Counter::from_arc(r.counters.entry(key.clone()).or_default().clone()),
-            Err(_) => Counter::noop(),
-        }
+        let Ok(mut r) = self.registry.lock() else {
+            return Counter::noop();
+        };
+        r.register(
+            0,
+            key,
+            || {
+                let c = Arc::new(AtomicU64::new(0));
+                (c.clone(), Metric::Counter(c, 0))
+            },
+            |m| match m {
+                Metric::Counter(c, _) => Some(c),
+                _ => None,
+            },
+        )
+        .map_or_else(Counter::noop, Counter::from_arc)
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        match self.registry.lock() {
-            Ok(mut r) => Gauge::from_arc(r.gauges.entry(key.clone()).or_default().clone()),
-            Err(_) => Gauge::noop(),
-        }
+        let Ok(mut r) = self.registry.lock() else {
+            return Gauge::noop();
+        };
+        r.register(
+            1,
+            key,
+            || {
+                let g = Arc::new(AtomicU64::new(0));
+                (g.clone(), Metric::Gauge(g))
+            },
+            |m| match m {
+                Metric::Gauge(g) => Some(g),
+                _ => None,
+            },
+        )
+        .map_or_else(Gauge::noop, Gauge::from_arc)
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        match self.registry.lock() {
-            Ok(mut r) => Histogram::from_arc(r.histograms.entry(key.clone()).or_default().clone()),
-            Err(_) => Histogram::noop(),
-        }
+        let Ok(mut r) = self.registry.lock() else {
+            return Histogram::noop();
+        };
+        r.register(
+            2,
+            key,
+            || {
+                let h = Arc::new(Values::default());
+                (h.clone(), Metric::Histogram(h, Vec::new()))
+            },
+            |m| match m {
+                Metric::Histogram(h, _) => Some(h),
+                _ => None,
+            },
+        )
+        .map_or_else(Histogram::noop, Histogram::from_arc)
     }
 }
 
@@ -282,96 +481,4 @@ pub fn flush() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(vars: &'static [(&'static str, &'static str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        Env::from_fn(move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    }
-
-    #[test]
-    fn namespace_and_service_come_from_the_environment() {
-        let r = EmfRecorder::from_env(&env(&[
-            ("SQS_WORKER_METRICS_NAMESPACE", "orders-prod"),
-            ("SQS_WORKER_SERVICE", "orders"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "orders-fn"),
-        ]))
-        .unwrap();
-        assert_eq!((r.namespace(), r.service()), ("orders-prod", "orders"));
-        metrics::with_local_recorder(&r, || {
-            metrics::counter!("sqs_worker_messages_received_total").increment(1);
-        });
-        let mut out = Vec::new();
-        r.flush_to(&mut out).unwrap();
-        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            "orders-prod"
-        );
-        assert_eq!(line["service"], "orders");
-
-        let r = EmfRecorder::from_env(&env(&[("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")])).unwrap();
-        assert_eq!(
-            (r.namespace(), r.service()),
-            (DEFAULT_NAMESPACE, "orders-fn")
-        );
-        let r = EmfRecorder::from_env(&env(&[])).unwrap();
-        assert_eq!(
-            (r.namespace(), r.service()),
-            (DEFAULT_NAMESPACE, DEFAULT_SERVICE)
-        );
-        let err = EmfRecorder::from_env(&env(&[("SQS_WORKER_METRICS_NAMESPACE", "AWS/SQS")]))
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("SQS_WORKER_METRICS_NAMESPACE"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn writes_emf_lines_with_deltas_and_values() {
-        let r = EmfRecorder::new("ns");
-        metrics::with_local_recorder(&r, || {
-            metrics::counter!("sqs_worker_messages_succeeded_total").increment(9);
-            metrics::counter!("sqs_worker_messages_failed_total", "kind" => "retry").increment(1);
-            metrics::histogram!("sqs_worker_handler_duration_seconds").record(0.25);
-        });
-        let mut out = Vec::new();
-        r.flush_to(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        let plain = lines.iter().find(|l| l.get("kind").is_none()).unwrap();
-        assert_eq!(plain["sqs_worker_messages_succeeded_total"], 9);
-        assert_eq!(
-            plain["sqs_worker_handler_duration_seconds"],
-            serde_json::json!([0.25])
-        );
-        assert_eq!(plain["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ns");
-        let failed = lines.iter().find(|l| l.get("kind").is_some()).unwrap();
-        assert_eq!(failed["kind"], "retry");
-        assert_eq!(
-            failed["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["service", "kind"]])
-        );
-        // A second flush writes only what changed since.
-        metrics::with_local_recorder(&r, || {
-            metrics::counter!("sqs_worker_messages_succeeded_total").increment(1);
-        });
-        let mut out = Vec::new();
-        r.flush_to(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(
-            text.contains("\"sqs_worker_messages_succeeded_total\":1"),
-            "{text}"
-        );
-    }
-}
+mod tests;
