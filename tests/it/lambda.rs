@@ -242,13 +242,17 @@ async fn an_event_that_is_not_from_sqs_is_a_function_error() {
     let diag: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diag.error_type, "SqsWorker.NotAnSqsEvent");
 
-    // Another shape altogether fails deserialization with a clear message
-    // (the runtime turns it into a function error before the service runs).
-    let err = serde_json::from_str::<SqsPayload>(r#"{"detail-type": "Scheduled Event"}"#)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("expects an Amazon SQS event"), "{err}");
-    assert!(err.contains("Records"), "{err}");
+    // Another shape altogether fails to parse with a clear message, a
+    // function error before the service runs (what `run` does with the
+    // runtime's raw payload).
+    let err = SqsPayload::from_json(r#"{"detail-type": "Scheduled Event"}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("expects an Amazon SQS event"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Records"), "{err}");
+    let diag: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diag.error_type, "SqsWorker.MalformedEvent");
 
     // A record without messageId cannot be reported: the whole invocation
     // fails and nothing runs.

@@ -25,7 +25,8 @@
 //! the answer is an `SqsBatchResponse` whose `batchItemFailures` lists every
 //! failed and unstarted record (see [`LambdaService`] for the exact rules).
 //! [`run`] deserializes the invocation straight into what the messages keep
-//! ([`SqsPayload`]); what that saves is measured in `BENCHMARKS.md`.
+//! ([`SqsPayload::from_json`], from the payload's raw JSON, without the
+//! runtime's path tracking); what that saves is measured in `BENCHMARKS.md`.
 //!
 //! ## With an SQS client (feature `sqs-client`)
 //!

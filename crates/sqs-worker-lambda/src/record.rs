@@ -13,7 +13,7 @@ pub const SQS_EVENT_SOURCE: &str = "aws:sqs";
 
 /// Why a whole invocation fails instead of answering `batchItemFailures`.
 ///
-/// Both cases are about the event itself, not one record's processing: Lambda
+/// Each is about the event as a whole, not one record's processing: Lambda
 /// then returns the whole batch to the queue, which is the only outcome that
 /// loses nothing.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,20 @@ pub enum EventError {
         /// The record's position in the event.
         index: usize,
     },
+    /// The invocation's payload is not an SQS event (not shaped like one, or
+    /// a field of the wrong type); no record was processed, and Lambda
+    /// returns the batch.
+    #[error(
+        "the invocation's payload is not an SQS event (at {path}): {error}; \
+         this function handles Amazon SQS events only"
+    )]
+    Malformed {
+        /// Where in the payload, as `serde_path_to_error` writes it
+        /// (`Records[2].attributes`, `.` for the whole payload).
+        path: String,
+        /// What was wrong there.
+        error: String,
+    },
     /// Every record failed and `SQS_WORKER_FAIL_INVOCATION_WHEN_ALL_FAILED`
     /// is on: the function errors so that the event source mapping scales
     /// its polling down (it does not for partial batch failures). Retry
@@ -59,6 +73,7 @@ impl EventError {
             Self::NotSqs { .. } => "SqsWorker.NotAnSqsEvent",
             Self::MissingMessageId { .. } => "SqsWorker.MissingMessageId",
             Self::AllFailed { .. } => "SqsWorker.AllRecordsFailed",
+            Self::Malformed { .. } => "SqsWorker.MalformedEvent",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::value::RawValue;
 use sqs_worker_core::config::{ConfigError, Env, check_concurrency, var};
 #[cfg(feature = "sqs-client")]
 use sqs_worker_core::flow::RetryBudget;
@@ -406,11 +407,14 @@ impl<P: Processor> LambdaRunner<P> {
             self.default_client = true;
         }
         let service = self.build()?;
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsPayload>| {
+        // The payload as raw JSON, parsed here without the runtime's path
+        // tracking (`SqsPayload::from_json`).
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
             let service = service.clone();
             async move {
+                let payload = SqsPayload::from_json(event.payload.get())?;
                 let result: Result<SqsBatchResponse, EventError> =
-                    service.handle_payload(event.payload, &event.context).await;
+                    service.handle_payload(payload, &event.context).await;
                 result
             }
         }))
