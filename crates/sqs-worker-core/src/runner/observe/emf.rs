@@ -252,12 +252,7 @@ impl EmfRecorder {
                 // Histograms with more than one line's worth of values.
                 let most = group.iter().map(|r| values(&r.2).len()).max().unwrap_or(0);
                 for from in (VALUES_PER_LINE..most).step_by(VALUES_PER_LINE) {
-                    let more: Vec<_> = group
-                        .iter()
-                        .filter(|r| values(&r.2).len() > from)
-                        .map(|(s, e, d)| (*s, *e, Datum::Values(values(d).to_vec())))
-                        .collect();
-                    self.write_line(&mut buf, timestamp, set, &reg.entries, &more, from);
+                    self.write_line(&mut buf, timestamp, set, &reg.entries, group, from);
                 }
             }
             // Give the histograms their vectors back, emptied, for the next flush.
@@ -276,7 +271,8 @@ impl EmfRecorder {
 
     /// One line: the EMF header naming `rows`' metrics, the `service` and
     /// label fields, and each metric's datum (histograms: the values from
-    /// index `from`, at most [`VALUES_PER_LINE`]).
+    /// index `from`, at most [`VALUES_PER_LINE`]). With `from` above 0 (a
+    /// further line) only the histograms with values from there on.
     fn write_line(
         &self,
         buf: &mut Vec<u8>,
@@ -294,7 +290,11 @@ impl EmfRecorder {
         buf.extend_from_slice(b",\"Dimensions\":[[\"service\"");
         buf.extend_from_slice(set.dims.as_bytes());
         buf.extend_from_slice(b"]],\"Metrics\":[");
-        for (i, (_, e, d)) in rows.iter().enumerate() {
+        let rows = || {
+            rows.iter()
+                .filter(move |(_, _, d)| from == 0 || values(d).len() > from)
+        };
+        for (i, (_, e, d)) in rows().enumerate() {
             let e = &entries[*e as usize];
             if i > 0 {
                 buf.push(b',');
@@ -308,7 +308,7 @@ impl EmfRecorder {
         buf.extend_from_slice(b"]}]},\"service\":");
         buf.extend_from_slice(service.as_bytes());
         buf.extend_from_slice(set.fields.as_bytes());
-        for (_, e, d) in rows {
+        for (_, e, d) in rows() {
             buf.push(b',');
             buf.extend_from_slice(entries[*e as usize].name.as_bytes());
             buf.push(b':');
