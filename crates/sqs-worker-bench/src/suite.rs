@@ -364,9 +364,9 @@ pub(crate) async fn run(args: &Args) {
             if events > 0 {
                 let runs: usize = args.num("lambda-warm-runs", 5);
                 let log: String = args.num("lambda-warm-log", "off".to_owned());
-                let v = crate::lambda_warm::run(&exes, (runs, events), failing, &log).await;
+                let v = crate::lambda_warm::run(&exes, (runs, events), &log).await;
                 println!(
-                    "\n## Lambda warm invocations, 10 records, {which}, no pause in the handler, \
+                    "\n## Lambda warm invocations, 10 records, all succeeding, no pause in the handler, \
                      RUST_LOG={log}, {events} in a row per process, median of {runs} alternating rounds"
                 );
                 println!("| function | wall µs per invocation | CPU µs per invocation |");
