@@ -184,6 +184,10 @@ fn resident_pages(pid: u32, to: &std::path::Path) -> std::io::Result<()> {
         let (Some(range), Some(offset), Some(path)) = (f.first(), f.get(2), f.get(5)) else {
             continue;
         };
+        if !path.starts_with('/') {
+            // `[heap]`, `[stack]`, `[vsyscall]`, …: not a file.
+            continue;
+        }
         let Some((a, b)) = range.split_once('-') else {
             continue;
         };
