@@ -301,99 +301,7 @@ pub(crate) async fn run(args: &Args) {
     }
 
     if only.contains("lambda") {
-        // Comma-separated: several builds of the function alternate with the floor.
-        let orders: String = args.num("orders", "target/release/examples/orders".to_owned());
-        let plain: String = args.num("plain-lambda", sibling("plain-lambda"));
-        let mut exes: Vec<&str> = orders
-            .split(',')
-            .filter(|e| std::path::Path::new(e).exists())
-            .collect();
-        if exes.is_empty() {
-            println!(
-                "\nLambda cold start skipped: {orders} not built (cargo build --release --example orders)"
-            );
-        } else {
-            let runs: usize = args.num("lambda-runs", 7);
-            // 1 (default): record 3 fails (no amount); 0: all succeed.
-            let failing = args.num("lambda-failing", 1u8) == 1;
-            let functions = exes.len();
-            if std::path::Path::new(&plain).exists() {
-                exes.push(plain.as_str());
-            } else {
-                println!("\nLambda cold-start floor skipped: {plain} not built");
-            }
-            let v = crate::lambda_start::run(&exes, runs, failing).await;
-            let which = if failing {
-                "record 3 failing"
-            } else {
-                "all succeeding"
-            };
-            println!(
-                "\n## Lambda cold start, 10 records, {which}, median of {runs} alternating \
-                 rounds (stripped copies)"
-            );
-            println!("| function | first /next ms | first response ms | peak RSS MiB |");
-            println!("|---|---|---|---|");
-            for r in &v {
-                println!(
-                    "| {} | {:.1} | {:.1} | {:.1} |",
-                    r["exe"].as_str().unwrap_or_default(),
-                    f(r, "first_next_ms_median"),
-                    f(r, "first_response_ms_median"),
-                    f(r, "peak_rss_mib_median")
-                );
-            }
-            if v.len() > functions {
-                let floor = &v[functions];
-                for r in &v[..functions] {
-                    let rss = f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median");
-                    println!(
-                        "{} - plain: first response {:+.1} ms, peak RSS {:+.2} MiB ({:+.2} MB)",
-                        r["exe"].as_str().unwrap_or_default(),
-                        f(r, "first_response_ms_median") - f(floor, "first_response_ms_median"),
-                        rss,
-                        rss * 1.048_576
-                    );
-                }
-            }
-            for r in &v {
-                println!("response of {}: {}", r["exe"], r["response"]);
-            }
-            // Warm invocations: `--lambda-warm 0` skips them.
-            let events: usize = args.num("lambda-warm", 1000);
-            if events > 0 {
-                let runs: usize = args.num("lambda-warm-runs", 5);
-                let log: String = args.num("lambda-warm-log", "off".to_owned());
-                let v = crate::lambda_warm::run(&exes, (runs, events), &log).await;
-                println!(
-                    "\n## Lambda warm invocations, 10 records, all succeeding, no pause in the handler, \
-                     RUST_LOG={log}, {events} in a row per process, median of {runs} alternating rounds"
-                );
-                println!("| function | wall µs per invocation | CPU µs per invocation |");
-                println!("|---|---|---|");
-                for r in &v {
-                    println!(
-                        "| {} | {:.1} | {:.1} |",
-                        r["exe"].as_str().unwrap_or_default(),
-                        f(r, "wall_us_median"),
-                        f(r, "cpu_us_median")
-                    );
-                }
-                if v.len() > functions {
-                    let floor = &v[functions];
-                    for r in &v[..functions] {
-                        println!(
-                            "{} ÷ plain: wall {:.2}x ({:+.1} µs), CPU {:.2}x ({:+.1} µs)",
-                            r["exe"].as_str().unwrap_or_default(),
-                            f(r, "wall_us_median") / f(floor, "wall_us_median"),
-                            f(r, "wall_us_median") - f(floor, "wall_us_median"),
-                            f(r, "cpu_us_median") / f(floor, "cpu_us_median"),
-                            f(r, "cpu_us_median") - f(floor, "cpu_us_median")
-                        );
-                    }
-                }
-            }
-        }
+        lambda(args).await;
     }
 
     if only.contains("vis") {
@@ -419,6 +327,104 @@ pub(crate) async fn run(args: &Args) {
             f(&v, "handled_after_s")
         );
         println!("pollers: {}", v["pollers"]);
+    }
+}
+
+/// Workloads 4 and 5: the Lambda function's cold start and warm
+/// invocations, each build given to `--orders` against `plain-lambda`.
+async fn lambda(args: &Args) {
+    // Comma-separated: several builds of the function alternate with the floor.
+    let orders: String = args.num("orders", "target/release/examples/orders".to_owned());
+    let plain: String = args.num("plain-lambda", sibling("plain-lambda"));
+    let mut exes: Vec<&str> = orders
+        .split(',')
+        .filter(|e| std::path::Path::new(e).exists())
+        .collect();
+    if exes.is_empty() {
+        println!(
+            "\nLambda cold start skipped: {orders} not built (cargo build --release --example orders)"
+        );
+    } else {
+        let runs: usize = args.num("lambda-runs", 7);
+        // 1 (default): record 3 fails (no amount); 0: all succeed.
+        let failing = args.num("lambda-failing", 1u8) == 1;
+        let functions = exes.len();
+        if std::path::Path::new(&plain).exists() {
+            exes.push(plain.as_str());
+        } else {
+            println!("\nLambda cold-start floor skipped: {plain} not built");
+        }
+        let v = crate::lambda_start::run(&exes, runs, failing).await;
+        let which = if failing {
+            "record 3 failing"
+        } else {
+            "all succeeding"
+        };
+        println!(
+            "\n## Lambda cold start, 10 records, {which}, median of {runs} alternating \
+             rounds (stripped copies)"
+        );
+        println!("| function | first /next ms | first response ms | peak RSS MiB |");
+        println!("|---|---|---|---|");
+        for r in &v {
+            println!(
+                "| {} | {:.1} | {:.1} | {:.1} |",
+                r["exe"].as_str().unwrap_or_default(),
+                f(r, "first_next_ms_median"),
+                f(r, "first_response_ms_median"),
+                f(r, "peak_rss_mib_median")
+            );
+        }
+        if v.len() > functions {
+            let floor = &v[functions];
+            for r in &v[..functions] {
+                let rss = f(r, "peak_rss_mib_median") - f(floor, "peak_rss_mib_median");
+                println!(
+                    "{} - plain: first response {:+.1} ms, peak RSS {:+.2} MiB ({:+.2} MB)",
+                    r["exe"].as_str().unwrap_or_default(),
+                    f(r, "first_response_ms_median") - f(floor, "first_response_ms_median"),
+                    rss,
+                    rss * 1.048_576
+                );
+            }
+        }
+        for r in &v {
+            println!("response of {}: {}", r["exe"], r["response"]);
+        }
+        // Warm invocations: `--lambda-warm 0` skips them.
+        let events: usize = args.num("lambda-warm", 1000);
+        if events > 0 {
+            let runs: usize = args.num("lambda-warm-runs", 5);
+            let log: String = args.num("lambda-warm-log", "off".to_owned());
+            let v = crate::lambda_warm::run(&exes, (runs, events), &log).await;
+            println!(
+                "\n## Lambda warm invocations, 10 records, all succeeding, no pause in the handler, \
+                 RUST_LOG={log}, {events} in a row per process, median of {runs} alternating rounds"
+            );
+            println!("| function | wall µs per invocation | CPU µs per invocation |");
+            println!("|---|---|---|");
+            for r in &v {
+                println!(
+                    "| {} | {:.1} | {:.1} |",
+                    r["exe"].as_str().unwrap_or_default(),
+                    f(r, "wall_us_median"),
+                    f(r, "cpu_us_median")
+                );
+            }
+            if v.len() > functions {
+                let floor = &v[functions];
+                for r in &v[..functions] {
+                    println!(
+                        "{} ÷ plain: wall {:.2}x ({:+.1} µs), CPU {:.2}x ({:+.1} µs)",
+                        r["exe"].as_str().unwrap_or_default(),
+                        f(r, "wall_us_median") / f(floor, "wall_us_median"),
+                        f(r, "wall_us_median") - f(floor, "wall_us_median"),
+                        f(r, "cpu_us_median") / f(floor, "cpu_us_median"),
+                        f(r, "cpu_us_median") - f(floor, "cpu_us_median")
+                    );
+                }
+            }
+        }
     }
 }
 
