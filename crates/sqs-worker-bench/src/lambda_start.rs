@@ -207,24 +207,34 @@ fn resident_pages(pid: u32, to: &std::path::Path) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Starts `exe` as a Lambda function whose Runtime API is at `addr`, with
+/// the variables Lambda sets and `extra`; its output discarded.
+pub(crate) fn spawn_function(
+    exe: &str,
+    addr: std::net::SocketAddr,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(exe)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the Lambda function")
+}
+
 /// One cold start of `exe`.
 async fn once(exe: &str, failing: bool) -> Start {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_REGION", "us-east-1")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the Lambda function");
+    let mut child = spawn_function(exe, addr, &[("RUST_LOG", "off")]);
     let served = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {

@@ -14,7 +14,6 @@
 //! says otherwise: at `info` each message also gets its span). The floor, alternating with it round by round,
 //! is `plain-lambda`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::lambda_start::{Seen, conn, median, stripped};
+use crate::lambda_start::{Seen, conn, median, spawn_function, stripped};
 
 /// CPU time so far of every thread of process `pid` (the first field of
 /// each `/proc/PID/task/TID/schedstat`, in nanoseconds).
@@ -43,19 +42,7 @@ async fn once(exe: &str, events: usize, log: &str) -> (f64, f64) {
     let addr = listener.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_REGION", "us-east-1")
-        .env("RUST_LOG", log)
-        .env("ORDERS_CHARGE_MS", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the Lambda function");
+    let mut child = spawn_function(exe, addr, &[("RUST_LOG", log), ("ORDERS_CHARGE_MS", "0")]);
     let pid = child.id().unwrap_or(0);
     let served = Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(async move {

@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// A flush of `r`: its text, and each line parsed.
+fn flush(r: &EmfRecorder) -> (String, Vec<serde_json::Value>) {
+    let mut out = Vec::new();
+    r.flush_to(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (text, lines)
+}
+
 fn env(vars: &'static [(&'static str, &'static str)]) -> Env<impl Fn(&str) -> Option<String>> {
     Env::from_fn(move |name: &str| {
         vars.iter()
@@ -57,13 +69,7 @@ fn writes_emf_lines_with_deltas_and_values() {
         metrics::counter!("sqs_worker_messages_failed_total", "kind" => "retry").increment(1);
         metrics::histogram!("sqs_worker_handler_duration_seconds").record(0.25);
     });
-    let mut out = Vec::new();
-    r.flush_to(&mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = flush(&r);
     assert_eq!(lines.len(), 2, "{text}");
     let plain = lines.iter().find(|l| l.get("kind").is_none()).unwrap();
     assert_eq!(plain["sqs_worker_messages_succeeded_total"], 9);
@@ -104,13 +110,7 @@ fn histogram_values_past_a_lines_limit_go_on_further_lines() {
         }
         metrics::counter!("sqs_worker_messages_succeeded_total").increment(250);
     });
-    let mut out = Vec::new();
-    r.flush_to(&mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = flush(&r);
     assert_eq!(lines.len(), 3, "{text}");
     let mut seen = Vec::new();
     for l in &lines {
@@ -143,13 +143,7 @@ fn labels_are_escaped_and_gauges_written_every_flush() {
         metrics::gauge!("sqs_worker_in_flight").set(f64::NAN);
     });
     for _ in 0..2 {
-        let mut out = Vec::new();
-        r.flush_to(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (text, lines) = flush(&r);
         assert_eq!(lines.len(), 2, "{text}");
         let labelled = lines.iter().find(|l| l.get("queue").is_some()).unwrap();
         assert_eq!(labelled["queue"], "a\"b\\c é");
