@@ -11,6 +11,8 @@ mod common;
 
 mod bad_input;
 mod dead_letter;
+#[cfg(feature = "telemetry")]
+mod demo;
 mod envelopes;
 mod faults;
 mod fifo;
