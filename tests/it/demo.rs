@@ -2,7 +2,8 @@
 //! what `scripts/demo.sh` runs) against the local server, with fewer orders.
 //! It must finish with its own checks passed: every order processed once
 //! (those that fail once on purpose included), the poison message
-//! dead-lettered, the worker out with exit code 0 after SIGTERM.
+//! dead-lettered and left visible in the dead-letter queue, the worker out
+//! with exit code 0 after SIGTERM.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::process::{Command, Stdio};
@@ -52,4 +53,9 @@ async fn the_demo_finishes_with_every_order_processed_and_the_poison_dead_letter
         "{}",
         line("dead-lettered ")
     );
+    // The driver only peeks at the dead-letter queue: the poison message is
+    // still visible for `sqs-worker dlq inspect`, which scripts/demo.sh runs next.
+    let dlq = line("dead-letter ");
+    let dlq = dlq.split_whitespace().nth(1).unwrap();
+    assert_eq!(common::depth(&common::sqs().await, dlq).await, (1, 0));
 }

@@ -20,6 +20,7 @@
 
 use std::io::Write;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The worker's retry window (`SQS_WORKER_RETRY_WINDOW_SECONDS`): with the
+/// demo queue's `maxReceiveCount` of 3, retry delays of 2–4, 4–8 and 8–16 s.
+const RETRY_WINDOW_SECONDS: &str = "14";
+
 /// The worker's counters, from its `/metrics` endpoint.
 #[derive(Debug, Default, Clone)]
 struct Progress {
     received: u64,
     succeeded: u64,
-    failed: u64,
     retried: u64,
     dead_lettered: u64,
     in_flight: u64,
@@ -67,7 +71,6 @@ async fn scrape(addr: &str) -> Result<Progress, BoxError> {
     Ok(Progress {
         received,
         succeeded,
-        failed,
         retried: sum(&page, "sqs_worker_messages_retried_total"),
         dead_lettered: sum(&page, "sqs_worker_messages_dead_lettered_total"),
         in_flight: received.saturating_sub(succeeded + failed),
@@ -126,8 +129,72 @@ async fn main() -> Result<(), BoxError> {
         .load()
         .await;
     let client = aws_sdk_sqs::Client::new(&config);
+    let queues = create_queues(&client).await?;
+    println!("queue       {}", queues.queue);
+    println!(
+        "dead-letter {} (redrive after 3 receives; the worker also dead-letters permanent failures at once)",
+        queues.dlq
+    );
 
-    // Queues: orders, and a dead-letter queue behind a redrive policy.
+    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
+    let mut worker = start_worker(&worker_bin, &endpoint, &queues, &metrics_addr, fail_every)?;
+    let pid = worker.id().ok_or("the worker exited at once")?;
+    println!(
+        "worker      pid {pid}: examples/orders.rs, every {fail_every}th order fails once \
+         (ORDERS_FAIL_EVERY) and is retried within seconds (a {RETRY_WINDOW_SECONDS} s retry window, \
+         SQS_WORKER_RETRY_WINDOW_SECONDS; an hour unless set)"
+    );
+    let stdout = worker.stdout.take().ok_or("no worker stdout")?;
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("worker: {line}");
+        }
+    });
+
+    let started = Instant::now();
+    let produced = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn(produce(
+        client.clone(),
+        queues.queue.clone(),
+        orders,
+        produced.clone(),
+    ));
+    watch(
+        &client,
+        &queues.queue,
+        &metrics_addr,
+        (started, orders),
+        (producer, &produced),
+    )
+    .await?;
+
+    // The final counters, then SIGTERM: the worker stops receiving, flushes, and exits 0.
+    let p = scrape(&metrics_addr).await?;
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    if !killed.success() {
+        return Err("could not send SIGTERM to the worker".into());
+    }
+    let status = tokio::time::timeout(Duration::from_secs(45), worker.wait())
+        .await
+        .map_err(|_| "the worker did not stop within 45 s of SIGTERM")??;
+    let _ = reader.await;
+    let elapsed = started.elapsed();
+    println!();
+    println!("worker exited: {status} after SIGTERM");
+    report(&client, &queues, &p, orders, elapsed, status.success()).await
+}
+
+/// The demo's queues: orders, and a dead-letter queue behind a redrive policy.
+struct Queues {
+    queue: String,
+    dlq: String,
+}
+
+async fn create_queues(client: &aws_sdk_sqs::Client) -> Result<Queues, BoxError> {
     let suffix = std::process::id();
     let dlq = client
         .create_queue()
@@ -157,28 +224,37 @@ async fn main() -> Result<(), BoxError> {
         .await?
         .queue_url
         .ok_or("no queue URL")?;
-    println!("queue       {queue}");
-    println!(
-        "dead-letter {dlq} (redrive after 3 receives; the worker also dead-letters permanent failures at once)"
-    );
+    Ok(Queues { queue, dlq })
+}
 
-    // The worker: the orders example, configured only from the environment.
-    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
-    let mut worker = tokio::process::Command::new(&worker_bin)
-        .env("SQS_QUEUE_URL", &queue)
-        .env("SQS_WORKER_DLQ_URL", &dlq)
-        .env("AWS_ENDPOINT_URL", &endpoint)
+/// The worker: the orders example, configured only from the environment.
+fn start_worker(
+    worker_bin: &str,
+    endpoint: &str,
+    queues: &Queues,
+    metrics_addr: &str,
+    fail_every: u64,
+) -> Result<tokio::process::Child, BoxError> {
+    Ok(tokio::process::Command::new(worker_bin)
+        .env("SQS_QUEUE_URL", &queues.queue)
+        .env("SQS_WORKER_DLQ_URL", &queues.dlq)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "demo")
         .env("AWS_SECRET_ACCESS_KEY", "demo")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .env("ORDERS_FAIL_EVERY", fail_every.to_string())
+        // The retries of a failing message are spread over the retry window
+        // (an hour by default: with the demo queue's maxReceiveCount of 3, a
+        // first retry after 8.5 to 17 minutes). A short window for the demo:
+        // an order that fails once is back in 2 to 4 seconds.
+        .env("SQS_WORKER_RETRY_WINDOW_SECONDS", RETRY_WINDOW_SECONDS)
         // One receive loop: moto's ReceiveMessage takes no lock, so two
         // concurrent receives can both get the same message (real SQS does
         // not do that), which would show as a duplicate here.
         .env("SQS_WORKER_RECEIVERS", "1")
-        .env("SQS_WORKER_METRICS_ADDR", &metrics_addr)
+        .env("SQS_WORKER_METRICS_ADDR", metrics_addr)
         .env(
             "RUST_LOG",
             std::env::var("DEMO_WORKER_LOG").unwrap_or_else(|_| "error".into()),
@@ -188,21 +264,73 @@ async fn main() -> Result<(), BoxError> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the worker {worker_bin}: {e}"))?;
-    let pid = worker.id().ok_or("the worker exited at once")?;
-    println!(
-        "worker      pid {pid}: examples/orders.rs, every {fail_every}th order fails once (ORDERS_FAIL_EVERY)"
-    );
-    let progress = Arc::new(Mutex::new(Progress::default()));
-    let stdout = worker.stdout.take().ok_or("no worker stdout")?;
-    let reader = tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            println!("worker: {line}");
+        .map_err(|e| format!("cannot start the worker {worker_bin}: {e}"))?)
+}
+
+/// The producer: `orders` orders in batches of 10, keeping the queue shallow
+/// (the local server slows down with depth), and one poison message halfway.
+async fn produce(
+    client: aws_sdk_sqs::Client,
+    queue: String,
+    orders: u64,
+    produced: Arc<AtomicU64>,
+) -> Result<(), BoxError> {
+    let mut next = 1u64;
+    while next <= orders {
+        if next % 50 == 1 {
+            while depth(&client, &queue).await?.0 > 50 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-    });
+        let entries: Vec<_> = (next..(next + 10).min(orders + 1))
+            .map(|id| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .message_body(format!(
+                        r#"{{"order_id": {id}, "customer": "c-{}", "amount_cents": {}}}"#,
+                        id % 97,
+                        100 + id % 5000
+                    ))
+                    .build()
+            })
+            .collect::<Result<_, _>>()?;
+        let n = entries.len() as u64;
+        let out = client
+            .send_message_batch()
+            .queue_url(&queue)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+        if !out.failed().is_empty() {
+            return Err(format!("send failed: {:?}", out.failed()).into());
+        }
+        next += n;
+        produced.fetch_add(n, Ordering::Relaxed);
+        if next > orders / 2 && next <= orders / 2 + 10 {
+            // One poison message: not an order at all.
+            client
+                .send_message()
+                .queue_url(&queue)
+                .message_body("this is not an order")
+                .send()
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Live progress, once a second, until every order is processed, the poison
+/// is dead-lettered and the queue is empty (at most 3 minutes).
+async fn watch(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    metrics_addr: &str,
+    (started, orders): (Instant, u64),
+    (producer, produced): (tokio::task::JoinHandle<Result<(), BoxError>>, &AtomicU64),
+) -> Result<(), BoxError> {
+    let progress = Arc::new(Mutex::new(Progress::default()));
     let scraper = {
-        let (progress, addr) = (progress.clone(), metrics_addr.clone());
+        let (progress, addr) = (progress.clone(), metrics_addr.to_owned());
         tokio::spawn(async move {
             loop {
                 if let Ok(p) = scrape(&addr).await {
@@ -212,60 +340,8 @@ async fn main() -> Result<(), BoxError> {
             }
         })
     };
-    let snapshot = || progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-
-    // The producer: keeps the queue shallow (the local server slows down with depth).
-    let started = Instant::now();
-    let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let producer = {
-        let (client, queue, produced) = (client.clone(), queue.clone(), produced.clone());
-        tokio::spawn(async move {
-            let mut next = 1u64;
-            while next <= orders {
-                if next % 50 == 1 {
-                    while depth(&client, &queue).await?.0 > 50 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                let entries: Vec<_> = (next..(next + 10).min(orders + 1))
-                    .map(|id| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(id.to_string())
-                            .message_body(format!(
-                                r#"{{"order_id": {id}, "customer": "c-{}", "amount_cents": {}}}"#,
-                                id % 97,
-                                100 + id % 5000
-                            ))
-                            .build()
-                    })
-                    .collect::<Result<_, _>>()?;
-                let n = entries.len() as u64;
-                let out = client
-                    .send_message_batch()
-                    .queue_url(&queue)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await?;
-                if !out.failed().is_empty() {
-                    return Err::<(), BoxError>(format!("send failed: {:?}", out.failed()).into());
-                }
-                next += n;
-                produced.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                if next > orders / 2 && next <= orders / 2 + 10 {
-                    // One poison message: not an order at all.
-                    client
-                        .send_message()
-                        .queue_url(&queue)
-                        .message_body("this is not an order")
-                        .send()
-                        .await?;
-                }
-            }
-            Ok(())
-        })
-    };
-
-    // Live progress until every order is processed and the poison is dead-lettered.
+    // Stops scraping however this returns.
+    let _scraper = AbortOnDrop(scraper);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut last = (Instant::now(), 0u64);
     let mut producer = Some(producer);
@@ -274,7 +350,7 @@ async fn main() -> Result<(), BoxError> {
         if let Some(p) = producer.take_if(|p| p.is_finished()) {
             p.await??;
         }
-        let p = snapshot();
+        let p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let now = Instant::now();
         let rate = (p.succeeded - last.1.min(p.succeeded)) as f64 / (now - last.0).as_secs_f64();
         last = (now, p.succeeded);
@@ -287,7 +363,7 @@ async fn main() -> Result<(), BoxError> {
             "{}[{:>4.0}s] produced {:>5}/{orders} | processed {:>5} ({:>5.0}/s) | in flight {:>3} | retried {:>3} | dead-lettered {} | SQS requests/msg {:.3}   {}",
             if tty { "\r" } else { "" },
             started.elapsed().as_secs_f64(),
-            produced.load(std::sync::atomic::Ordering::Relaxed),
+            produced.load(Ordering::Relaxed),
             p.succeeded,
             rate,
             p.in_flight,
@@ -300,46 +376,50 @@ async fn main() -> Result<(), BoxError> {
         if producer.is_none()
             && p.succeeded >= orders
             && p.dead_lettered >= 1
-            && depth(&client, &queue).await? == (0, 0)
+            && depth(client, queue).await? == (0, 0)
         {
             if tty {
                 println!();
             }
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(180) {
             println!();
             return Err("the demo did not finish within 3 minutes".into());
         }
     }
+}
 
-    // The final counters, then SIGTERM: the worker stops receiving, flushes, and exits 0.
-    let p = scrape(&metrics_addr).await?;
-    scraper.abort();
-    let killed = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()?;
-    if !killed.success() {
-        return Err("could not send SIGTERM to the worker".into());
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    let status = tokio::time::timeout(Duration::from_secs(45), worker.wait())
-        .await
-        .map_err(|_| "the worker did not stop within 45 s of SIGTERM")??;
-    let _ = reader.await;
-    let elapsed = started.elapsed();
+}
 
-    // What the dead-letter queue holds.
+/// The summary (the worker's final counters `p`, what the dead-letter queue
+/// holds, what is left in the queue), then the checks the demo stands for.
+async fn report(
+    client: &aws_sdk_sqs::Client,
+    queues: &Queues,
+    p: &Progress,
+    orders: u64,
+    elapsed: Duration,
+    exited_0: bool,
+) -> Result<(), BoxError> {
     let dead = client
         .receive_message()
-        .queue_url(&dlq)
+        .queue_url(&queues.dlq)
         .message_attribute_names("All")
         .max_number_of_messages(10)
+        // A peek: the dead letters stay visible for `sqs-worker dlq inspect`,
+        // which scripts/demo.sh runs next.
+        .visibility_timeout(0)
         .send()
         .await?;
-    let (visible, in_flight) = depth(&client, &queue).await?;
-    println!();
-    println!("worker exited: {status} after SIGTERM");
+    let (visible, in_flight) = depth(client, &queues.queue).await?;
     println!("processed         {} orders", p.succeeded);
     println!(
         "retried           {} (failed once on purpose, then succeeded)",
@@ -376,7 +456,7 @@ async fn main() -> Result<(), BoxError> {
     println!("settle failures   {}", p.settlement_failures);
 
     let checks = [
-        (status.success(), "the worker exits 0 after SIGTERM"),
+        (exited_0, "the worker exits 0 after SIGTERM"),
         (p.succeeded == orders, "every order processed once"),
         (
             p.dead_lettered == 1,
@@ -401,6 +481,5 @@ async fn main() -> Result<(), BoxError> {
         return Err(format!("the demo went wrong: not true that {}", failed.join("; ")).into());
     }
     println!("demo OK");
-    let _ = p.failed;
     Ok(())
 }
