@@ -63,271 +63,318 @@ pub(crate) async fn run(args: &Args) {
     let endpoint = args.str("endpoint").to_owned();
     let rounds: usize = args.num("rounds", 5);
     let only: String = args.num("only", "drain,idle,hol,lambda,vis".to_owned());
-    let servers_arg: String = args.num("servers", "fake,moto".to_owned());
-    let latencies_arg: String = args.num("latencies", "0,15".to_owned());
-    // The fake server once per latency (ms), moto as it is.
-    let servers: Vec<(&str, u64)> = servers_arg
-        .split(',')
-        .flat_map(|s| {
-            let lats: Vec<u64> = if s == "fake" {
-                latencies_arg
-                    .split(',')
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect()
-            } else {
-                vec![0]
-            };
-            lats.into_iter().map(move |l| (s, l))
-        })
-        .collect();
+    let servers = servers(args);
     let counter = Counter::default();
     let client = sqs::client(&endpoint, &counter).await;
     println!("# sqs-worker-bench against {endpoint}, {rounds} rounds");
-
-    for &(server, latency_ms) in servers.iter().filter(|_| only.contains("drain")) {
-        let latency = std::time::Duration::from_millis(latency_ms);
-        let label = label(server, latency_ms);
-        let n: u64 = if server == "fake" {
-            args.num("fake-drain-n", 20_000)
-        } else {
-            args.num("drain-n", 3000)
-        };
-        let prefill = args.num("prefill", 0u8) == 1;
-        let (low, high): (u64, u64) = (args.num("low", 50), args.num("high", 100));
-        if server == "fake" {
-            println!(
-                "drain on the in-memory fake SQS ({latency_ms} ms per call): {n} messages ready"
-            );
-        } else if prefill {
-            println!("drain: queue pre-filled with {n} messages");
-        } else {
-            println!(
-                "drain: produced while consuming (parent process), queue depth kept {low}-{high}"
-            );
+    let suite = Suite {
+        args,
+        endpoint,
+        rounds,
+        client,
+    };
+    if only.contains("drain") {
+        for &(server, latency_ms) in &servers {
+            drain(&suite, server, latency_ms).await;
         }
-        let mut by: [(String, Vec<Value>); 2] =
-            [("raw".into(), Vec::new()), ("poller".into(), Vec::new())];
-        for r in 0..rounds {
-            for k in 0..2 {
-                let which = if (r + k) % 2 == 0 { "raw" } else { "poller" };
-                let (endpoint, url) = if server == "fake" {
-                    let ep = crate::fake::start(n, latency).await;
-                    let url = format!("{ep}/123456789012/fake");
-                    (ep, url)
-                } else {
-                    let url = sqs::create_queue(&client, "bench-drain", &[]).await;
-                    (endpoint.clone(), url)
-                };
-                let t = Instant::now();
-                let feeder = if server == "fake" {
-                    None
-                } else if prefill {
-                    sqs::fill(&client, &url, 0, n).await;
-                    None
-                } else {
-                    Some(tokio::spawn(sqs::feed(
-                        client.clone(),
-                        url.clone(),
-                        n,
-                        low,
-                        high,
-                    )))
-                };
-                let fill_s = t.elapsed().as_secs_f64();
-                let ns = n.to_string();
-                let v = child(&[
-                    "drain",
-                    "--endpoint",
-                    &endpoint,
-                    "--queue",
-                    &url,
-                    "--impl",
-                    which,
-                    "--n",
-                    &ns,
-                ])
-                .await;
-                if let Some(f) = feeder {
-                    f.await.expect("feeder");
-                }
-                let left = if server == "fake" {
-                    (0, 0)
-                } else {
-                    let left = sqs::depth(&client, &url).await;
-                    sqs::delete_queue(&client, &url).await;
-                    left
-                };
-                println!(
-                    "drain {label} round {r} {which:<6} fill {fill_s:.1}s  drained {:.2}s  wall {:.2}s  cpu {:.1} µs/msg  \
-                     req/msg {:.4}  hwm {} KiB  left {left:?}  {}",
-                    f(&v, "drained_s"),
-                    f(&v, "wall_s"),
-                    f(&v, "cpu_us_per_msg"),
-                    f(&v, "requests_per_msg"),
-                    v["vm_hwm_kib"],
-                    v["by_action"]
-                );
-                by[usize::from(which == "poller")].1.push(v);
-            }
-        }
-        let (raw, pol) = (&by[0].1, &by[1].1);
-        let ratios: Vec<f64> = raw
-            .iter()
-            .zip(pol)
-            .map(|(a, b)| f(b, "cpu_us_per_msg") / f(a, "cpu_us_per_msg"))
-            .collect();
-        println!("\n## drain on {label}, N = {n}, medians of {rounds}");
-        println!(
-            "| consumer | drained s | msgs/s | wall s (with shutdown) | CPU µs/msg | req/msg | peak RSS MiB |"
-        );
-        println!("|---|---|---|---|---|---|---|");
-        for (name, runs) in &by {
-            let drained = median(col(runs, "drained_s"));
-            println!(
-                "| {name} | {drained:.2} | {:.0} | {:.2} | {:.1} | {:.4} | {:.1} |",
-                n as f64 / drained,
-                median(col(runs, "wall_s")),
-                median(col(runs, "cpu_us_per_msg")),
-                median(col(runs, "requests_per_msg")),
-                median(col(runs, "vm_hwm_kib")) / 1024.0
-            );
-        }
-        println!(
-            "CPU ratio poller/raw (median of per-round ratios): {:.3} (runs {:?})",
-            median(ratios.clone()),
-            ratios
-                .iter()
-                .map(|r| (r * 1000.0).round() / 1000.0)
-                .collect::<Vec<_>>()
-        );
     }
-
     if only.contains("idle") {
-        let mut rows = Vec::new();
-        for which in ["raw", "poller"] {
-            let url = sqs::create_queue(&client, "bench-idle", &[]).await;
+        idle(&suite).await;
+    }
+    if only.contains("hol") {
+        for &(server, latency_ms) in &servers {
+            hol(&suite, server, latency_ms).await;
+        }
+    }
+    if only.contains("lambda") {
+        lambda(args).await;
+    }
+    if only.contains("vis") {
+        vis(&suite).await;
+    }
+}
+
+/// What the workloads of a run share.
+struct Suite<'a> {
+    args: &'a Args,
+    /// The SQS endpoint (moto's server) for the workloads that are not on the fake server.
+    endpoint: String,
+    rounds: usize,
+    /// A client of `endpoint`, to create, fill and delete queues.
+    client: aws_sdk_sqs::Client,
+}
+
+/// `--servers` and `--latencies`: the fake server once per latency (ms),
+/// moto as it is.
+fn servers(args: &Args) -> Vec<(&'static str, u64)> {
+    let servers_arg: String = args.num("servers", "fake,moto".to_owned());
+    let latencies_arg: String = args.num("latencies", "0,15".to_owned());
+    let latencies: Vec<u64> = latencies_arg
+        .split(',')
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    servers_arg
+        .split(',')
+        .flat_map(|s| match s.trim() {
+            "fake" => latencies.iter().map(|&l| ("fake", l)).collect::<Vec<_>>(),
+            "moto" => vec![("moto", 0)],
+            other => panic!("unknown server {other:?} in --servers (fake, moto)"),
+        })
+        .collect()
+}
+
+/// Workload 1: drain a queue, the raw loop and the poller alternating.
+async fn drain(suite: &Suite<'_>, server: &str, latency_ms: u64) {
+    let latency = std::time::Duration::from_millis(latency_ms);
+    let label = label(server, latency_ms);
+    let n: u64 = if server == "fake" {
+        suite.args.num("fake-drain-n", 20_000)
+    } else {
+        suite.args.num("drain-n", 3000)
+    };
+    let prefill = suite.args.num("prefill", 0u8) == 1;
+    let (low, high): (u64, u64) = (suite.args.num("low", 50), suite.args.num("high", 100));
+    if server == "fake" {
+        println!("drain on the in-memory fake SQS ({latency_ms} ms per call): {n} messages ready");
+    } else if prefill {
+        println!("drain: queue pre-filled with {n} messages");
+    } else {
+        println!("drain: produced while consuming (parent process), queue depth kept {low}-{high}");
+    }
+    let mut by: [(String, Vec<Value>); 2] =
+        [("raw".into(), Vec::new()), ("poller".into(), Vec::new())];
+    for r in 0..suite.rounds {
+        for k in 0..2 {
+            let which = if (r + k) % 2 == 0 { "raw" } else { "poller" };
+            let (endpoint, url) = if server == "fake" {
+                let ep = crate::fake::start(n, latency).await;
+                let url = format!("{ep}/123456789012/fake");
+                (ep, url)
+            } else {
+                let url = sqs::create_queue(&suite.client, "bench-drain", &[]).await;
+                (suite.endpoint.clone(), url)
+            };
+            let t = Instant::now();
+            let feeder = if server == "fake" {
+                None
+            } else if prefill {
+                sqs::fill(&suite.client, &url, 0, n).await;
+                None
+            } else {
+                Some(tokio::spawn(sqs::feed(
+                    suite.client.clone(),
+                    url.clone(),
+                    n,
+                    low,
+                    high,
+                )))
+            };
+            let fill_s = t.elapsed().as_secs_f64();
+            let ns = n.to_string();
             let v = child(&[
-                "idle",
+                "drain",
                 "--endpoint",
                 &endpoint,
                 "--queue",
                 &url,
                 "--impl",
                 which,
+                "--n",
+                &ns,
             ])
             .await;
-            sqs::delete_queue(&client, &url).await;
+            if let Some(f) = feeder {
+                f.await.expect("feeder");
+            }
+            let left = if server == "fake" {
+                (0, 0)
+            } else {
+                let left = sqs::depth(&suite.client, &url).await;
+                sqs::delete_queue(&suite.client, &url).await;
+                left
+            };
             println!(
-                "idle {which:<6} rss {} KiB  hwm {} KiB  cpu {:.1} ms in {}s  requests {}",
-                v["vm_rss_kib"],
+                "drain {label} round {r} {which:<6} fill {fill_s:.1}s  drained {:.2}s  wall {:.2}s  cpu {:.1} µs/msg  \
+                 req/msg {:.4}  hwm {} KiB  left {left:?}  {}",
+                f(&v, "drained_s"),
+                f(&v, "wall_s"),
+                f(&v, "cpu_us_per_msg"),
+                f(&v, "requests_per_msg"),
                 v["vm_hwm_kib"],
-                f(&v, "cpu_ms"),
-                v["secs"],
+                v["by_action"]
+            );
+            by[usize::from(which == "poller")].1.push(v);
+        }
+    }
+    print_drain(&label, n, suite.rounds, &by);
+}
+
+/// The drain table of one server, and the CPU ratio.
+fn print_drain(label: &str, n: u64, rounds: usize, by: &[(String, Vec<Value>); 2]) {
+    let (raw, pol) = (&by[0].1, &by[1].1);
+    let ratios: Vec<f64> = raw
+        .iter()
+        .zip(pol)
+        .map(|(a, b)| f(b, "cpu_us_per_msg") / f(a, "cpu_us_per_msg"))
+        .collect();
+    println!("\n## drain on {label}, N = {n}, medians of {rounds}");
+    println!(
+        "| consumer | drained s | msgs/s | wall s (with shutdown) | CPU µs/msg | req/msg | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, runs) in by {
+        let drained = median(col(runs, "drained_s"));
+        println!(
+            "| {name} | {drained:.2} | {:.0} | {:.2} | {:.1} | {:.4} | {:.1} |",
+            n as f64 / drained,
+            median(col(runs, "wall_s")),
+            median(col(runs, "cpu_us_per_msg")),
+            median(col(runs, "requests_per_msg")),
+            median(col(runs, "vm_hwm_kib")) / 1024.0
+        );
+    }
+    println!(
+        "CPU ratio poller/raw (median of per-round ratios): {:.3} (runs {:?})",
+        median(ratios.clone()),
+        ratios
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Workload 2: an idle worker's memory and CPU on an empty queue.
+async fn idle(suite: &Suite<'_>) {
+    let mut rows = Vec::new();
+    for which in ["raw", "poller"] {
+        let url = sqs::create_queue(&suite.client, "bench-idle", &[]).await;
+        let v = child(&[
+            "idle",
+            "--endpoint",
+            &suite.endpoint,
+            "--queue",
+            &url,
+            "--impl",
+            which,
+        ])
+        .await;
+        sqs::delete_queue(&suite.client, &url).await;
+        println!(
+            "idle {which:<6} rss {} KiB  hwm {} KiB  cpu {:.1} ms in {}s  requests {}",
+            v["vm_rss_kib"],
+            v["vm_hwm_kib"],
+            f(&v, "cpu_ms"),
+            v["secs"],
+            v["requests"]
+        );
+        rows.push(v);
+    }
+}
+
+/// Workload 3: head-of-line blocking, the poller against a whole-batch loop
+/// and a plain loop of tasks.
+async fn hol(suite: &Suite<'_>, server: &str, latency_ms: u64) {
+    let latency = std::time::Duration::from_millis(latency_ms);
+    let label = label(server, latency_ms);
+    let n: u64 = if server == "fake" {
+        suite.args.num("fake-hol-n", 6000)
+    } else {
+        suite.args.num("hol-n", 1000)
+    };
+    let hol_rounds: usize = suite.args.num("hol-rounds", suite.rounds.min(3));
+    let impls = ["poller", "batch", "tasks"];
+    let mut by: Vec<Vec<Value>> = vec![Vec::new(); impls.len()];
+    for r in 0..hol_rounds {
+        for k in 0..impls.len() {
+            let idx = (r + k) % impls.len();
+            let which = impls[idx];
+            let (endpoint, url, feeder) = if server == "fake" {
+                let ep = crate::fake::start(n, latency).await;
+                let url = format!("{ep}/123456789012/fake");
+                (ep, url, None)
+            } else {
+                let url = sqs::create_queue(&suite.client, "bench-hol", &[]).await;
+                let f = tokio::spawn(sqs::feed(suite.client.clone(), url.clone(), n, 50, 100));
+                (suite.endpoint.clone(), url, Some(f))
+            };
+            let ns = n.to_string();
+            let v = child(&[
+                "hol",
+                "--endpoint",
+                &endpoint,
+                "--queue",
+                &url,
+                "--impl",
+                which,
+                "--n",
+                &ns,
+            ])
+            .await;
+            if let Some(f) = feeder {
+                f.await.expect("feeder");
+                sqs::delete_queue(&suite.client, &url).await;
+            }
+            println!(
+                "hol {label} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
+                 steady {:.1}%  receives {}  requests {}",
+                f(&v, "makespan_s"),
+                f(&v, "ideal_s"),
+                100.0 * f(&v, "of_ideal"),
+                100.0 * f(&v, "steady_utilization"),
+                v["receives"],
                 v["requests"]
             );
-            rows.push(v);
+            by[idx].push(v);
         }
     }
-
-    for &(server, latency_ms) in servers.iter().filter(|_| only.contains("hol")) {
-        let latency = std::time::Duration::from_millis(latency_ms);
-        let label = label(server, latency_ms);
-        let n: u64 = if server == "fake" {
-            args.num("fake-hol-n", 6000)
-        } else {
-            args.num("hol-n", 1000)
-        };
-        let hol_rounds: usize = args.num("hol-rounds", rounds.min(3));
-        let impls = ["poller", "batch", "tasks"];
-        let mut by: Vec<Vec<Value>> = vec![Vec::new(); impls.len()];
-        for r in 0..hol_rounds {
-            for k in 0..impls.len() {
-                let idx = (r + k) % impls.len();
-                let which = impls[idx];
-                let (endpoint, url, feeder) = if server == "fake" {
-                    let ep = crate::fake::start(n, latency).await;
-                    let url = format!("{ep}/123456789012/fake");
-                    (ep, url, None)
-                } else {
-                    let url = sqs::create_queue(&client, "bench-hol", &[]).await;
-                    let f = tokio::spawn(sqs::feed(client.clone(), url.clone(), n, 50, 100));
-                    (endpoint.clone(), url, Some(f))
-                };
-                let ns = n.to_string();
-                let v = child(&[
-                    "hol",
-                    "--endpoint",
-                    &endpoint,
-                    "--queue",
-                    &url,
-                    "--impl",
-                    which,
-                    "--n",
-                    &ns,
-                ])
-                .await;
-                if let Some(f) = feeder {
-                    f.await.expect("feeder");
-                    sqs::delete_queue(&client, &url).await;
-                }
-                println!(
-                    "hol {label} round {r} {which:<6} makespan {:.2}s  ideal {:.2}s  {:.1}% of ideal  \
-                     steady {:.1}%  receives {}  requests {}",
-                    f(&v, "makespan_s"),
-                    f(&v, "ideal_s"),
-                    100.0 * f(&v, "of_ideal"),
-                    100.0 * f(&v, "steady_utilization"),
-                    v["receives"],
-                    v["requests"]
-                );
-                by[idx].push(v);
-            }
-        }
-        println!("\n## head-of-line on {label}, N = {n}, concurrency 10, medians of {hol_rounds}");
+    println!("\n## head-of-line on {label}, N = {n}, concurrency 10, medians of {hol_rounds}");
+    println!(
+        "| consumer | makespan s | ideal s | % of ideal | steady-state % of ideal | requests/msg |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, runs) in impls.iter().zip(&by) {
         println!(
-            "| consumer | makespan s | ideal s | % of ideal | steady-state % of ideal | requests/msg |"
+            "| {name} | {:.2} | {:.2} | {:.1}% | {:.1}% | {:.3} |",
+            median(col(runs, "makespan_s")),
+            median(col(runs, "ideal_s")),
+            100.0 * median(col(runs, "of_ideal")),
+            100.0 * median(col(runs, "steady_utilization")),
+            median(col(runs, "requests")) / n as f64
         );
-        println!("|---|---|---|---|---|---|");
-        for (name, runs) in impls.iter().zip(&by) {
-            println!(
-                "| {name} | {:.2} | {:.2} | {:.1}% | {:.1}% | {:.3} |",
-                median(col(runs, "makespan_s")),
-                median(col(runs, "ideal_s")),
-                100.0 * median(col(runs, "of_ideal")),
-                100.0 * median(col(runs, "steady_utilization")),
-                median(col(runs, "requests")) / n as f64
-            );
-        }
     }
+}
 
-    if only.contains("lambda") {
-        lambda(args).await;
-    }
-
-    if only.contains("vis") {
-        let n: u64 = args.num("vis-n", 20);
-        let url = sqs::create_queue(&client, "bench-vis", &[("VisibilityTimeout", "5")]).await;
-        sqs::fill(&client, &url, 0, n).await;
-        let ns = n.to_string();
-        let v = child(&["vis", "--endpoint", &endpoint, "--queue", &url, "--n", &ns]).await;
-        sqs::delete_queue(&client, &url).await;
-        println!(
-            "\n## visibility extension, {n} messages, 12 s handlers, 5 s visibility, 2 pollers"
-        );
-        println!(
-            "distinct handled {}  deliveries {}  duplicates {}  ChangeMessageVisibilityBatch {}  \
-             ChangeMessageVisibility {}  left (visible, in flight) ({}, {})  all handled after {:.1}s",
-            v["distinct_handled"],
-            v["deliveries"],
-            v["duplicates"],
-            v["change_visibility_batch"],
-            v["change_visibility"],
-            v["left_visible"],
-            v["left_in_flight"],
-            f(&v, "handled_after_s")
-        );
-        println!("pollers: {}", v["pollers"]);
-    }
+/// Workload 6: visibility extension of long handlers by two pollers.
+async fn vis(suite: &Suite<'_>) {
+    let n: u64 = suite.args.num("vis-n", 20);
+    let url = sqs::create_queue(&suite.client, "bench-vis", &[("VisibilityTimeout", "5")]).await;
+    sqs::fill(&suite.client, &url, 0, n).await;
+    let ns = n.to_string();
+    let v = child(&[
+        "vis",
+        "--endpoint",
+        &suite.endpoint,
+        "--queue",
+        &url,
+        "--n",
+        &ns,
+    ])
+    .await;
+    sqs::delete_queue(&suite.client, &url).await;
+    println!("\n## visibility extension, {n} messages, 12 s handlers, 5 s visibility, 2 pollers");
+    println!(
+        "distinct handled {}  deliveries {}  duplicates {}  ChangeMessageVisibilityBatch {}  \
+         ChangeMessageVisibility {}  left (visible, in flight) ({}, {})  all handled after {:.1}s",
+        v["distinct_handled"],
+        v["deliveries"],
+        v["duplicates"],
+        v["change_visibility_batch"],
+        v["change_visibility"],
+        v["left_visible"],
+        v["left_in_flight"],
+        f(&v, "handled_after_s")
+    );
+    println!("pollers: {}", v["pollers"]);
 }
 
 /// Workloads 4 and 5: the Lambda function's cold start and warm
