@@ -86,6 +86,9 @@ impl BatchHandler for BulkWriter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs (`RUST_LOG`, `SQS_WORKER_LOG_FORMAT`) and metrics as `sqs_worker::run`
+    // sets them up; a poller built in code leaves that to its program.
+    sqs_worker::telemetry::init()?;
     let queue_url = std::env::var("SQS_QUEUE_URL").map_err(|_| "set SQS_QUEUE_URL")?;
     let table = std::env::var("ORDERS_TABLE").map_err(|_| "set ORDERS_TABLE")?;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;

@@ -24,6 +24,9 @@ async fn handle(msg: Message) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs (`RUST_LOG`, `SQS_WORKER_LOG_FORMAT`) and metrics as `sqs_worker::run`
+    // sets them up; a poller built in code leaves that to its program.
+    sqs_worker::telemetry::init()?;
     let endpoint = std::env::var("SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let config = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(&endpoint)

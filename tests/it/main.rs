@@ -14,6 +14,8 @@ mod dead_letter;
 #[cfg(feature = "telemetry")]
 mod demo;
 mod envelopes;
+#[cfg(feature = "telemetry")]
+mod examples;
 mod faults;
 mod fifo;
 mod flow;
