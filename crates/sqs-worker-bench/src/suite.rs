@@ -123,6 +123,32 @@ fn servers(args: &Args) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// A fake server holding `n` messages, answering after `latency`: its
+/// endpoint and its one queue's URL.
+async fn fake_queue(n: u64, latency: std::time::Duration) -> (String, String) {
+    let ep = crate::fake::start(n, latency).await;
+    let url = format!("{ep}/123456789012/fake");
+    (ep, url)
+}
+
+/// One measured child: `workload` with implementation `which` on `n`
+/// messages of the queue at `url` on `endpoint`.
+async fn measure(workload: &str, (endpoint, url): (&str, &str), which: &str, n: u64) -> Value {
+    let n = n.to_string();
+    child(&[
+        workload,
+        "--endpoint",
+        endpoint,
+        "--queue",
+        url,
+        "--impl",
+        which,
+        "--n",
+        &n,
+    ])
+    .await
+}
+
 /// Workload 1: drain a queue, the raw loop and the poller alternating.
 async fn drain(suite: &Suite<'_>, server: &str, latency_ms: u64) {
     let latency = std::time::Duration::from_millis(latency_ms);
@@ -147,9 +173,7 @@ async fn drain(suite: &Suite<'_>, server: &str, latency_ms: u64) {
         for k in 0..2 {
             let which = if (r + k) % 2 == 0 { "raw" } else { "poller" };
             let (endpoint, url) = if server == "fake" {
-                let ep = crate::fake::start(n, latency).await;
-                let url = format!("{ep}/123456789012/fake");
-                (ep, url)
+                fake_queue(n, latency).await
             } else {
                 let url = sqs::create_queue(&suite.client, "bench-drain", &[]).await;
                 (suite.endpoint.clone(), url)
@@ -170,19 +194,7 @@ async fn drain(suite: &Suite<'_>, server: &str, latency_ms: u64) {
                 )))
             };
             let fill_s = t.elapsed().as_secs_f64();
-            let ns = n.to_string();
-            let v = child(&[
-                "drain",
-                "--endpoint",
-                &endpoint,
-                "--queue",
-                &url,
-                "--impl",
-                which,
-                "--n",
-                &ns,
-            ])
-            .await;
+            let v = measure("drain", (&endpoint, &url), which, n).await;
             if let Some(f) = feeder {
                 f.await.expect("feeder");
             }
@@ -289,27 +301,14 @@ async fn hol(suite: &Suite<'_>, server: &str, latency_ms: u64) {
             let idx = (r + k) % impls.len();
             let which = impls[idx];
             let (endpoint, url, feeder) = if server == "fake" {
-                let ep = crate::fake::start(n, latency).await;
-                let url = format!("{ep}/123456789012/fake");
+                let (ep, url) = fake_queue(n, latency).await;
                 (ep, url, None)
             } else {
                 let url = sqs::create_queue(&suite.client, "bench-hol", &[]).await;
                 let f = tokio::spawn(sqs::feed(suite.client.clone(), url.clone(), n, 50, 100));
                 (suite.endpoint.clone(), url, Some(f))
             };
-            let ns = n.to_string();
-            let v = child(&[
-                "hol",
-                "--endpoint",
-                &endpoint,
-                "--queue",
-                &url,
-                "--impl",
-                which,
-                "--n",
-                &ns,
-            ])
-            .await;
+            let v = measure("hol", (&endpoint, &url), which, n).await;
             if let Some(f) = feeder {
                 f.await.expect("feeder");
                 sqs::delete_queue(&suite.client, &url).await;
