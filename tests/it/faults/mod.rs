@@ -117,6 +117,15 @@ impl Worker {
         assert!(ok.success());
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the worker.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{signal}");
+    }
+
     fn sigkill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         let _ = self.child.wait();
@@ -275,13 +284,26 @@ async fn kill_mid_drain(
         Effects::read(&dir).total("effect") >= kill_after
     })
     .await;
-    // Kill it while it holds some (not between receives).
-    common::until_async(
-        Duration::from_secs(60),
-        "the first worker holding messages",
-        async || common::depth(&client, &url).await.1 >= 4,
-    )
-    .await;
+    // Kill it while it holds some (not between receives). Frozen first
+    // (SIGSTOP): a frozen worker deletes nothing, so the count read then is
+    // what the kill catches. Seen in flight and then none at the kill: under
+    // load (four test processes, each with its own moto) the worker had
+    // drained the queue between the two reads. Resumed and tried again then.
+    loop {
+        common::until_async(
+            Duration::from_secs(60),
+            "the first worker holding messages",
+            async || common::depth(&client, &url).await.1 >= 4,
+        )
+        .await;
+        first.signal("STOP");
+        // Requests it sent before the stop land first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if common::depth(&client, &url).await.1 > 0 {
+            break;
+        }
+        first.signal("CONT");
+    }
     first.sigkill();
     eprintln!("{label}: killed after {:.1?}", t0.elapsed());
     // moto's counts are exact: what the dead worker received and did not delete.
