@@ -365,25 +365,6 @@ async fn a_router_is_a_handler_inside_the_idempotency_layer() {
 
 // ------------------------------------------------------------ poller (moto)
 
-async fn subscribe(sns: &aws_sdk_sns::Client, queue_arn: &str, raw: bool) -> String {
-    let topic = sns
-        .create_topic()
-        .name(common::unique(if raw { "raw" } else { "wrapped" }))
-        .send()
-        .await
-        .unwrap();
-    let topic = topic.topic_arn().unwrap().to_owned();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .attributes("RawMessageDelivery", raw.to_string())
-        .send()
-        .await
-        .unwrap();
-    topic
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poller_routes_sns_eventbridge_and_json_and_dead_letters_unrouted_types() {
     let client = common::sqs().await;
@@ -400,7 +381,7 @@ async fn poller_routes_sns_eventbridge_and_json_and_dead_letters_unrouted_types(
         (false, r#"{"order_id":1,"carrier":"UPS"}"#),
         (true, r#"{"order_id":2,"carrier":"DHL"}"#),
     ] {
-        let topic = subscribe(&sns, &arn, raw).await;
+        let topic = common::sns_topic_to(&sns, &arn, raw).await;
         sns.publish()
             .topic_arn(topic)
             .subject("OrderShipped")

@@ -73,3 +73,24 @@ pub async fn object_exists(client: &aws_sdk_s3::Client, bucket: &str, key: &str)
         .await
         .is_ok()
 }
+
+/// A new SNS topic with the queue of `queue_arn` subscribed to it (raw
+/// message delivery or the SNS envelope); returns the topic ARN.
+pub async fn sns_topic_to(sns: &aws_sdk_sns::Client, queue_arn: &str, raw: bool) -> String {
+    let topic = sns
+        .create_topic()
+        .name(unique(if raw { "raw" } else { "wrapped" }))
+        .send()
+        .await
+        .unwrap();
+    let topic = topic.topic_arn().unwrap().to_owned();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", raw.to_string())
+        .send()
+        .await
+        .unwrap();
+    topic
+}

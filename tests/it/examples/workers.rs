@@ -195,20 +195,7 @@ async fn router_example_routes_three_sources_and_dead_letters_unknown_types() {
         ],
     )
     .await;
-    let topic = sns
-        .create_topic()
-        .name(common::unique("ex-shipments"))
-        .send()
-        .await
-        .unwrap();
-    let topic = topic.topic_arn().unwrap().to_owned();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(common::queue_arn(&sqs, &url).await)
-        .send()
-        .await
-        .unwrap();
+    let topic = common::sns_topic_to(&sns, &common::queue_arn(&sqs, &url).await, false).await;
     sns.publish()
         .topic_arn(&topic)
         .subject("OrderShipped")
