@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[tokio::test]
@@ -32,31 +31,14 @@ async fn orders_worker_with_the_idempotency_table_charges_each_order_once() {
             .unwrap();
     }
 
-    let out = tokio::task::spawn_blocking({
-        let (url, table) = (url.clone(), table.clone());
-        move || {
-            Command::new(common::example("orders"))
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("SQS_QUEUE_URL", &url)
-                .env("SQS_WORKER_IDEMPOTENCY_TABLE", &table)
-                .env("SQS_WORKER_IDLE_EXIT_SECONDS", "3")
-                .env("SQS_WORKER_WAIT_SECONDS", "1")
-                .env("SQS_WORKER_RECEIVERS", "1")
-                .env("AWS_ENDPOINT_URL", &common::server().endpoint)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("SQS_WORKER_LOG_FORMAT", "json")
-                .env("RUST_LOG", "info,orders=debug")
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = common::example_command("orders")
+        .env("SQS_QUEUE_URL", &url)
+        .env("SQS_WORKER_IDEMPOTENCY_TABLE", &table)
+        .env("SQS_WORKER_IDLE_EXIT_SECONDS", "3")
+        .env("RUST_LOG", "info,orders=debug")
+        .output()
+        .await
+        .unwrap();
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

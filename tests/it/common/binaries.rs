@@ -55,3 +55,27 @@ pub fn tool(name: &str) -> PathBuf {
     built.push(name.to_owned());
     bin
 }
+
+/// An example run with the environment every test gives it: the local
+/// server's endpoint and test credentials, JSON logs on stdout, 1 s receives
+/// and one receive loop (moto's `ReceiveMessage` takes no lock, so two
+/// concurrent receives can return the same message, which SQS does not do).
+pub fn example_command(name: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(example(name));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", &sqs_worker_testkit::server().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SQS_WORKER_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("SQS_WORKER_WAIT_SECONDS", "1")
+        .env("SQS_WORKER_RECEIVERS", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}

@@ -10,7 +10,7 @@ pub mod proxy;
 mod running;
 pub mod sqs_proxy;
 
-pub use binaries::{example, tool};
+pub use binaries::{example, example_command, tool};
 pub use running::{Running, run_until, until, until_async};
 
 pub use sqs_worker_testkit::{

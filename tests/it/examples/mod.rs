@@ -15,7 +15,7 @@ mod programs;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -29,30 +29,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 const TAIL: usize = 40;
 
 // ---------------------------------------------------------------- helpers
-
-/// An example run with the environment every test gives it: the local
-/// server's endpoint and test credentials, JSON logs on stdout, 1 s receives
-/// and one receive loop (moto's `ReceiveMessage` takes no lock, so two
-/// concurrent receives can return the same message, which SQS does not do).
-pub(crate) fn command(name: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(common::example(name));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &common::server().endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("SQS_WORKER_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("SQS_WORKER_WAIT_SECONDS", "1")
-        .env("SQS_WORKER_RECEIVERS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
 
 /// A running example; its output is collected while it runs.
 pub(crate) struct Example {
@@ -152,7 +128,7 @@ impl Example {
 
 /// Runs example `name` with the common environment and `env` to its exit.
 pub(crate) async fn run(name: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = command(name);
+    let mut cmd = common::example_command(name);
     cmd.envs(env.iter().copied());
     Example::spawn(name, cmd).finish().await
 }

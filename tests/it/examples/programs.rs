@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
-use super::{Example, assert_logs, command, receive, run, settled_depth};
+use super::{Example, assert_logs, receive, run, settled_depth};
 use crate::common;
 
 /// `examples/producer.rs`: 100 orders on the queue (the 2 MiB one as a
@@ -94,7 +94,7 @@ async fn producer_example_sends_every_order_and_offloads_the_large_one() {
 /// `AWS_ENDPOINT_URL`), its own queue, three messages handled, an idle exit.
 #[tokio::test]
 async fn injected_client_example_handles_its_three_messages_and_exits_when_idle() {
-    let mut cmd = command("injected_client");
+    let mut cmd = common::example_command("injected_client");
     cmd.env_remove("AWS_ENDPOINT_URL")
         .env("SQS_ENDPOINT", &common::server().endpoint);
     let out = Example::spawn("injected_client", cmd).finish().await;

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 
-use super::{Example, assert_logs, bodies, command, counts, receive, run, settled_depth};
+use super::{Example, assert_logs, bodies, counts, receive, run, settled_depth};
 use crate::common;
 
 /// `examples/idempotency.rs`: order 7 delivered three times charges the
@@ -138,7 +138,7 @@ async fn batch_write_example_writes_every_order_and_stops_on_sigterm() {
     let url = common::queue(&sqs, "ex-batch-write").await;
     let table = orders_table(&dynamodb).await;
 
-    let mut cmd = command("batch_write");
+    let mut cmd = common::example_command("batch_write");
     cmd.env("SQS_QUEUE_URL", &url).env("ORDERS_TABLE", &table);
     let mut example = Example::spawn("batch_write", cmd);
     // The example builds its poller in code: 2 receive loops (concurrency

@@ -110,14 +110,10 @@ impl Worker {
     }
 
     fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.signal("TERM");
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the worker.
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`) to the worker.
     fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])
