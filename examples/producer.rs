@@ -2,12 +2,13 @@
 //!
 //! ```sh
 //! SQS_QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/orders \
-//! SQS_WORKER_PAYLOAD_BUCKET=my-payload-bucket \
+//! SQS_WORKER_OFFLOAD_BUCKET=my-payload-bucket \
 //!     cargo run --example producer --features producer,large-payloads,poller
 //! ```
 //!
-//! Without `SQS_WORKER_PAYLOAD_BUCKET`, bodies over the queue's limit are
-//! refused instead of offloaded.
+//! Without `SQS_WORKER_OFFLOAD_BUCKET`, bodies over the queue's limit are
+//! refused instead of offloaded. A worker reads them back with
+//! `SQS_WORKER_PAYLOAD_BUCKETS=my-payload-bucket` (its allow-list).
 
 use std::time::Duration;
 
@@ -25,11 +26,12 @@ struct Order {
 #[tokio::main]
 async fn main() -> Result<(), sqs_worker::BoxError> {
     sqs_worker::telemetry::init()?;
+    // SQS_QUEUE_URL; with SQS_WORKER_OFFLOAD_BUCKET set, large bodies go to
+    // that bucket. Replaced here to put them under `orders/`, which a
+    // lifecycle rule can target.
     let mut sender = Sender::from_env().await?;
-    if let Ok(bucket) = std::env::var("SQS_WORKER_PAYLOAD_BUCKET") {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let s3 = aws_sdk_s3::Client::new(&config);
-        sender = sender.large_payloads(LargePayloads::new(s3, bucket).key_prefix("orders/"));
+    if let Some(offload) = LargePayloads::from_env().await? {
+        sender = sender.large_payloads(offload.key_prefix("orders/"));
     }
 
     // One at a time.
@@ -62,7 +64,7 @@ async fn main() -> Result<(), sqs_worker::BoxError> {
     for (i, result) in sender.send_batch(orders).await.into_iter().enumerate() {
         if let Err(e) = result {
             failed += 1;
-            eprintln!("order {}: {e}", i + 2);
+            eprintln!("order {}: {}", i + 2, with_causes(&e));
         }
     }
     println!("sent 99 orders in a batch, {failed} failed");
@@ -77,4 +79,17 @@ async fn main() -> Result<(), sqs_worker::BoxError> {
     .delay(Duration::from_secs(300));
     sender.send_message(later).await?;
     Ok(())
+}
+
+/// The error and its causes on one line: the S3 or SQS error behind a
+/// failed send is in the chain, not in the error's own message.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }

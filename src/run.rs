@@ -4,6 +4,11 @@ use crate::BoxError;
 #[cfg(any(feature = "poller", feature = "lambda"))]
 use crate::IntoHandler;
 use sqs_worker_core::config::ConfigError;
+#[cfg(all(
+    any(feature = "poller", feature = "lambda"),
+    not(feature = "large-payloads")
+))]
+use sqs_worker_core::config::var::PAYLOAD_BUCKETS;
 
 /// Runs `handler` with the runner the environment asks for: the Lambda
 /// adapter when `AWS_LAMBDA_RUNTIME_API` is set (feature `lambda`), otherwise
@@ -20,7 +25,8 @@ use sqs_worker_core::config::ConfigError;
 /// the handler is wrapped in
 /// [`PayloadLayer::from_env`](crate::producer::payload::PayloadLayer::from_env),
 /// so it sees the S3 object as the body and the object is deleted after it
-/// succeeded.
+/// succeeded. Without the feature, that variable set is a configuration
+/// error.
 ///
 /// Errors come back as a [`RunError`], whose `Debug` is the readable cause
 /// chain: a `main` that returns it prints a sentence, not SDK internals.
@@ -32,6 +38,17 @@ pub async fn run<A, H: IntoHandler<A>>(handler: H) -> Result<(), RunError> {
     if let Some(layer) = sqs_worker_producer::payload::PayloadLayer::from_env().await? {
         use tower_layer::Layer as _;
         return run_handler(layer.layer(handler)).await;
+    }
+    // Ignored, the variable would let pointers reach the handler as bodies.
+    #[cfg(not(feature = "large-payloads"))]
+    if let Some(value) = sqs_worker_core::config::Env::process().string(PAYLOAD_BUCKETS) {
+        return Err(RunError::Config(ConfigError::InvalidEnv {
+            var: PAYLOAD_BUCKETS,
+            value,
+            reason: "this build lacks feature `large-payloads`, so Extended Client pointers \
+                     would reach the handler unresolved"
+                .to_owned(),
+        }));
     }
     run_handler(handler).await
 }

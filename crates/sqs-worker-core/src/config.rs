@@ -14,9 +14,10 @@ use std::time::Duration;
 /// configuration table lists each with its unit, default and the runner
 /// that reads it.
 pub mod var {
-    /// The queue URL to poll (poller; required unless [`QUEUE_NAME`] is set).
+    /// The queue URL to poll (poller; required unless [`QUEUE_NAME`] is set),
+    /// or to send to (`Sender::from_env` of `sqs-worker-producer`).
     pub const QUEUE_URL: &str = "SQS_QUEUE_URL";
-    /// A queue name, resolved with `GetQueueUrl` (poller).
+    /// A queue name, resolved with `GetQueueUrl` (poller, producer).
     pub const QUEUE_NAME: &str = "SQS_QUEUE_NAME";
     /// Messages handled at once by this process (both runners).
     pub const CONCURRENCY: &str = "SQS_WORKER_CONCURRENCY";
@@ -89,6 +90,10 @@ pub mod var {
     /// it turns on resolving Extended Client pointers (facade's `run`,
     /// `PayloadLayer::from_env` of `sqs-worker-producer`).
     pub const PAYLOAD_BUCKETS: &str = "SQS_WORKER_PAYLOAD_BUCKETS";
+    /// The S3 bucket a producer stores large bodies in; set, it turns on
+    /// offloading (`Sender::from_env` and `LargePayloads::from_env` of
+    /// `sqs-worker-producer`, feature `large-payloads`).
+    pub const OFFLOAD_BUCKET: &str = "SQS_WORKER_OFFLOAD_BUCKET";
     /// CloudWatch namespace of the EMF metrics (Lambda; default `sqs-worker`).
     pub const METRICS_NAMESPACE: &str = "SQS_WORKER_METRICS_NAMESPACE";
     /// The `service` dimension of the EMF metrics (Lambda; default the

@@ -122,6 +122,15 @@ pub enum SetupError {
         /// The variable.
         name: &'static str,
     },
+    /// A variable is set that this build cannot honour: it lacks the
+    /// feature.
+    #[error("environment variable {name} is set, but this build lacks feature `{feature}`")]
+    NeedsFeature {
+        /// The variable.
+        name: &'static str,
+        /// The crate feature it needs.
+        feature: &'static str,
+    },
     /// `GetQueueUrl` or `GetQueueAttributes` failed.
     #[error("cannot look up queue {queue}")]
     Lookup {

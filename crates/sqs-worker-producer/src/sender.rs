@@ -10,6 +10,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use serde::Serialize;
+use sqs_worker_core::config::var;
 use sqs_worker_core::{AttributeValue, MessageAttribute, MessageAttributes};
 
 use crate::batch::{Prepared, Sent, chunk, send_chunk};
@@ -118,13 +119,31 @@ impl Sender {
 
     /// A sender for `SQS_QUEUE_URL` (or `SQS_QUEUE_NAME`), with an SQS client
     /// configured by `aws-config` from the environment.
+    ///
+    /// With `SQS_WORKER_OFFLOAD_BUCKET` set, bodies over the queue's limit
+    /// go to that S3 bucket as the Amazon SQS Extended Client stores them
+    /// ([`LargePayloads::from_env`](crate::payload::LargePayloads::from_env));
+    /// that needs feature `large-payloads`, and without it the variable is
+    /// an error rather than ignored.
     pub async fn from_env() -> Result<Self, SetupError> {
-        let queue = match env("SQS_QUEUE_URL")? {
+        let queue = match env(var::QUEUE_URL)? {
             Some(url) => url,
-            None => env("SQS_QUEUE_NAME")?.ok_or(SetupError::NoQueue)?,
+            None => env(var::QUEUE_NAME)?.ok_or(SetupError::NoQueue)?,
         };
+        #[cfg(not(feature = "large-payloads"))]
+        if env(var::OFFLOAD_BUCKET)?.is_some() {
+            return Err(SetupError::NeedsFeature {
+                name: var::OFFLOAD_BUCKET,
+                feature: "large-payloads",
+            });
+        }
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(aws_sdk_sqs::Client::new(&config), &queue).await
+        let sender = Self::new(aws_sdk_sqs::Client::new(&config), &queue).await?;
+        #[cfg(feature = "large-payloads")]
+        if let Some(offload) = crate::payload::LargePayloads::from_env_with(&config)? {
+            return Ok(sender.large_payloads(offload));
+        }
+        Ok(sender)
     }
 
     /// Tries per request, transient failures included (default 5, at least 1).
@@ -421,7 +440,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn env(name: &'static str) -> Result<Option<String>, SetupError> {
+/// A variable's trimmed value; `None` when unset, an error when empty or
+/// not Unicode.
+pub(crate) fn env(name: &'static str) -> Result<Option<String>, SetupError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
         Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(SetupError::BadVariable { name }),

@@ -12,6 +12,11 @@ use crate::common;
 
 /// `examples/producer.rs`: 100 orders on the queue (the 2 MiB one as a
 /// pointer to its object in S3) and the reminder delayed.
+///
+/// The server is given by host name, as LocalStack's `http://localhost:4566`
+/// is: S3 must then be addressed path-style, since `BUCKET.localhost` does
+/// not resolve (the example's own S3 client failed so before
+/// `LargePayloads::from_env`).
 #[cfg(all(feature = "producer", feature = "large-payloads"))]
 #[tokio::test]
 async fn producer_example_sends_every_order_and_offloads_the_large_one() {
@@ -19,12 +24,20 @@ async fn producer_example_sends_every_order_and_offloads_the_large_one() {
     let (sqs, s3) = (common::sqs().await, common::s3().await);
     let url = common::queue(&sqs, "ex-producer").await;
     let bucket = common::bucket(&s3, "ex-producer").await;
+    let endpoint = sqs_worker_testkit::server()
+        .endpoint
+        .replace("127.0.0.1", "localhost");
+    assert!(
+        endpoint.contains("//localhost:"),
+        "a test server on 127.0.0.1: {endpoint}"
+    );
 
     let out = run(
         "producer",
         &[
+            ("AWS_ENDPOINT_URL", &endpoint),
             ("SQS_QUEUE_URL", &url),
-            ("SQS_WORKER_PAYLOAD_BUCKET", &bucket),
+            ("SQS_WORKER_OFFLOAD_BUCKET", &bucket),
         ],
     )
     .await;

@@ -147,11 +147,8 @@ impl PayloadLayer {
             return Ok(None);
         };
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(sdk.endpoint_url().is_some())
-            .build();
         Ok(Some(
-            Self::new(aws_sdk_s3::Client::from_conf(s3)).allow_buckets(buckets),
+            Self::new(super::s3_client(&sdk)).allow_buckets(buckets),
         ))
     }
 

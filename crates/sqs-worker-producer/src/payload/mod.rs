@@ -22,3 +22,14 @@ pub use self::pointer::{
     LEGACY_SIZE_ATTRIBUTE, POINTER_CLASS, S3Pointer, SIZE_ATTRIBUTE, find_pointer,
 };
 pub use sqs_worker_core::PayloadOrigin;
+
+/// An S3 client from the shared AWS configuration. A custom endpoint
+/// (`AWS_ENDPOINT_URL`: LocalStack, MinIO, a test server) is addressed
+/// path-style: `http://localhost:4566/bucket/key`, since
+/// `bucket.localhost` does not resolve.
+pub(crate) fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}

@@ -4,8 +4,10 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use sqs_worker_core::MessageAttribute;
 
+use sqs_worker_core::config::var;
+
 use super::pointer::{S3Pointer, SIZE_ATTRIBUTE};
-use crate::error::SendError;
+use crate::error::{SendError, SetupError};
 use crate::outgoing::Outgoing;
 
 /// Where and when a [`Sender`](crate::Sender) stores bodies in S3 instead of
@@ -44,6 +46,25 @@ impl LargePayloads {
             threshold: None,
             always: false,
         }
+    }
+
+    /// The offloading the environment asks for: `None` unless
+    /// `SQS_WORKER_OFFLOAD_BUCKET` is set; then to that bucket, with an S3
+    /// client from `aws_config::load_defaults` (a custom endpoint,
+    /// `AWS_ENDPOINT_URL`, is addressed path-style). What
+    /// [`Sender::from_env`](crate::Sender::from_env) uses.
+    pub async fn from_env() -> Result<Option<Self>, SetupError> {
+        let Some(bucket) = crate::sender::env(var::OFFLOAD_BUCKET)? else {
+            return Ok(None);
+        };
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Ok(Some(Self::new(super::s3_client(&sdk), bucket)))
+    }
+
+    /// [`from_env`](Self::from_env) with the configuration already loaded.
+    pub(crate) fn from_env_with(sdk: &aws_config::SdkConfig) -> Result<Option<Self>, SetupError> {
+        let bucket = crate::sender::env(var::OFFLOAD_BUCKET)?;
+        Ok(bucket.map(|b| Self::new(super::s3_client(sdk), b)))
     }
 
     /// Offloads messages (body and attributes) over `bytes` instead; at most
