@@ -10,6 +10,7 @@
 mod common;
 
 mod bad_input;
+mod contract;
 mod dead_letter;
 #[cfg(feature = "telemetry")]
 mod demo;
