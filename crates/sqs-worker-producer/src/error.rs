@@ -116,8 +116,8 @@ pub enum SetupError {
     /// Neither `SQS_QUEUE_URL` nor `SQS_QUEUE_NAME` is set.
     #[error("set SQS_QUEUE_URL (or SQS_QUEUE_NAME) to the queue to send to")]
     NoQueue,
-    /// An environment variable is set but empty or not Unicode.
-    #[error("environment variable {name} is empty or not valid Unicode")]
+    /// An environment variable is set but not Unicode.
+    #[error("environment variable {name} is not valid Unicode")]
     BadVariable {
         /// The variable.
         name: &'static str,

@@ -440,12 +440,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A variable's trimmed value; `None` when unset, an error when empty or
-/// not Unicode.
+/// A variable's trimmed value: `None` when unset or blank (blank counts as
+/// unset, as for every variable in the README's table), an error when not
+/// Unicode.
 pub(crate) fn env(name: &'static str) -> Result<Option<String>, SetupError> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
-        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(SetupError::BadVariable { name }),
+    value_of(name, std::env::var(name))
+}
+
+fn value_of(
+    name: &'static str,
+    value: Result<String, std::env::VarError>,
+) -> Result<Option<String>, SetupError> {
+    match value {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v.trim().to_owned())),
         Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SetupError::BadVariable { name }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::env::VarError;
+
+    use super::*;
+
+    #[test]
+    fn a_variable_is_trimmed_blank_is_unset_and_not_unicode_is_an_error() {
+        let v = |value| value_of(var::QUEUE_URL, value);
+        assert_eq!(
+            v(Ok(" https://q ".into())).unwrap().as_deref(),
+            Some("https://q")
+        );
+        assert_eq!(v(Ok(" \t".into())).unwrap(), None);
+        assert_eq!(v(Err(VarError::NotPresent)).unwrap(), None);
+        let bad = v(Err(VarError::NotUnicode("\u{fffd}".into()))).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "environment variable SQS_QUEUE_URL is not valid Unicode"
+        );
     }
 }
