@@ -97,7 +97,7 @@ mod telemetry {
     /// Whether this process runs inside AWS Lambda.
     #[cfg(feature = "lambda")]
     pub(crate) fn in_lambda() -> bool {
-        std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+        std::env::var_os(sqs_worker_core::config::var::LAMBDA_RUNTIME_API).is_some()
     }
 
     /// No metrics endpoint without `telemetry`.

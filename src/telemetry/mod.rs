@@ -58,7 +58,7 @@ impl LogFormat {
 
 /// Whether this process runs inside AWS Lambda.
 pub fn in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+    std::env::var_os(sqs_worker_core::config::var::LAMBDA_RUNTIME_API).is_some()
 }
 
 /// The log filter: `RUST_LOG` when set, else Lambda's `AWS_LAMBDA_LOG_LEVEL`

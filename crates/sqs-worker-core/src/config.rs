@@ -101,6 +101,9 @@ pub mod var {
     pub const SERVICE: &str = "SQS_WORKER_SERVICE";
     /// The function name (set by Lambda; the default [`SERVICE`]).
     pub const LAMBDA_FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+    /// The Lambda Runtime API's address (set by Lambda): when set,
+    /// `sqs_worker::run` runs the Lambda adapter, else the poller.
+    pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
     /// The log level chosen in Lambda's advanced logging controls (set by
     /// Lambda: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`); used
     /// when [`RUST_LOG`] is not set.
