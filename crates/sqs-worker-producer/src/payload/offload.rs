@@ -3,7 +3,6 @@
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use sqs_worker_core::MessageAttribute;
-
 use sqs_worker_core::config::var;
 
 use super::pointer::{S3Pointer, SIZE_ATTRIBUTE};
@@ -54,11 +53,12 @@ impl LargePayloads {
     /// `AWS_ENDPOINT_URL`, is addressed path-style). What
     /// [`Sender::from_env`](crate::Sender::from_env) uses.
     pub async fn from_env() -> Result<Option<Self>, SetupError> {
-        let Some(bucket) = crate::sender::env(var::OFFLOAD_BUCKET)? else {
+        // No AWS configuration is loaded when the variable is unset.
+        if crate::sender::env(var::OFFLOAD_BUCKET)?.is_none() {
             return Ok(None);
-        };
+        }
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(Some(Self::new(super::s3_client(&sdk), bucket)))
+        Self::from_env_with(&sdk)
     }
 
     /// [`from_env`](Self::from_env) with the configuration already loaded.
