@@ -94,3 +94,13 @@ pub async fn sns_topic_to(sns: &aws_sdk_sns::Client, queue_arn: &str, raw: bool)
         .unwrap();
     topic
 }
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`) to process `pid`, as ECS, systemd
+/// or a shell would.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{signal} {pid}");
+}

@@ -91,12 +91,7 @@ impl Example {
 
     /// SIGTERM, as ECS or systemd stop a worker.
     pub(crate) fn sigterm(&self) {
-        let pid = self.child.id().expect("the example is running");
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -TERM {pid} failed");
+        common::signal(self.child.id().expect("the example is running"), "TERM");
     }
 
     /// Waits for the exit, at most `LIMIT`; then kills it and fails.

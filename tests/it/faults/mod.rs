@@ -115,11 +115,7 @@ impl Worker {
 
     /// Sends `signal` (`TERM`, `STOP`, `CONT`) to the worker.
     fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -{signal}");
+        common::signal(self.pid(), signal);
     }
 
     fn sigkill(&mut self) {
