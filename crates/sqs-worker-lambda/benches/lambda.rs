@@ -2,6 +2,11 @@
 //! `SqsBatchResponse` (conversion, engine, response), with a handler that
 //! parses each JSON body and one record failing. Target (issue 8): ≤ 5 µs.
 //!
+//! Decomposed: the same events through the service's record conversion and
+//! the handler without the engine, and through a message of id and body and
+//! the handler, so the floor's gap splits into the engine's share, the
+//! conversion's and the `Message`'s.
+//!
 //! Also from the invocation's JSON to the response, what a deployed function
 //! runs in process: `run`'s path (the lean `SqsPayload`), the service from an
 //! `SqsEvent`, and the hand-written floor from the same bytes.
@@ -21,10 +26,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use sqs_worker_core::runner::Engine;
-use sqs_worker_core::{Error, Json};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use sqs_worker_core::runner::{Engine, MessageParts};
+use sqs_worker_core::{Error, Handler, IntoHandler, Json, Message, Visibility};
 use sqs_worker_lambda::testing::{context, event, record};
-use sqs_worker_lambda::{LambdaService, SqsEvent, SqsPayload};
+use sqs_worker_lambda::{LambdaService, SqsEvent, SqsPayload, message_from_record};
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -57,6 +65,47 @@ enum Mode {
     Service,
     Plain,
     Drop,
+    NoEngine,
+    IdAndBody,
+}
+
+/// The service's own conversion of each record ([`message_from_record`]:
+/// typed system and message attributes, one allocation per message), then the
+/// handler called directly (in `catch_unwind`, polled once) and the failures
+/// listed: the service without its engine, spans, metrics and leases. Never
+/// inlined, for callgrind (`--toggle-collect=lambda::no_engine*`).
+#[inline(never)]
+fn no_engine<H: Handler>(handler: &H, event: SqsEvent) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    for r in event.records {
+        let m = message_from_record(r, Visibility::unbacked()).expect("an SQS record");
+        call(handler, m, &mut resp);
+    }
+    resp
+}
+
+/// As [`no_engine`], with a message of the record's id and body only (no
+/// attributes, no source, no receipt handle): what a `Message` and a handler
+/// call cost on their own. Never inlined (`--toggle-collect=lambda::id_and_body*`).
+#[inline(never)]
+fn id_and_body<H: Handler>(handler: &H, event: SqsEvent) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    for r in event.records {
+        let (id, body) = (r.message_id.unwrap_or_default(), r.body.unwrap_or_default());
+        let m = MessageParts::new(id, body).into_message();
+        call(handler, m, &mut resp);
+    }
+    resp
+}
+
+/// Runs `handler` on `m` (polled once, a panic caught) and lists it in `resp`
+/// unless it succeeded.
+#[inline]
+fn call<H: Handler>(handler: &H, m: Message, resp: &mut SqsBatchResponse) {
+    let run = AssertUnwindSafe(handler.handle(m.clone())).catch_unwind();
+    if !matches!(run.now_or_never(), Some(Ok(Ok(())))) {
+        resp.add_failure(m.id());
+    }
 }
 
 /// The plainest correct Lambda handler for the same work, written by hand:
@@ -95,6 +144,7 @@ fn main() {
         .build()
         .expect("runtime");
     let service = LambdaService::new(Engine::new(typed));
+    let handler = typed.into_handler();
     let ctx = context(Duration::from_secs(900));
     let scale: u32 = std::env::var("LAMBDA_BENCH_SCALE")
         .ok()
@@ -139,6 +189,14 @@ fn main() {
                                 black_box(resp);
                             }
                             Mode::Drop => drop(ev),
+                            Mode::NoEngine | Mode::IdAndBody => {
+                                let resp = match mode {
+                                    Mode::NoEngine => no_engine(&handler, ev),
+                                    _ => id_and_body(&handler, ev),
+                                };
+                                assert_eq!(resp.batch_item_failures.len(), 1);
+                                black_box(resp);
+                            }
                         }
                     }
                 });
@@ -148,12 +206,16 @@ fn main() {
             elapsed.as_secs_f64() * 1e6 / f64::from(done)
         };
         let (mut with, mut floor, mut without) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut unengined, mut bare) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
             with.push(time(Mode::Service));
             floor.push(time(Mode::Plain));
             without.push(time(Mode::Drop));
+            unengined.push(time(Mode::NoEngine));
+            bare.push(time(Mode::IdAndBody));
         }
         let (with, floor, without) = (median(with), median(floor), median(without));
+        let (unengined, bare) = (median(unengined), median(bare));
         println!(
             "{n:>4} records, 1 failing: {:>8.2} µs per event beyond dropping it \
              (handling and dropping it {with:.2} µs, dropping it alone {without:.2} µs)",
@@ -165,6 +227,13 @@ fn main() {
             floor - without,
             with / floor,
             (with - without) / (floor - without)
+        );
+        println!(
+            "{n:>4} records, decomposed (with the drop): the conversion and the handler without \
+             the engine {unengined:.2} µs ({:.2}x the floor); a message of id and body and the \
+             handler {bare:.2} µs ({:.2}x)",
+            unengined / floor,
+            bare / floor
         );
     }
 
