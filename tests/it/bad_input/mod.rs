@@ -4,10 +4,10 @@
 //! missing region, refused credentials) are asserted on their text.
 //!
 //! Already covered elsewhere, not repeated here: an S3 event, a scheduled
-//! event, a record without `messageId` or without a body (tests/lambda.rs),
-//! a 1 MiB body through the poller and a missing queue naming the queue
-//! (tests/poller.rs), undecodable bodies in the engine's logs
-//! (tests/observability.rs).
+//! event, a record without `messageId` or without a body (`lambda/`), a
+//! 1 MiB body through the poller and a missing queue naming the queue
+//! (`poller/options.rs`), undecodable bodies in the engine's logs
+//! (`tests/observability.rs`, its own binary).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
