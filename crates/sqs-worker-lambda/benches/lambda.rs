@@ -23,11 +23,10 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use std::panic::AssertUnwindSafe;
-
 use futures_util::FutureExt;
 use sqs_worker_core::runner::{Engine, MessageParts};
 use sqs_worker_core::{Error, Handler, IntoHandler, Json, Message, Visibility};
